@@ -1,0 +1,62 @@
+import type { Kysely } from 'kysely'
+import type { Database, InsertableApiKeyRow } from '../db/schema.js'
+
+export async function insertApiKey(db: Kysely<Database>, row: InsertableApiKeyRow): Promise<void> {
+  await db.insertInto('api_keys').values(row).execute()
+}
+
+/** The per-request lookup: only what authorization needs, by the unique hash index. */
+export async function findApiKeyByHash(db: Kysely<Database>, keyHash: string) {
+  return db
+    .selectFrom('api_keys')
+    .select(['id', 'org_id', 'role', 'key_hash', 'revoked_at', 'last_used_at'])
+    .where('key_hash', '=', keyHash)
+    .executeTakeFirst()
+}
+
+export async function listApiKeys(db: Kysely<Database>, orgId: string) {
+  return db
+    .selectFrom('api_keys')
+    .select([
+      'id',
+      'org_id',
+      'name',
+      'description',
+      'role',
+      'prefix',
+      'created_at',
+      'last_used_at',
+      'revoked_at',
+    ])
+    .where('org_id', '=', orgId)
+    .orderBy('created_at')
+    .orderBy('id')
+    .execute()
+}
+
+export async function revokeApiKey(db: Kysely<Database>, id: string, revokedAt: string) {
+  return db
+    .updateTable('api_keys')
+    .set({ revoked_at: revokedAt })
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null)
+    .returning(['id', 'org_id'])
+    .executeTakeFirst()
+}
+
+export async function findApiKeyById(db: Kysely<Database>, id: string) {
+  return db
+    .selectFrom('api_keys')
+    .select(['id', 'org_id', 'revoked_at'])
+    .where('id', '=', id)
+    .executeTakeFirst()
+}
+
+export async function touchApiKey(db: Kysely<Database>, orgId: string, id: string, usedAt: string) {
+  await db
+    .updateTable('api_keys')
+    .set({ last_used_at: usedAt })
+    .where('org_id', '=', orgId)
+    .where('id', '=', id)
+    .execute()
+}

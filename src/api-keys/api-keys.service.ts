@@ -1,0 +1,114 @@
+import type { Kysely } from 'kysely'
+import type { ApiKeyRole, Database, InsertableApiKeyRow } from '../db/schema.js'
+import { AppError } from '../errors.js'
+import { isUuid, uuidv7 } from '../shared/ids.js'
+import { formatNullableTimestamp, formatTimestamp, nowTimestamp } from '../shared/time.js'
+import { API_KEY_PATTERN, generateApiKey, hashApiKey, hashesMatch } from './api-key-secret.js'
+import * as apiKeys from './api-keys.repository.js'
+
+export const API_KEY_ROLES: readonly ApiKeyRole[] = ['full_access', 'read_only']
+
+export interface ApiKeySummary {
+  id: string
+  org_id: string
+  name: string
+  description: string | null
+  role: ApiKeyRole
+  prefix: string
+  created_at: string
+  last_used_at: string | null
+  revoked_at: string | null
+}
+
+/** What a request is allowed to act as, once its key has been checked. */
+export interface Principal {
+  keyId: string
+  orgId: string
+  role: ApiKeyRole
+}
+
+export interface NewApiKey {
+  orgId: string
+  name: string
+  role: string
+  description?: string | null
+}
+
+export async function createApiKey(db: Kysely<Database>, input: NewApiKey) {
+  const name = input.name.trim()
+  if (name === '' || name.length > 200) {
+    throw new AppError('validation_failed', 'key name must be 1 to 200 characters')
+  }
+  if (!API_KEY_ROLES.includes(input.role as ApiKeyRole)) {
+    throw new AppError('validation_failed', `role must be one of ${API_KEY_ROLES.join(', ')}`)
+  }
+  const description = input.description?.trim() || null
+  if (description && description.length > 1000) {
+    throw new AppError('validation_failed', 'description must be at most 1000 characters')
+  }
+  const secret = generateApiKey()
+  const row: InsertableApiKeyRow = {
+    org_id: input.orgId,
+    id: uuidv7(),
+    name,
+    description,
+    role: input.role as ApiKeyRole,
+    prefix: secret.prefix,
+    key_hash: secret.hash,
+    created_at: nowTimestamp(),
+    last_used_at: null,
+    revoked_at: null,
+  }
+  await apiKeys.insertApiKey(db, row)
+  return {
+    id: row.id,
+    key: secret.key,
+    prefix: row.prefix,
+    org_id: row.org_id,
+    role: row.role,
+    name: row.name,
+  }
+}
+
+export async function listApiKeys(db: Kysely<Database>, orgId: string): Promise<ApiKeySummary[]> {
+  const rows = await apiKeys.listApiKeys(db, orgId)
+  return rows.map((row) => ({
+    ...row,
+    created_at: formatTimestamp(row.created_at),
+    last_used_at: formatNullableTimestamp(row.last_used_at),
+    revoked_at: formatNullableTimestamp(row.revoked_at),
+  }))
+}
+
+export async function revokeApiKey(
+  db: Kysely<Database>,
+  id: string,
+): Promise<{ id: string; org_id: string }> {
+  if (!isUuid(id)) throw new AppError('api_key_not_found', `no API key with id "${id}"`)
+  const revoked = await apiKeys.revokeApiKey(db, id.toLowerCase(), nowTimestamp())
+  if (revoked) return revoked
+  const existing = await apiKeys.findApiKeyById(db, id.toLowerCase())
+  if (existing) return { id: existing.id, org_id: existing.org_id } // already revoked: revoking is idempotent
+  throw new AppError('api_key_not_found', `no API key with id "${id}"`)
+}
+
+/** How often last_used_at is written: a write per request would double the cost of a read. */
+const LAST_USED_RESOLUTION_MS = 60_000
+
+/**
+ * Resolves a presented key to its principal, or null. Unknown and revoked keys take the same path
+ * and give the same answer, so a caller cannot tell a revoked key from one that never existed.
+ */
+export async function authenticateApiKey(db: Kysely<Database>, presented: string): Promise<Principal | null> {
+  if (!API_KEY_PATTERN.test(presented)) return null
+  const hash = hashApiKey(presented)
+  const row = await apiKeys.findApiKeyByHash(db, hash)
+  if (!row || !hashesMatch(row.key_hash, hash) || row.revoked_at !== null) return null
+  const now = Date.now()
+  const lastUsed = row.last_used_at === null ? 0 : new Date(row.last_used_at).getTime()
+  if (now - lastUsed > LAST_USED_RESOLUTION_MS) {
+    // Recording use is bookkeeping: it must never fail or slow the request it describes.
+    apiKeys.touchApiKey(db, row.org_id, row.id, new Date(now).toISOString()).catch(() => {})
+  }
+  return { keyId: row.id, orgId: row.org_id, role: row.role }
+}

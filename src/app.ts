@@ -1,0 +1,116 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { DestinationStream } from 'pino'
+import { apiKeyAuth } from './auth/auth.hook.js'
+import type { Config } from './config.js'
+import { contactRoutes } from './contacts/contacts.routes.js'
+import { customFieldRoutes } from './custom-fields/custom-fields.routes.js'
+import { type DatabaseHandle, openDatabase } from './db/database.js'
+import type { ErrorCode } from './errors.js'
+import { healthRoutes } from './health/health.routes.js'
+import { toHttpError } from './http/errors.js'
+import { loggerOptions } from './http/logging.js'
+import { validatorCompiler } from './http/validation.js'
+import { ErrorResponse, ValidationErrorResponse } from './shared/schemas.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    database: DatabaseHandle
+  }
+}
+
+export interface BuildOptions {
+  /** An already-open database (the app then leaves closing it to the caller). */
+  database?: DatabaseHandle
+  /** Where log lines go; standard output when absent. */
+  logStream?: DestinationStream
+}
+
+const API_DESCRIPTION = `Contacts of the people who talk to your assistants.
+
+Wire-compatible with the Insighto.ai Contacts API v1: authenticate with \`?api_key=in-…\` (as the
+original) or, better, the \`X-API-Key\` header, which keeps the key out of access logs and browser
+history. Successes are wrapped as \`{"message", "meta", "data"}\`; errors are \`{"detail", "code"}\`,
+and validation errors list each problem as \`{"loc", "msg", "type"}\` in \`detail\`.`
+
+/**
+ * Builds the whole HTTP application without listening, so that the server, the tests and the
+ * benchmarks run exactly the same options, hooks and schemas.
+ */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const ownsDatabase = options.database === undefined
+  const database = options.database ?? openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize })
+
+  const app = Fastify({
+    logger: loggerOptions(config.logLevel, options.logStream),
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: config.trustProxy,
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    keepAliveTimeout: 72_000,
+    return503OnClosing: true,
+    routerOptions: { maxParamLength: 200 },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.decorate('database', database)
+  if (ownsDatabase) app.addHook('onClose', async () => database.close())
+  app.setValidatorCompiler(validatorCompiler)
+  app.addSchema(ErrorResponse)
+  app.addSchema(ValidationErrorResponse)
+
+  // FastAPI reads a body without a content type as JSON and refuses other types with a 422;
+  // clients written for it may rely on both, so this parser does the same.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
+    if (request.headers['content-type'] === undefined) return parseJson(request, body as string, done)
+    done(null, body)
+  })
+
+  app.setErrorHandler((error, request, reply) => {
+    const { status, body } = toHttpError(error)
+    if (status >= 500) request.log.error({ err: error }, 'request failed')
+    return reply.code(status).send(body)
+  })
+  app.setNotFoundHandler((_request, reply) =>
+    reply.code(404).send({ detail: 'Not Found', code: 'route_not_found' satisfies ErrorCode }),
+  )
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Contacts API', version: '1.0.0', description: API_DESCRIPTION },
+      components: {
+        securitySchemes: {
+          api_key: {
+            type: 'apiKey',
+            in: 'query',
+            name: 'api_key',
+            description: 'Your API key, as the original API takes it. Format: starts with in-.',
+          },
+          ApiKeyHeader: {
+            type: 'apiKey',
+            in: 'header',
+            name: 'X-API-Key',
+            description: 'The same key, as a header.',
+          },
+        },
+      },
+      security: [{ api_key: [] }, { ApiKeyHeader: [] }],
+    },
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs', logLevel: 'warn' })
+  app.get('/openapi.json', { schema: { hide: true }, logLevel: 'warn' }, async () => app.swagger())
+
+  await app.register(healthRoutes, { database })
+  await app.register(
+    async (api) => {
+      api.addHook('onRequest', apiKeyAuth(database.db))
+      await api.register(contactRoutes, { db: database.db })
+      await api.register(customFieldRoutes, { db: database.db })
+    },
+    { prefix: '/api/v1' },
+  )
+  return app
+}

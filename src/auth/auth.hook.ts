@@ -1,0 +1,41 @@
+import type { FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import type { Kysely } from 'kysely'
+import { authenticateApiKey, type Principal } from '../api-keys/api-keys.service.js'
+import type { Database } from '../db/schema.js'
+import { AppError } from '../errors.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Routes that change data; a read_only key is refused on them before the body is read. */
+    writes?: boolean
+  }
+  interface FastifyRequest {
+    principal: Principal | null
+  }
+}
+
+function presentedKey(request: FastifyRequest): string | undefined {
+  const header = request.headers['x-api-key']
+  if (typeof header === 'string' && header !== '') return header
+  const query = (request.query as Record<string, unknown> | undefined)?.api_key
+  return typeof query === 'string' && query !== '' ? query : undefined
+}
+
+/** Authentication for /api/v1: the key in `X-API-Key` or, as in the original, `?api_key=`. */
+export function apiKeyAuth(db: Kysely<Database>): onRequestAsyncHookHandler {
+  return async (request) => {
+    const key = presentedKey(request)
+    if (key === undefined) throw new AppError('not_authenticated', 'Not authenticated')
+    const principal = await authenticateApiKey(db, key)
+    if (!principal) throw new AppError('invalid_api_key', 'Invalid API key')
+    if (request.routeOptions.config.writes && principal.role !== 'full_access') {
+      throw new AppError('read_only_key', 'This API key is read-only and cannot change data')
+    }
+    request.principal = principal
+  }
+}
+
+export function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw new AppError('not_authenticated', 'Not authenticated')
+  return request.principal
+}

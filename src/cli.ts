@@ -1,0 +1,139 @@
+import { parseArgs } from 'node:util'
+import * as apiKeys from './api-keys/api-keys.service.js'
+import { loadConfig } from './config.js'
+import { type DatabaseHandle, openDatabase } from './db/database.js'
+import { migrateToLatest } from './db/migrations.js'
+import * as organizations from './organizations/organizations.service.js'
+import { startServer } from './serve.js'
+
+const USAGE = `Usage: contacts <command> [options]
+
+Commands:
+  serve                                   start the HTTP server (same as npm start)
+  migrate                                 apply pending database migrations
+  org create NAME                         create an organization
+  org list                                list organizations
+  key create --org ORG --name NAME --role full_access|read_only [--description TEXT]
+                                          create an API key (the key is printed once, here only)
+  key list --org ORG                      list an organization's keys (prefixes, never keys)
+  key revoke ID                           revoke a key; it is refused from its next request on
+
+ORG is an organization id or name. Add --json for machine-readable output.
+The database is DATABASE_URL (default: SQLite at ./data/contacts.db), as for the server.`
+
+class UsageError extends Error {}
+
+type Options = { json: boolean; org?: string; name?: string; role?: string; description?: string }
+type Print = (value: unknown, text: string) => void
+
+function parse(argv: string[]) {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      json: { type: 'boolean', default: false },
+      org: { type: 'string' },
+      name: { type: 'string' },
+      role: { type: 'string' },
+      description: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  })
+  return { options: values as Options & { help: boolean }, positionals }
+}
+
+const required = (value: string | undefined, flag: string): string => {
+  if (value === undefined || value === '') throw new UsageError(`${flag} is required`)
+  return value
+}
+
+async function withDatabase<T>(run: (database: DatabaseHandle) => Promise<T>): Promise<T> {
+  const config = loadConfig()
+  const database = openDatabase(config.databaseUrl, { poolSize: 2 })
+  try {
+    await migrateToLatest(database)
+    return await run(database)
+  } finally {
+    await database.close()
+  }
+}
+
+async function runCommand(positionals: string[], options: Options, print: Print): Promise<void> {
+  const [command, subcommand, argument] = positionals
+  const route = subcommand === undefined ? command : `${command} ${subcommand}`
+  switch (route) {
+    case 'serve':
+      return startServer(loadConfig())
+    case 'migrate':
+      return withDatabase(async (database) => {
+        const result = await migrateToLatest(database)
+        const applied = (result.results ?? []).map((r) => r.migrationName)
+        print({ applied }, applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date')
+      })
+    case 'org create':
+      return withDatabase(async ({ db }) => {
+        const org = await organizations.createOrganization(db, required(argument, 'NAME'))
+        print({ id: org.id, name: org.name }, `created organization ${org.name} (${org.id})`)
+      })
+    case 'org list':
+      return withDatabase(async ({ db }) => {
+        const orgs = await organizations.listOrganizations(db)
+        print(orgs, orgs.map((o) => `${o.id}  ${o.name}`).join('\n') || 'no organizations')
+      })
+    case 'key create':
+      return withDatabase(async ({ db }) => {
+        const org = await organizations.resolveOrganization(db, required(options.org, '--org'))
+        const key = await apiKeys.createApiKey(db, {
+          orgId: org.id,
+          name: required(options.name, '--name'),
+          role: required(options.role, '--role'),
+          description: options.description ?? null,
+        })
+        print(
+          key,
+          `created ${key.role} key "${key.name}" (${key.id}) for ${org.name}\n\n  ${key.key}\n\nStore it now: it is shown only once.`,
+        )
+      })
+    case 'key list':
+      return withDatabase(async ({ db }) => {
+        const org = await organizations.resolveOrganization(db, required(options.org, '--org'))
+        const keys = await apiKeys.listApiKeys(db, org.id)
+        const lines = keys.map(
+          (k) =>
+            `${k.id}  ${k.prefix}…  ${k.role.padEnd(11)}  ${k.revoked_at ? 'revoked' : 'active '}  ${k.name}`,
+        )
+        print(keys, lines.join('\n') || 'no keys')
+      })
+    case 'key revoke':
+      return withDatabase(async ({ db }) => {
+        const revoked = await apiKeys.revokeApiKey(db, required(argument, 'ID'))
+        print({ id: revoked.id, revoked: true }, `revoked key ${revoked.id}`)
+      })
+    default:
+      throw new UsageError(command === undefined ? 'a command is required' : `unknown command "${route}"`)
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const { options, positionals } = parse(argv)
+    if (options.help || positionals[0] === 'help') {
+      process.stdout.write(`${USAGE}\n`)
+      return 0
+    }
+    const print: Print = (value, text) =>
+      process.stdout.write(`${options.json ? JSON.stringify(value, null, 2) : text}\n`)
+    await runCommand(positionals, options, print)
+    return 0
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error)
+    const isUsage =
+      error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')
+    process.stderr.write(`contacts: ${message}${isUsage ? ' (see contacts --help)' : ''}\n`)
+    return isUsage ? 2 : 1
+  }
+}
+
+const code = await main(process.argv.slice(2))
+// `serve` keeps running; every other command ends here.
+if (code !== 0 || process.argv[2] !== 'serve') process.exitCode = code

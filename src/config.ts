@@ -1,0 +1,55 @@
+import { type Static, Type } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+/**
+ * Every setting the service reads, declared once. The server, the CLI and the tests all build a
+ * Config through `loadConfig`, so a bad value fails at start-up with the variable's name rather
+ * than deep inside a request.
+ */
+export const ConfigSchema = Type.Object({
+  host: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  port: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),
+  databaseUrl: Type.String({ minLength: 1, default: 'sqlite:./data/contacts.db' }),
+  databasePoolSize: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+  logLevel: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+    { default: 'info' },
+  ),
+  bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1024 * 1024 }),
+  trustProxy: Type.Boolean({ default: false }),
+})
+
+export type Config = Readonly<Static<typeof ConfigSchema>>
+
+/** Environment variable → config key; the names are part of the operator contract. */
+const ENVIRONMENT_KEYS = {
+  HOST: 'host',
+  PORT: 'port',
+  DATABASE_URL: 'databaseUrl',
+  DATABASE_POOL_SIZE: 'databasePoolSize',
+  LOG_LEVEL: 'logLevel',
+  BODY_LIMIT_BYTES: 'bodyLimitBytes',
+  TRUST_PROXY: 'trustProxy',
+} as const satisfies Record<string, keyof Config>
+
+export class ConfigError extends Error {}
+
+export function loadConfig(
+  environment: Record<string, string | undefined> = process.env,
+  overrides: Partial<Config> = {},
+): Config {
+  const raw: Record<string, unknown> = {}
+  for (const [variable, key] of Object.entries(ENVIRONMENT_KEYS)) {
+    const value = environment[variable]
+    if (value !== undefined && value !== '') raw[key] = value
+  }
+  Object.assign(raw, overrides)
+  const withDefaults = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw))
+  const firstError = Value.Errors(ConfigSchema, withDefaults).First()
+  if (firstError) {
+    const key = firstError.path.slice(1)
+    const variable = Object.entries(ENVIRONMENT_KEYS).find(([, k]) => k === key)?.[0] ?? key
+    throw new ConfigError(`invalid ${variable}: ${firstError.message}`)
+  }
+  return Object.freeze(withDefaults as Config)
+}

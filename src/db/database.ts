@@ -1,0 +1,119 @@
+import { mkdirSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import BetterSqlite3 from 'better-sqlite3'
+import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type SqliteStatement } from 'kysely'
+import pg from 'pg'
+import type { Database } from './schema.js'
+
+export type DialectName = 'sqlite' | 'postgres'
+
+export type DatabaseLocation =
+  | { readonly dialect: 'sqlite'; readonly path: string }
+  | { readonly dialect: 'postgres'; readonly connectionString: string }
+
+export interface DatabaseHandle {
+  readonly db: Kysely<Database>
+  readonly dialect: DialectName
+  /** Number of prepared statements currently kept (SQLite); 0 on PostgreSQL. */
+  statementCacheSize(): number
+  close(): Promise<void>
+}
+
+export class DatabaseUrlError extends Error {}
+
+/** The contract's `DATABASE_URL` forms: `sqlite:PATH`, `file:PATH`, `postgres://…`, `postgresql://…`. */
+export function parseDatabaseUrl(url: string): DatabaseLocation {
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    return { dialect: 'postgres', connectionString: url }
+  }
+  for (const scheme of ['sqlite:', 'file:']) {
+    if (url.startsWith(scheme)) {
+      const path = url.slice(scheme.length).replace(/^\/\/(?=\/)/, '')
+      if (path === '') break
+      return { dialect: 'sqlite', path }
+    }
+  }
+  throw new DatabaseUrlError(
+    `DATABASE_URL must start with sqlite:, file:, postgres:// or postgresql:// (got "${url.split(':')[0]}:…")`,
+  )
+}
+
+export const STATEMENT_CACHE_CAPACITY = 256
+
+/**
+ * Kysely's SQLite driver prepares every statement anew, which costs more than running it on the
+ * hot path. This keeps the most recently used statements, bounded so that queries with varying
+ * text (lists of ids, dynamic updates) cannot grow it without limit.
+ */
+function withStatementCache(database: BetterSqlite3.Database, capacity: number) {
+  const cache = new Map<string, SqliteStatement>()
+  const wrapped: SqliteDatabase = {
+    close: () => database.close(),
+    prepare(sql) {
+      const cached = cache.get(sql)
+      if (cached) {
+        cache.delete(sql)
+        cache.set(sql, cached)
+        return cached
+      }
+      const statement = database.prepare(sql) as unknown as SqliteStatement
+      cache.set(sql, statement)
+      if (cache.size > capacity) {
+        const oldest = cache.keys().next().value
+        if (oldest !== undefined) cache.delete(oldest)
+      }
+      return statement
+    },
+  }
+  return { wrapped, size: () => cache.size }
+}
+
+function openSqlite(path: string): DatabaseHandle {
+  if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
+  const database = new BetterSqlite3(path)
+  // WAL with synchronous=NORMAL: a committed transaction survives a crash of the process (the
+  // durability the contract promises); only a power loss may drop the last commits.
+  database.pragma('journal_mode = WAL')
+  database.pragma('synchronous = NORMAL')
+  database.pragma('busy_timeout = 5000')
+  database.pragma('foreign_keys = ON')
+  database.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
+  const cache = withStatementCache(database, STATEMENT_CACHE_CAPACITY)
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cache.wrapped }) })
+  return {
+    db,
+    dialect: 'sqlite',
+    statementCacheSize: cache.size,
+    async close() {
+      await db.destroy()
+    },
+  }
+}
+
+function openPostgres(connectionString: string, poolSize: number): DatabaseHandle {
+  const pool = new pg.Pool({
+    connectionString,
+    max: poolSize,
+    connectionTimeoutMillis: 10_000,
+    // A statement that runs away must not hold a connection (and the request) forever.
+    statement_timeout: 30_000,
+  })
+  // Without a listener an idle client's error (for example the server restarting) kills the process.
+  pool.on('error', () => {})
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  return {
+    db,
+    dialect: 'postgres',
+    statementCacheSize: () => 0,
+    async close() {
+      await db.destroy()
+    },
+  }
+}
+
+export function openDatabase(databaseUrl: string, options: { poolSize?: number } = {}): DatabaseHandle {
+  const location = parseDatabaseUrl(databaseUrl)
+  return location.dialect === 'sqlite'
+    ? openSqlite(location.path)
+    : openPostgres(location.connectionString, options.poolSize ?? 10)
+}

@@ -1,0 +1,181 @@
+import {
+  type CreateTableBuilder,
+  type Kysely,
+  type Migration,
+  type MigrationProvider,
+  type MigrationResultSet,
+  Migrator,
+  sql,
+} from 'kysely'
+import type { DatabaseHandle, DialectName } from './database.js'
+
+/**
+ * The same migrations run on both backends. Column types differ only where the backends have a
+ * better native type (uuid, jsonb, timestamptz on PostgreSQL); SQLite tables are STRICT and check
+ * that JSON columns hold valid JSON, so neither backend accepts a value the other would refuse.
+ * Every tenant table leads its keys and indexes with org_id so that it can be distributed by
+ * organization (Citus) unchanged.
+ */
+function columnTypes(dialect: DialectName) {
+  const postgres = dialect === 'postgres'
+  return {
+    uuid: postgres ? 'uuid' : 'text',
+    json: postgres ? 'jsonb' : 'text',
+    timestamp: postgres ? 'timestamptz' : 'text',
+  } as const
+}
+
+function finishTable<T extends string, C extends string>(
+  dialect: DialectName,
+  table: CreateTableBuilder<T, C>,
+  options: { withoutRowid?: boolean } = {},
+) {
+  if (dialect !== 'sqlite') return table
+  return table.modifyEnd(options.withoutRowid ? sql`strict, without rowid` : sql`strict`)
+}
+
+function initialSchema(dialect: DialectName): Migration {
+  const t = columnTypes(dialect)
+  const jsonObject = (column: string) =>
+    dialect === 'sqlite'
+      ? sql`json_valid(${sql.ref(column)}) and json_type(${sql.ref(column)}) = 'object'`
+      : sql`jsonb_typeof(${sql.ref(column)}) = 'object'`
+  return {
+    async up(db: Kysely<unknown>) {
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('organizations')
+          .addColumn('id', t.uuid, (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('created_at', t.timestamp, (c) => c.notNull()),
+      ).execute()
+
+      // Keys are looked up by hash before the organization is known, so key_hash carries a global
+      // unique index; in a distributed deployment this small table is a reference table.
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('api_keys')
+          .addColumn('org_id', t.uuid, (c) => c.notNull().references('organizations.id'))
+          .addColumn('id', t.uuid, (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('description', 'text')
+          .addColumn('role', 'text', (c) => c.notNull().check(sql`role in ('full_access', 'read_only')`))
+          .addColumn('prefix', 'text', (c) => c.notNull())
+          .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addColumn('last_used_at', t.timestamp)
+          .addColumn('revoked_at', t.timestamp)
+          .addPrimaryKeyConstraint('api_keys_pk', ['org_id', 'id']),
+      ).execute()
+      await db.schema.createIndex('api_keys_id_idx').on('api_keys').column('id').unique().execute()
+
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('contact_custom_fields')
+          .addColumn('org_id', t.uuid, (c) => c.notNull().references('organizations.id'))
+          .addColumn('id', t.uuid, (c) => c.notNull())
+          .addColumn('custom_field_name', 'text', (c) => c.notNull())
+          .addColumn('custom_field_type', 'text', (c) =>
+            c.notNull().check(sql`custom_field_type in ('string', 'number')`),
+          )
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addPrimaryKeyConstraint('contact_custom_fields_pk', ['org_id', 'id'])
+          .addUniqueConstraint('contact_custom_fields_name_unique', ['org_id', 'custom_field_name']),
+      ).execute()
+
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('contacts')
+          .addColumn('org_id', t.uuid, (c) => c.notNull().references('organizations.id'))
+          .addColumn('id', t.uuid, (c) => c.notNull())
+          .addColumn('first_name', 'text')
+          .addColumn('last_name', 'text')
+          .addColumn('email', 'text')
+          .addColumn('email_normalized', 'text')
+          .addColumn('phone', 'text')
+          .addColumn('channels', t.json, (c) => c.notNull().check(jsonObject('channels')))
+          .addColumn('user_attributes', t.json, (c) => c.notNull().check(jsonObject('user_attributes')))
+          .addColumn('custom_fields', t.json, (c) => c.notNull().check(jsonObject('custom_fields')))
+          .addColumn('last_seen', t.timestamp)
+          .addColumn('last_sent', t.timestamp)
+          .addColumn('first_assistant_id', t.uuid)
+          .addColumn('last_assistant_id', t.uuid)
+          .addColumn('first_widget_id', t.uuid)
+          .addColumn('last_widget_id', t.uuid)
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+          .addPrimaryKeyConstraint('contacts_pk', ['org_id', 'id']),
+        { withoutRowid: true },
+      ).execute()
+      // The list is newest first with the id as tie-break; this index serves it without a sort.
+      await db.schema
+        .createIndex('contacts_org_created_idx')
+        .on('contacts')
+        .columns(['org_id', 'created_at', 'id'])
+        .execute()
+      await db.schema
+        .createIndex('contacts_org_email_idx')
+        .on('contacts')
+        .columns(['org_id', 'email_normalized'])
+        .execute()
+      await db.schema
+        .createIndex('contacts_org_phone_idx')
+        .on('contacts')
+        .columns(['org_id', 'phone'])
+        .execute()
+    },
+    async down(db: Kysely<unknown>) {
+      for (const table of ['contacts', 'contact_custom_fields', 'api_keys', 'organizations']) {
+        await db.schema.dropTable(table).execute()
+      }
+    },
+  }
+}
+
+/**
+ * Kysely runs migrations in a transaction only where it trusts the backend's DDL to be
+ * transactional (PostgreSQL). SQLite's is too, so each migration is wrapped here: a failed
+ * migration leaves no half-made schema behind on either backend.
+ */
+function atomic(dialect: DialectName, migration: Migration): Migration {
+  if (dialect !== 'sqlite') return migration
+  return {
+    up: (db) => db.transaction().execute((trx) => migration.up(trx)),
+    down:
+      migration.down &&
+      ((db) => db.transaction().execute((trx) => migration.down?.(trx) ?? Promise.resolve())),
+  }
+}
+
+function migrationsFor(dialect: DialectName): Record<string, Migration> {
+  return {
+    '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
+  }
+}
+
+function migratorFor(handle: DatabaseHandle): Migrator {
+  const provider: MigrationProvider = { getMigrations: async () => migrationsFor(handle.dialect) }
+  return new Migrator({ db: handle.db, provider })
+}
+
+export class MigrationError extends Error {}
+
+export async function migrateToLatest(handle: DatabaseHandle): Promise<MigrationResultSet> {
+  const result = await migratorFor(handle).migrateToLatest()
+  if (result.error) {
+    const failed = result.results?.find((r) => r.status === 'Error')?.migrationName
+    const reason = result.error instanceof Error ? result.error.message : String(result.error)
+    throw new MigrationError(`migration ${failed ?? '(setup)'} failed: ${reason}`)
+  }
+  return result
+}
+
+/** Names of migrations known to the code but not yet applied to the database. */
+export async function pendingMigrations(handle: DatabaseHandle): Promise<string[]> {
+  const migrations = await migratorFor(handle).getMigrations()
+  return migrations.filter((m) => m.executedAt === undefined).map((m) => m.name)
+}

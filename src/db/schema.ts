@@ -1,0 +1,79 @@
+import type { ColumnType, Insertable, Selectable, Updateable } from 'kysely'
+
+/**
+ * Date-times are written as ISO strings on both backends. PostgreSQL hands them back as Date
+ * (timestamptz), SQLite as the string it stored; the row mappers smooth that over.
+ */
+export type Timestamp = ColumnType<Date | string, string, string>
+/** JSON objects are written as serialized text; PostgreSQL (jsonb) returns them parsed. */
+export type JsonObjectColumn = ColumnType<Record<string, unknown> | string, string, string>
+
+export type ApiKeyRole = 'full_access' | 'read_only'
+export type CustomFieldType = 'string' | 'number'
+
+export interface OrganizationTable {
+  id: string
+  name: string
+  created_at: Timestamp
+}
+
+export interface ApiKeyTable {
+  org_id: string
+  id: string
+  name: string
+  description: string | null
+  role: ApiKeyRole
+  prefix: string
+  key_hash: string
+  created_at: Timestamp
+  last_used_at: Timestamp | null
+  revoked_at: Timestamp | null
+}
+
+export interface ContactTable {
+  org_id: string
+  id: string
+  first_name: string | null
+  last_name: string | null
+  email: string | null
+  /** lower-cased email, computed in code so both backends agree on what "the same email" is. */
+  email_normalized: string | null
+  /** the telephone (or WhatsApp) channel reduced to `+digits`, for matching on phone number. */
+  phone: string | null
+  channels: JsonObjectColumn
+  user_attributes: JsonObjectColumn
+  custom_fields: JsonObjectColumn
+  last_seen: Timestamp | null
+  last_sent: Timestamp | null
+  first_assistant_id: string | null
+  last_assistant_id: string | null
+  first_widget_id: string | null
+  last_widget_id: string | null
+  created_at: Timestamp
+  updated_at: Timestamp
+}
+
+export interface CustomFieldTable {
+  org_id: string
+  id: string
+  custom_field_name: string
+  custom_field_type: CustomFieldType
+  created_at: Timestamp
+}
+
+export interface Database {
+  organizations: OrganizationTable
+  api_keys: ApiKeyTable
+  contacts: ContactTable
+  contact_custom_fields: CustomFieldTable
+}
+
+export type OrganizationRow = Selectable<OrganizationTable>
+export type InsertableOrganizationRow = Insertable<OrganizationTable>
+export type ApiKeyRow = Selectable<ApiKeyTable>
+export type InsertableApiKeyRow = Insertable<ApiKeyTable>
+export type ContactRow = Selectable<ContactTable>
+export type InsertableContactRow = Insertable<ContactTable>
+export type UpdateableContactRow = Updateable<ContactTable>
+export type CustomFieldRow = Selectable<CustomFieldTable>
+export type InsertableCustomFieldRow = Insertable<CustomFieldTable>

@@ -1,0 +1,64 @@
+/**
+ * The error catalogue: every error a client can see has a stable code listed here, with its HTTP
+ * status. Codes are never reused for another meaning; a retired code stays listed as retired.
+ * The HTTP layer (src/http/errors.plugin.ts) is the one place that turns these into responses.
+ */
+export const ERROR_CATALOGUE = {
+  bad_request: { status: 400, description: 'The HTTP request itself is malformed.' },
+  not_authenticated: { status: 401, description: 'No API key was given.' },
+  invalid_api_key: { status: 401, description: 'The API key is unknown or has been revoked.' },
+  read_only_key: { status: 403, description: 'A read_only key was used on a route that writes.' },
+  organization_mismatch: {
+    status: 403,
+    description: "The body names an organization other than the API key's own.",
+  },
+  contact_not_found: { status: 404, description: 'No contact with this id in your organization.' },
+  custom_field_not_found: {
+    status: 404,
+    description: 'No custom field definition with this id in your organization.',
+  },
+  organization_not_found: { status: 404, description: 'No organization with this id or name.' },
+  api_key_not_found: { status: 404, description: 'No API key with this id.' },
+  route_not_found: { status: 404, description: 'No route matches this method and path.' },
+  custom_field_exists: {
+    status: 409,
+    description: 'A custom field with this name already exists in the organization.',
+  },
+  organization_exists: { status: 409, description: 'An organization with this name already exists.' },
+  conflict: { status: 409, description: 'The change conflicts with data stored meanwhile; retry it.' },
+  payload_too_large: { status: 413, description: 'The request body exceeds the size limit.' },
+  validation_failed: { status: 422, description: 'The request does not match the documented schema.' },
+  internal_error: { status: 500, description: 'An unexpected error; details are in the server log only.' },
+  database_unavailable: { status: 503, description: 'The database could not be reached; retry later.' },
+} as const satisfies Record<string, { status: number; description: string }>
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE
+
+/** One entry of a FastAPI-style validation error list. */
+export interface ValidationIssue {
+  loc: (string | number)[]
+  msg: string
+  type: string
+}
+
+export class AppError extends Error {
+  readonly status: number
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message)
+    this.status = ERROR_CATALOGUE[code].status
+  }
+}
+
+/** A 422 that points at the offending input, in FastAPI's `detail` list shape. */
+export class ValidationFailedError extends AppError {
+  constructor(readonly issues: ValidationIssue[]) {
+    super('validation_failed', issues[0]?.msg ?? 'Validation failed')
+  }
+}
+
+export const notFound = (code: 'contact_not_found' | 'custom_field_not_found', what: string) =>
+  new AppError(code, `${what} not found`)

@@ -1,0 +1,80 @@
+import type { FastifyError } from 'fastify'
+import { isDatabaseUnavailable, isUniqueViolation } from '../db/errors.js'
+import {
+  AppError,
+  ERROR_CATALOGUE,
+  type ErrorCode,
+  ValidationFailedError,
+  type ValidationIssue,
+} from '../errors.js'
+import { issueFromAjv } from './validation.js'
+
+export interface HttpError {
+  status: number
+  body: { detail: string | ValidationIssue[]; code: ErrorCode }
+}
+
+const fail = (code: ErrorCode, detail: string | ValidationIssue[]): HttpError => ({
+  status: ERROR_CATALOGUE[code].status,
+  body: { detail, code },
+})
+
+const invalid = (issues: ValidationIssue[]) => fail('validation_failed', issues)
+
+/**
+ * The one mapping from anything thrown to what the client sees. Known errors keep their message;
+ * everything else becomes a bare 500 (the cause goes to the log, never to the client).
+ */
+export function toHttpError(error: unknown): HttpError {
+  if (error instanceof ValidationFailedError) return invalid(error.issues)
+  if (error instanceof AppError) {
+    return error.code === 'validation_failed'
+      ? invalid([{ loc: ['body'], msg: error.message, type: 'value_error' }])
+      : fail(error.code, error.message)
+  }
+  const fastifyError = error as Partial<FastifyError> & { validation?: unknown[] }
+  if (Array.isArray(fastifyError.validation)) {
+    const part = fastifyError.validationContext ?? 'body'
+    const issues = (fastifyError.validation as Parameters<typeof issueFromAjv>[0][]).map((e) =>
+      issueFromAjv(e, part),
+    )
+    return invalid(dedupe(issues))
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return fail('payload_too_large', 'Request body is too large')
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return invalid([{ loc: ['body'], msg: 'Field required', type: 'missing' }])
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return invalid([{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }])
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return invalid([
+        { loc: ['body'], msg: 'Input should be a valid dictionary or object', type: 'dict_type' },
+      ])
+  }
+  // Prototype-poisoning and similar parser refusals are 400s raised while reading the body.
+  if (
+    fastifyError.statusCode === 400 &&
+    (error instanceof SyntaxError || /prototype|JSON/i.test(String(fastifyError.message)))
+  ) {
+    return invalid([{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }])
+  }
+  if (isUniqueViolation(error)) return fail('conflict', 'The change conflicts with existing data')
+  if (isDatabaseUnavailable(error))
+    return fail('database_unavailable', 'The database is unavailable; retry later')
+  const status = fastifyError.statusCode
+  if (status !== undefined && status >= 400 && status < 500) {
+    return { status, body: { detail: fastifyError.message ?? 'Bad Request', code: 'bad_request' } }
+  }
+  return fail('internal_error', 'Internal Server Error')
+}
+
+function dedupe(issues: ValidationIssue[]): ValidationIssue[] {
+  const seen = new Set<string>()
+  return issues.filter((issue) => {
+    const key = JSON.stringify([issue.loc, issue.type])
+    if (seen.has(key)) return false
+    seen.add(key)
+    return true
+  })
+}

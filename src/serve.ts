@@ -1,0 +1,27 @@
+import closeWithGrace from 'close-with-grace'
+import { buildApp } from './app.js'
+import type { Config } from './config.js'
+import { openDatabase } from './db/database.js'
+import { migrateToLatest } from './db/migrations.js'
+
+/**
+ * Opens the database, brings its schema up to date, and serves until SIGINT/SIGTERM, then stops
+ * accepting, lets in-flight requests finish (bounded) and closes the database.
+ */
+export async function startServer(config: Config): Promise<void> {
+  const database = openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize })
+  try {
+    await migrateToLatest(database)
+  } catch (error) {
+    await database.close().catch(() => {})
+    throw error
+  }
+  const app = await buildApp(config, { database })
+  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+    if (err) app.log.error({ err }, 'shutting down after an uncaught error')
+    else app.log.info({ signal }, 'shutting down')
+    await app.close()
+    await database.close()
+  })
+  await app.listen({ host: config.host, port: config.port })
+}

@@ -1,0 +1,28 @@
+import { ValidationFailedError } from '../errors.js'
+
+export const MAX_JSON_DEPTH = 8
+export const MAX_JSON_NODES = 2_000
+
+/**
+ * JSON Schema bounds the number of keys at one level but not nesting or total size, and a
+ * client-supplied object is stored and re-served for ever, so each is walked once on the way in.
+ */
+export function assertJsonBounded(value: unknown, loc: (string | number)[]): void {
+  let nodes = 0
+  const walk = (node: unknown, depth: number): void => {
+    nodes += 1
+    if (nodes > MAX_JSON_NODES) {
+      throw new ValidationFailedError([
+        { loc, msg: `Object has more than ${MAX_JSON_NODES} values in total`, type: 'too_long' },
+      ])
+    }
+    if (node === null || typeof node !== 'object') return
+    if (depth > MAX_JSON_DEPTH) {
+      throw new ValidationFailedError([
+        { loc, msg: `Object is nested more than ${MAX_JSON_DEPTH} levels deep`, type: 'too_deep' },
+      ])
+    }
+    for (const child of Array.isArray(node) ? node : Object.values(node)) walk(child, depth + 1)
+  }
+  walk(value, 1)
+}
