@@ -1,0 +1,63 @@
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import type { DestinationStream } from 'pino'
+import * as apiKeys from '../../src/api-keys/api-keys.service.js'
+import { buildApp } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { type DatabaseHandle, openDatabase } from '../../src/db/database.js'
+import { migrateToLatest } from '../../src/db/migrations.js'
+import * as organizations from '../../src/organizations/organizations.service.js'
+import type { TestBackend, TestDatabase } from './backends.js'
+
+export interface TestOrg {
+  id: string
+  name: string
+  /** A full_access key. */
+  key: string
+  readOnlyKey: string
+  keyId: string
+}
+
+export interface TestApp {
+  app: FastifyInstance
+  database: DatabaseHandle
+  testDatabase: TestDatabase
+  createOrg(name?: string): Promise<TestOrg>
+  /** app.inject with the key put in the query string, as the original API takes it. */
+  call(key: string | null, options: InjectOptions & { url: string }): Promise<LightMyRequestResponse>
+  close(): Promise<void>
+}
+
+let orgCounter = 0
+
+/** The real app, on a fresh database of the backend, with the real migrations. */
+export async function startTestApp(backend: TestBackend, options: { logStream?: DestinationStream } = {}) {
+  const testDatabase = await backend.createDatabase()
+  const config = loadConfig({}, { databaseUrl: testDatabase.url, logLevel: options.logStream ? 'info' : 'silent' })
+  const database = openDatabase(config.databaseUrl, { poolSize: 5 })
+  await migrateToLatest(database)
+  const app = await buildApp(config, { database, ...options })
+  await app.ready()
+
+  const testApp: TestApp = {
+    app,
+    database,
+    testDatabase,
+    async createOrg(name) {
+      orgCounter += 1
+      const org = await organizations.createOrganization(database.db, name ?? `org-${process.pid}-${orgCounter}`)
+      const full = await apiKeys.createApiKey(database.db, { orgId: org.id, name: 'full', role: 'full_access' })
+      const readOnly = await apiKeys.createApiKey(database.db, { orgId: org.id, name: 'ro', role: 'read_only' })
+      return { id: org.id, name: org.name, key: full.key, readOnlyKey: readOnly.key, keyId: full.id }
+    },
+    call(key, { url, ...rest }) {
+      const withKey = key === null ? url : `${url}${url.includes('?') ? '&' : '?'}api_key=${encodeURIComponent(key)}`
+      return app.inject({ ...rest, url: withKey })
+    },
+    async close() {
+      await app.close()
+      await database.close()
+      await testDatabase.drop()
+    },
+  }
+  return testApp
+}
