@@ -4,7 +4,6 @@ import { loadConfig } from './config.js'
 import { type DatabaseHandle, openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
 import * as organizations from './organizations/organizations.service.js'
-import { startServer } from './serve.js'
 
 const USAGE = `Usage: contacts <command> [options]
 
@@ -62,8 +61,11 @@ async function runCommand(positionals: string[], options: Options, print: Print)
   const [command, subcommand, argument] = positionals
   const route = subcommand === undefined ? command : `${command} ${subcommand}`
   switch (route) {
-    case 'serve':
+    case 'serve': {
+      // Loaded only here: the HTTP stack is most of the CLI's start-up time.
+      const { startServer } = await import('./serve.js')
       return startServer(loadConfig())
+    }
     case 'migrate':
       return withDatabase(async (database) => {
         const result = await migrateToLatest(database)

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { SEED_UPDATE_EXAMPLE } from '../src/contacts/contacts.schemas.js'
 import { insertOrganization } from '../src/organizations/organizations.repository.js'
-import { BACKENDS } from './helpers/backends.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
+import { BACKENDS } from './helpers/backends.js'
 
 const SEED_ORG_ID = SEED_UPDATE_EXAMPLE.org_id
 
@@ -89,7 +89,15 @@ for (const backend of BACKENDS) {
       assert.equal(response.json().message, 'Data updated successfully')
       const updated = response.json().data
       assert.equal(updated.first_name, 'Alan M.')
-      for (const field of ['last_name', 'email', 'channels', 'user_attributes', 'last_seen', 'created_at', 'id']) {
+      for (const field of [
+        'last_name',
+        'email',
+        'channels',
+        'user_attributes',
+        'last_seen',
+        'created_at',
+        'id',
+      ]) {
         assert.deepEqual(updated[field], original[field], field)
       }
       assert.ok(updated.updated_at >= original.updated_at)
@@ -106,7 +114,10 @@ for (const backend of BACKENDS) {
     })
 
     test('PUT with an object replaces the stored object rather than merging it', async () => {
-      const id = await createdId({ channels: { telephone: '+15550001111', slack: 'U1' }, custom_fields: { a: 1 } })
+      const id = await createdId({
+        channels: { telephone: '+15550001111', slack: 'U1' },
+        custom_fields: { a: 1 },
+      })
       const updated = (await put(id, { channels: { instagram: 'ig' }, custom_fields: {} })).json().data
       assert.deepEqual(updated.channels, { instagram: 'ig' })
       assert.deepEqual(updated.custom_fields, {})
@@ -152,7 +163,9 @@ for (const backend of BACKENDS) {
         created_at: new Date().toISOString(),
       })
       const { createApiKey } = await import('../src/api-keys/api-keys.service.js')
-      const key = (await createApiKey(t.database.db, { orgId: SEED_ORG_ID, name: 'seed', role: 'full_access' })).key
+      const key = (
+        await createApiKey(t.database.db, { orgId: SEED_ORG_ID, name: 'seed', role: 'full_access' })
+      ).key
       const id = await (async () => {
         const response = await create({}, key)
         return response.json().data.id as string
@@ -173,7 +186,10 @@ for (const backend of BACKENDS) {
       assert.equal(response.statusCode, 200)
       assert.deepEqual(response.json(), { message: 'Data deleted successfully', meta: {}, data: { id } })
       assert.equal((await get(id)).statusCode, 404)
-      assert.equal((await t.call(org.key, { method: 'DELETE', url: `/api/v1/contact/${id}` })).statusCode, 404)
+      assert.equal(
+        (await t.call(org.key, { method: 'DELETE', url: `/api/v1/contact/${id}` })).statusCode,
+        404,
+      )
     })
 
     test('DELETE /contact/multiple deletes those found and lists the ids that were not', async () => {
@@ -277,7 +293,15 @@ for (const backend of BACKENDS) {
       test('an organization without contacts has zero pages', async () => {
         const empty = await t.createOrg()
         const data = (await t.call(empty.key, { method: 'GET', url: '/api/v1/contact' })).json().data
-        assert.deepEqual(data, { items: [], total: 0, page: 1, size: 50, pages: 0, next_page: null, previous_page: null })
+        assert.deepEqual(data, {
+          items: [],
+          total: 0,
+          page: 1,
+          size: 50,
+          pages: 0,
+          next_page: null,
+          previous_page: null,
+        })
       })
     })
 
@@ -294,11 +318,18 @@ for (const backend of BACKENDS) {
         assert.equal(response.statusCode, 201)
         assert.equal(response.json().message, 'Data created successfully')
         const field = response.json().data
-        assert.deepEqual(Object.keys(field).sort(), ['custom_field_name', 'custom_field_type', 'id', 'org_id'])
+        assert.deepEqual(Object.keys(field).sort(), [
+          'custom_field_name',
+          'custom_field_type',
+          'id',
+          'org_id',
+        ])
         assert.equal(field.org_id, cfOrg.id)
         const duplicate = await define({ custom_field_name: 'score', custom_field_type: 'string' })
         assert.equal(duplicate.statusCode, 409)
-        const list = (await t.call(cfOrg.key, { method: 'GET', url: '/api/v1/contact_custom_field/list' })).json()
+        const list = (
+          await t.call(cfOrg.key, { method: 'GET', url: '/api/v1/contact_custom_field/list' })
+        ).json()
         assert.equal(list.data.total, 1)
         assert.deepEqual(list.data.items[0], field)
       })
@@ -314,7 +345,11 @@ for (const backend of BACKENDS) {
         const wrongNumber = await create({ custom_fields: { score: 'high' } }, cfOrg.key)
         assert.equal(wrongNumber.statusCode, 422)
         assert.deepEqual(wrongNumber.json().detail, [
-          { loc: ['body', 'custom_fields', 'score'], msg: 'Input should be a valid number', type: 'float_type' },
+          {
+            loc: ['body', 'custom_fields', 'score'],
+            msg: 'Input should be a valid number',
+            type: 'float_type',
+          },
         ])
         const wrongString = await create({ custom_fields: { tier: 3 } }, cfOrg.key)
         assert.equal(wrongString.statusCode, 422)
@@ -337,11 +372,21 @@ for (const backend of BACKENDS) {
         assert.equal((await create({ custom_fields: { score: 'fine here' } }, other.key)).statusCode, 201)
         const list = (await t.call(other.key, { method: 'GET', url: '/api/v1/contact_custom_field' })).json()
         assert.equal(list.data.total, 0)
-        const fields = (await t.call(cfOrg.key, { method: 'GET', url: '/api/v1/contact_custom_field/list' })).json()
-        const score = fields.data.items.find((f: { custom_field_name: string }) => f.custom_field_name === 'score')
-        const fromOther = await t.call(other.key, { method: 'DELETE', url: `/api/v1/contact_custom_field/${score.id}` })
+        const fields = (
+          await t.call(cfOrg.key, { method: 'GET', url: '/api/v1/contact_custom_field/list' })
+        ).json()
+        const score = fields.data.items.find(
+          (f: { custom_field_name: string }) => f.custom_field_name === 'score',
+        )
+        const fromOther = await t.call(other.key, {
+          method: 'DELETE',
+          url: `/api/v1/contact_custom_field/${score.id}`,
+        })
         assert.equal(fromOther.statusCode, 404)
-        const deleted = await t.call(cfOrg.key, { method: 'DELETE', url: `/api/v1/contact_custom_field/${score.id}` })
+        const deleted = await t.call(cfOrg.key, {
+          method: 'DELETE',
+          url: `/api/v1/contact_custom_field/${score.id}`,
+        })
         assert.equal(deleted.statusCode, 200)
         assert.deepEqual(deleted.json().data, { id: score.id })
         assert.equal((await create({ custom_fields: { score: 'now free text' } }, cfOrg.key)).statusCode, 201)
@@ -349,7 +394,11 @@ for (const backend of BACKENDS) {
 
       test('a definition naming another organization is 403', async () => {
         const other = await t.createOrg()
-        const response = await define({ custom_field_name: 'x', custom_field_type: 'string', org_id: other.id })
+        const response = await define({
+          custom_field_name: 'x',
+          custom_field_type: 'string',
+          org_id: other.id,
+        })
         assert.equal(response.statusCode, 403)
       })
     })
@@ -406,7 +455,8 @@ for (const backend of BACKENDS) {
         const invalidPhone = await upsert('phone_number=call-me')
         assert.equal(invalidPhone.statusCode, 422)
         assert.deepEqual(invalidPhone.json().detail[0].loc, ['query', 'phone_number'])
-        const afterCount = (await t.call(upOrg.key, { method: 'GET', url: '/api/v1/contact' })).json().data.total
+        const afterCount = (await t.call(upOrg.key, { method: 'GET', url: '/api/v1/contact' })).json().data
+          .total
         assert.equal(afterCount, before)
       })
     })

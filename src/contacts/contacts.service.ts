@@ -7,7 +7,7 @@ import { uuidv7 } from '../shared/ids.js'
 import { assertJsonBounded } from '../shared/json-bounds.js'
 import { offsetOf, type PageOf, type PaginationQuery, pageOf } from '../shared/schemas.js'
 import { assertOwnOrganization } from '../shared/tenancy.js'
-import { formatNullableTimestamp, formatTimestamp, nowTimestamp } from '../shared/time.js'
+import { formatNullableTimestamp, formatTimestamp, nowTimestamp, parseDateTime } from '../shared/time.js'
 import * as contacts from './contacts.repository.js'
 import type { Contact, ContactUpdateBody, UpsertBody, UpsertQuery } from './contacts.schemas.js'
 import { normalizePhone, phoneOfChannels } from './phone.js'
@@ -69,8 +69,8 @@ async function columnsFromInput(
   for (const column of TIMESTAMP_COLUMNS) {
     const value = input[column]
     if (value === undefined) continue
-    const time = value === null ? null : new Date(value)
-    if (time !== null && Number.isNaN(time.getTime())) {
+    const time = value === null ? null : parseDateTime(value)
+    if (value !== null && time === null) {
       issues.push({ loc: [loc, column], msg: 'Input should be a valid datetime', type: 'datetime_parsing' })
     } else columns[column] = time === null ? null : time.toISOString()
   }

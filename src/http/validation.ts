@@ -2,6 +2,7 @@ import { Ajv, type ErrorObject, type Options } from 'ajv'
 import formatsPlugin from 'ajv-formats'
 import type { FastifySchemaCompiler } from 'fastify'
 import type { ValidationIssue } from '../errors.js'
+import { parseDateTime } from '../shared/time.js'
 
 const addFormats = formatsPlugin.default
 
@@ -13,7 +14,8 @@ function createAjv(options: Options) {
     strict: false,
     ...options,
   })
-  addFormats(ajv, ['uuid', 'date-time', 'date', 'time', 'email', 'uri'])
+  addFormats(ajv, ['uuid', 'date', 'time', 'email', 'uri'])
+  ajv.addFormat('date-time', { type: 'string', validate: (text: string) => parseDateTime(text) !== null })
   return ajv
 }
 

@@ -10,7 +10,45 @@ export function formatTimestamp(value: Date | string): string {
 export const formatNullableTimestamp = (value: Date | string | null): string | null =>
   value === null ? null : formatTimestamp(value)
 
-/** The stored form: full ISO in UTC, which sorts correctly as text on SQLite. */
-export const toStoredTimestamp = (value: string | Date): string => new Date(value).toISOString()
-
 export const nowTimestamp = (): string => new Date().toISOString()
+
+const DATE_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?([Zz]|[+-]\d{2}(?::?\d{2})?)?)?$/
+
+const isLeapYear = (year: number) => (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+const daysInMonth = (year: number, month: number) =>
+  month === 2 && isLeapYear(year) ? 29 : (DAYS_IN_MONTH[month - 1] ?? 0)
+
+/**
+ * Reads a date-time the way the original (pydantic) does: RFC 3339, and also without a zone
+ * (taken as UTC) or as a bare date (midnight UTC), so that clients written for it keep working.
+ * Impossible calendar values (February 30, 25:00, a leap second) are refused rather than rolled
+ * over. Precision is kept to the millisecond.
+ */
+export function parseDateTime(text: string): Date | null {
+  const match = DATE_TIME.exec(text)
+  if (!match) return null
+  const [, y, mo, d, h = '0', mi = '0', s = '0', fraction = '', zone = 'Z'] = match
+  const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, s].map(Number) as number[] as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ]
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return null
+  if (hour > 23 || minute > 59 || second > 59) return null
+  let offsetMinutes = 0
+  if (zone !== 'Z' && zone !== 'z') {
+    const digits = zone.slice(1).replace(':', '')
+    const [offsetHours, offsetRest] = [Number(digits.slice(0, 2)), Number(digits.slice(2) || '0')]
+    if (offsetHours > 23 || offsetRest > 59) return null
+    offsetMinutes = (zone.startsWith('-') ? -1 : 1) * (offsetHours * 60 + offsetRest)
+  }
+  const date = new Date(0)
+  date.setUTCFullYear(year, month - 1, day)
+  date.setUTCHours(hour, minute, second, Math.floor(Number(`0.${fraction || '0'}`) * 1000))
+  return new Date(date.getTime() - offsetMinutes * 60_000)
+}

@@ -32,7 +32,10 @@ let orgCounter = 0
 /** The real app, on a fresh database of the backend, with the real migrations. */
 export async function startTestApp(backend: TestBackend, options: { logStream?: DestinationStream } = {}) {
   const testDatabase = await backend.createDatabase()
-  const config = loadConfig({}, { databaseUrl: testDatabase.url, logLevel: options.logStream ? 'info' : 'silent' })
+  const config = loadConfig(
+    {},
+    { databaseUrl: testDatabase.url, logLevel: options.logStream ? 'info' : 'silent' },
+  )
   const database = openDatabase(config.databaseUrl, { poolSize: 5 })
   await migrateToLatest(database)
   const app = await buildApp(config, { database, ...options })
@@ -44,13 +47,25 @@ export async function startTestApp(backend: TestBackend, options: { logStream?: 
     testDatabase,
     async createOrg(name) {
       orgCounter += 1
-      const org = await organizations.createOrganization(database.db, name ?? `org-${process.pid}-${orgCounter}`)
-      const full = await apiKeys.createApiKey(database.db, { orgId: org.id, name: 'full', role: 'full_access' })
-      const readOnly = await apiKeys.createApiKey(database.db, { orgId: org.id, name: 'ro', role: 'read_only' })
+      const org = await organizations.createOrganization(
+        database.db,
+        name ?? `org-${process.pid}-${orgCounter}`,
+      )
+      const full = await apiKeys.createApiKey(database.db, {
+        orgId: org.id,
+        name: 'full',
+        role: 'full_access',
+      })
+      const readOnly = await apiKeys.createApiKey(database.db, {
+        orgId: org.id,
+        name: 'ro',
+        role: 'read_only',
+      })
       return { id: org.id, name: org.name, key: full.key, readOnlyKey: readOnly.key, keyId: full.id }
     },
     call(key, { url, ...rest }) {
-      const withKey = key === null ? url : `${url}${url.includes('?') ? '&' : '?'}api_key=${encodeURIComponent(key)}`
+      const withKey =
+        key === null ? url : `${url}${url.includes('?') ? '&' : '?'}api_key=${encodeURIComponent(key)}`
       return app.inject({ ...rest, url: withKey })
     },
     async close() {

@@ -32,7 +32,8 @@ async function probePostgres(): Promise<string | false> {
     return false
   } catch (error) {
     const reason = `PostgreSQL suite skipped: cannot reach ${POSTGRES_URL.replace(/\/\/[^@]*@/, '//')} (${(error as Error).message})`
-    if (postgresRequired) throw new Error(`REQUIRE_POSTGRES=1 but ${reason.replace('PostgreSQL suite skipped: ', '')}`)
+    if (postgresRequired)
+      throw new Error(`REQUIRE_POSTGRES=1 but ${reason.replace('PostgreSQL suite skipped: ', '')}`)
     return reason
   } finally {
     await client.end().catch(() => {})
@@ -47,7 +48,10 @@ const sqlite: TestBackend = {
   skip: false,
   async createDatabase() {
     const dir = await mkdtemp(join(tmpdir(), 'contacts-test-'))
-    return { url: `sqlite:${join(dir, 'contacts.db')}`, drop: () => rm(dir, { recursive: true, force: true }) }
+    return {
+      url: `sqlite:${join(dir, 'contacts.db')}`,
+      drop: () => rm(dir, { recursive: true, force: true }),
+    }
   },
 }
 

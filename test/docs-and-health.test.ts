@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { SEED_UPDATE_EXAMPLE } from '../src/contacts/contacts.schemas.js'
+import { startTestApp, type TestApp } from './helpers/app.js'
+import { BACKENDS } from './helpers/backends.js'
+
+const CONTRACT_ROUTES = [
+  ['get', '/api/v1/contact'],
+  ['get', '/api/v1/contact/list'],
+  ['post', '/api/v1/contact'],
+  ['get', '/api/v1/contact/{contact_id}'],
+  ['put', '/api/v1/contact/{contact_id}'],
+  ['delete', '/api/v1/contact/{contact_id}'],
+  ['delete', '/api/v1/contact/multiple'],
+  ['post', '/api/v1/contact/upsert'],
+  ['post', '/api/v1/contact_custom_field'],
+  ['get', '/api/v1/contact_custom_field/list'],
+  ['delete', '/api/v1/contact_custom_field/{id}'],
+] as const
+
+for (const backend of BACKENDS) {
+  describe(`health and documentation on ${backend.name}`, { skip: backend.skip }, () => {
+    let t: TestApp
+    before(async () => {
+      t = await startTestApp(backend)
+    })
+    after(() => t?.close())
+
+    test('/healthz and /readyz answer without a key', async () => {
+      assert.deepEqual((await t.app.inject('/healthz')).json(), { status: 'ok' })
+      const ready = await t.app.inject('/readyz')
+      assert.equal(ready.statusCode, 200)
+      assert.deepEqual(ready.json(), { status: 'ready' })
+    })
+
+    test('/openapi.json is OpenAPI 3.1 and documents every route of the contract', async () => {
+      const response = await t.app.inject('/openapi.json')
+      assert.equal(response.statusCode, 200)
+      const document = response.json()
+      assert.equal(document.openapi, '3.1.0')
+      for (const [method, path] of CONTRACT_ROUTES) {
+        const operation = document.paths[path]?.[method]
+        assert.ok(operation, `${method.toUpperCase()} ${path} is documented`)
+        assert.ok(operation.summary, `${method.toUpperCase()} ${path} has a summary`)
+      }
+      assert.deepEqual(document.components.securitySchemes.api_key, {
+        type: 'apiKey',
+        in: 'query',
+        name: 'api_key',
+        description: 'Your API key, as the original API takes it. Format: starts with in-.',
+      })
+    })
+
+    test('the PUT operation is generated from the schema that validates it, with the seed as its example', async () => {
+      const document = (await t.app.inject('/openapi.json')).json()
+      const put = document.paths['/api/v1/contact/{contact_id}'].put
+      const body = put.requestBody.content['application/json'].schema
+      assert.deepEqual(Object.keys(body.properties), Object.keys(SEED_UPDATE_EXAMPLE))
+      assert.deepEqual(
+        body.examples?.[0] ?? put.requestBody.content['application/json'].example,
+        SEED_UPDATE_EXAMPLE,
+      )
+      assert.deepEqual(body.properties.last_seen.type, ['string', 'null'])
+      assert.ok(put.responses['422'], 'documents its validation error')
+    })
+
+    test('/docs serves the interactive page from this server alone, with no external host', async () => {
+      const page = await t.app.inject('/docs/')
+      assert.equal(page.statusCode, 200)
+      assert.match(page.headers['content-type'] as string, /text\/html/)
+      const scripts = [...page.body.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1] as string)
+      assert.ok(scripts.length > 0)
+      for (const asset of scripts) assert.ok(!/^(https?:)?\/\//.test(asset), `local asset: ${asset}`)
+      const bundle = scripts.find((s) => s.includes('swagger-ui-bundle.js')) as string
+      const fetched = await t.app.inject(new URL(bundle, 'http://localhost/docs/').pathname)
+      assert.equal(fetched.statusCode, 200)
+    })
+  })
+}
