@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
@@ -13,7 +14,9 @@ import { healthRoutes } from './health/health.routes.js'
 import { toHttpError } from './http/errors.js'
 import { loggerOptions } from './http/logging.js'
 import { validatorCompiler } from './http/validation.js'
+import { type SetupState, settingsRoutes } from './settings/settings.routes.js'
 import { ErrorResponse, ValidationErrorResponse } from './shared/schemas.js'
+import { countUsers } from './users/users.service.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -99,6 +102,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       },
       security: [{ api_key: [] }, { ApiKeyHeader: [] }],
     },
+    // Only tagged routes are API operations; the Settings pages and health checks are not.
+    hideUntagged: true,
   })
   await app.register(swaggerUi, { routePrefix: '/docs', logLevel: 'warn' })
   app.get('/openapi.json', { schema: { hide: true }, logLevel: 'warn' }, async () => app.swagger())
@@ -112,5 +117,25 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
     { prefix: '/api/v1' },
   )
+  await app.register(settingsRoutes, {
+    prefix: '/settings',
+    db: database.db,
+    setup: await firstRunSetup(database, app),
+    secureCookies: config.secureCookies,
+  })
   return app
+}
+
+/**
+ * While nobody can sign in, the Settings page offers to create the owner, but only to whoever
+ * holds this token, printed in the log of the process that serves the page: reaching the port
+ * first is not enough to own the installation.
+ */
+async function firstRunSetup(database: DatabaseHandle, app: FastifyInstance): Promise<SetupState> {
+  if ((await countUsers(database.db)) > 0) return { token: null }
+  const token = randomBytes(18).toString('base64url')
+  app.log.warn(
+    `first run: open /settings/setup and enter the setup token ${token} to create the owner account`,
+  )
+  return { token }
 }

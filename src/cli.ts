@@ -4,6 +4,7 @@ import { loadConfig } from './config.js'
 import { type DatabaseHandle, openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
 import * as organizations from './organizations/organizations.service.js'
+import * as users from './users/users.service.js'
 
 const USAGE = `Usage: contacts <command> [options]
 
@@ -16,13 +17,24 @@ Commands:
                                           create an API key (the key is printed once, here only)
   key list --org ORG                      list an organization's keys (prefixes, never keys)
   key revoke ID                           revoke a key; it is refused from its next request on
+  user create --org ORG --email EMAIL --name NAME --role owner|admin|member [--password PASSWORD]
+                                          create a Settings page account (or give an existing one a
+                                          role); the password may come from CONTACTS_USER_PASSWORD
 
 ORG is an organization id or name. Add --json for machine-readable output.
 The database is DATABASE_URL (default: SQLite at ./data/contacts.db), as for the server.`
 
 class UsageError extends Error {}
 
-type Options = { json: boolean; org?: string; name?: string; role?: string; description?: string }
+type Options = {
+  json: boolean
+  org?: string
+  name?: string
+  role?: string
+  description?: string
+  email?: string
+  password?: string
+}
 type Print = (value: unknown, text: string) => void
 
 function parse(argv: string[]) {
@@ -35,6 +47,8 @@ function parse(argv: string[]) {
       name: { type: 'string' },
       role: { type: 'string' },
       description: { type: 'string' },
+      email: { type: 'string' },
+      password: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   })
@@ -110,6 +124,23 @@ async function runCommand(positionals: string[], options: Options, print: Print)
       return withDatabase(async ({ db }) => {
         const revoked = await apiKeys.revokeApiKey(db, required(argument, 'ID'))
         print({ id: revoked.id, revoked: true }, `revoked key ${revoked.id}`)
+      })
+    case 'user create':
+      return withDatabase(async ({ db }) => {
+        const org = await organizations.resolveOrganization(db, required(options.org, '--org'))
+        const password = options.password ?? process.env.CONTACTS_USER_PASSWORD ?? ''
+        const { user, created } = await users.addMember(db, org.id, {
+          email: required(options.email, '--email'),
+          name: options.name ?? '',
+          password,
+          role: required(options.role, '--role'),
+        })
+        print(
+          { id: user.id, email: user.email, name: user.name, org_id: org.id, role: options.role, created },
+          created
+            ? `created user ${user.email} (${user.id}) as ${options.role} of ${org.name}`
+            : `${user.email} is now ${options.role} of ${org.name}`,
+        )
       })
     default:
       throw new UsageError(command === undefined ? 'a command is required' : `unknown command "${route}"`)

@@ -17,6 +17,7 @@ export const ConfigSchema = Type.Object({
   ),
   bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1024 * 1024 }),
   trustProxy: Type.Boolean({ default: false }),
+  secureCookies: Type.Boolean({ default: false }),
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
@@ -30,6 +31,7 @@ const ENVIRONMENT_KEYS = {
   LOG_LEVEL: 'logLevel',
   BODY_LIMIT_BYTES: 'bodyLimitBytes',
   TRUST_PROXY: 'trustProxy',
+  COOKIE_SECURE: 'secureCookies',
 } as const satisfies Record<string, keyof Config>
 
 export class ConfigError extends Error {}

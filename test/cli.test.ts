@@ -1,76 +1,23 @@
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { after, before, describe, test } from 'node:test'
-import { fileURLToPath } from 'node:url'
 import { API_KEY_PATTERN } from '../src/api-keys/api-key-secret.js'
+import { openDatabase } from '../src/db/database.js'
+import { authenticateUser } from '../src/users/users.service.js'
 import { BACKENDS, type TestDatabase } from './helpers/backends.js'
-
-const CLI = fileURLToPath(new URL('../../bin/contacts.js', import.meta.url))
-
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function runCli(args: string[], env: Record<string, string>): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk
-    })
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk
-    })
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
-
-/** `contacts serve` on a free port; resolves with its base URL once it is listening. */
-async function serve(
-  env: Record<string, string>,
-): Promise<{ url: string; process: ChildProcess; log: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'serve'], {
-    env: { ...process.env, ...env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' },
-  })
-  let log = ''
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 20_000)
-    child.stdout.on('data', (chunk) => {
-      log += chunk
-      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(log)
-      if (match?.[1]) {
-        clearTimeout(timer)
-        resolve(match[1])
-      }
-    })
-    child.stderr.on('data', (chunk) => {
-      log += chunk
-    })
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${log}`)))
-  })
-  return { url, process: child, log: () => log }
-}
+import { runCli, type ServerProcess, startServerProcess } from './helpers/processes.js'
 
 for (const backend of BACKENDS) {
   describe(`the contacts CLI on ${backend.name}`, { skip: backend.skip }, () => {
     let database: TestDatabase
     let env: Record<string, string>
-    let server: Awaited<ReturnType<typeof serve>> | undefined
+    let server: ServerProcess | undefined
 
     before(async () => {
       database = await backend.createDatabase()
       env = { DATABASE_URL: database.url }
     })
     after(async () => {
-      if (server) {
-        server.process.kill('SIGTERM')
-        if (server.process.exitCode === null) await once(server.process, 'exit')
-      }
+      await server?.stop()
       await database?.drop()
     })
 
@@ -112,7 +59,7 @@ for (const backend of BACKENDS) {
       assert.equal(readOnly.code, 0, readOnly.stderr)
       const readOnlyKey = JSON.parse(readOnly.stdout)
 
-      server = await serve(env)
+      server = await startServerProcess(env)
       const contacts = `${server.url}/api/v1/contact`
       const works = await fetch(`${contacts}?api_key=${key.key}`, {
         method: 'POST',
@@ -164,6 +111,55 @@ for (const backend of BACKENDS) {
         assert.match(run.stderr, message)
         assert.equal(run.stderr.trim().split('\n').length, 1, `one line: ${run.stderr}`)
       }
+    })
+
+    test('user create makes an account that can sign in to the Settings page', async () => {
+      const run = await runCli(
+        [
+          'user',
+          'create',
+          '--org',
+          'Acme Support',
+          '--email',
+          'Ops@Example.com',
+          '--name',
+          'Ops',
+          '--role',
+          'admin',
+          '--json',
+        ],
+        { ...env, CONTACTS_USER_PASSWORD: 'long enough password' },
+      )
+      assert.equal(run.code, 0, run.stderr)
+      const user = JSON.parse(run.stdout)
+      assert.equal(user.email, 'Ops@Example.com')
+      assert.equal(user.role, 'admin')
+      assert.equal(user.created, true)
+      assert.ok(!run.stdout.includes('long enough password'))
+      const handle = openDatabase(database.url)
+      try {
+        assert.ok(await authenticateUser(handle.db, 'ops@example.com', 'long enough password'))
+        assert.equal(await authenticateUser(handle.db, 'ops@example.com', 'wrong password!!'), null)
+      } finally {
+        await handle.close()
+      }
+      const weak = await runCli(
+        [
+          'user',
+          'create',
+          '--org',
+          'Acme Support',
+          '--email',
+          'new@example.com',
+          '--name',
+          'N',
+          '--role',
+          'member',
+        ],
+        { ...env, CONTACTS_USER_PASSWORD: 'short' },
+      )
+      assert.notEqual(weak.code, 0)
+      assert.match(weak.stderr, /at least 10 characters/)
     })
 
     test('migrate is idempotent and reports an up-to-date database', async () => {

@@ -14,8 +14,12 @@ export async function findApiKeyByHash(db: Kysely<Database>, keyHash: string) {
     .executeTakeFirst()
 }
 
-export async function listApiKeys(db: Kysely<Database>, orgId: string) {
-  return db
+export async function listApiKeys(
+  db: Kysely<Database>,
+  orgId: string,
+  filter: { createdBy?: string; activeOnly?: boolean } = {},
+) {
+  let query = db
     .selectFrom('api_keys')
     .select([
       'id',
@@ -27,21 +31,24 @@ export async function listApiKeys(db: Kysely<Database>, orgId: string) {
       'created_at',
       'last_used_at',
       'revoked_at',
+      'created_by_user_id',
     ])
     .where('org_id', '=', orgId)
-    .orderBy('created_at')
-    .orderBy('id')
-    .execute()
+  if (filter.createdBy !== undefined) query = query.where('created_by_user_id', '=', filter.createdBy)
+  if (filter.activeOnly) query = query.where('revoked_at', 'is', null)
+  return query.orderBy('created_at').orderBy('id').execute()
 }
 
-export async function revokeApiKey(db: Kysely<Database>, id: string, revokedAt: string) {
-  return db
-    .updateTable('api_keys')
-    .set({ revoked_at: revokedAt })
-    .where('id', '=', id)
-    .where('revoked_at', 'is', null)
-    .returning(['id', 'org_id'])
-    .executeTakeFirst()
+export async function revokeApiKey(
+  db: Kysely<Database>,
+  id: string,
+  revokedAt: string,
+  scope: { orgId?: string; createdBy?: string } = {},
+) {
+  let query = db.updateTable('api_keys').set({ revoked_at: revokedAt }).where('id', '=', id)
+  if (scope.orgId !== undefined) query = query.where('org_id', '=', scope.orgId)
+  if (scope.createdBy !== undefined) query = query.where('created_by_user_id', '=', scope.createdBy)
+  return query.where('revoked_at', 'is', null).returning(['id', 'org_id']).executeTakeFirst()
 }
 
 export async function findApiKeyById(db: Kysely<Database>, id: string) {

@@ -18,11 +18,16 @@ export interface ApiKeySummary {
   created_at: string
   last_used_at: string | null
   revoked_at: string | null
+  created_by_user_id: string | null
 }
 
-/** What a request is allowed to act as, once its key has been checked. */
+/**
+ * Who a request acts as, once authenticated: an API key, or a person signed in to the Settings
+ * pages (whose role in the organization lets them write).
+ */
 export interface Principal {
-  keyId: string
+  /** The API key's id or the user's id: who is answerable for the change. */
+  actorId: string
   orgId: string
   role: ApiKeyRole
 }
@@ -32,6 +37,7 @@ export interface NewApiKey {
   name: string
   role: string
   description?: string | null
+  createdByUserId?: string | null
 }
 
 export async function createApiKey(db: Kysely<Database>, input: NewApiKey) {
@@ -58,6 +64,7 @@ export async function createApiKey(db: Kysely<Database>, input: NewApiKey) {
     created_at: nowTimestamp(),
     last_used_at: null,
     revoked_at: null,
+    created_by_user_id: input.createdByUserId ?? null,
   }
   await apiKeys.insertApiKey(db, row)
   return {
@@ -70,8 +77,12 @@ export async function createApiKey(db: Kysely<Database>, input: NewApiKey) {
   }
 }
 
-export async function listApiKeys(db: Kysely<Database>, orgId: string): Promise<ApiKeySummary[]> {
-  const rows = await apiKeys.listApiKeys(db, orgId)
+export async function listApiKeys(
+  db: Kysely<Database>,
+  orgId: string,
+  filter: { createdBy?: string; activeOnly?: boolean } = {},
+): Promise<ApiKeySummary[]> {
+  const rows = await apiKeys.listApiKeys(db, orgId, filter)
   return rows.map((row) => ({
     ...row,
     created_at: formatTimestamp(row.created_at),
@@ -92,6 +103,21 @@ export async function revokeApiKey(
   throw new AppError('api_key_not_found', `no API key with id "${id}"`)
 }
 
+/**
+ * Revocation from the Settings page: only a key of the current organization, and for a member
+ * only one of their own. Anything else is "not found", whether or not it exists elsewhere.
+ */
+export async function revokeApiKeyInOrganization(
+  db: Kysely<Database>,
+  orgId: string,
+  id: string,
+  scope: { createdBy?: string } = {},
+): Promise<void> {
+  if (!isUuid(id)) throw new AppError('api_key_not_found', 'API key not found')
+  const revoked = await apiKeys.revokeApiKey(db, id.toLowerCase(), nowTimestamp(), { orgId, ...scope })
+  if (!revoked) throw new AppError('api_key_not_found', 'API key not found')
+}
+
 /** How often last_used_at is written: a write per request would double the cost of a read. */
 const LAST_USED_RESOLUTION_MS = 60_000
 
@@ -110,5 +136,5 @@ export async function authenticateApiKey(db: Kysely<Database>, presented: string
     // Recording use is bookkeeping: it must never fail or slow the request it describes.
     apiKeys.touchApiKey(db, row.org_id, row.id, new Date(now).toISOString()).catch(() => {})
   }
-  return { keyId: row.id, orgId: row.org_id, role: row.role }
+  return { actorId: row.id, orgId: row.org_id, role: row.role }
 }

@@ -151,9 +151,60 @@ function atomic(dialect: DialectName, migration: Migration): Migration {
   }
 }
 
+/** People who sign in to the Settings pages, their organizations, and their sessions. */
+function usersAndSessions(dialect: DialectName): Migration {
+  const t = columnTypes(dialect)
+  return {
+    async up(db: Kysely<unknown>) {
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('users')
+          .addColumn('id', t.uuid, (c) => c.primaryKey())
+          .addColumn('email', 'text', (c) => c.notNull())
+          .addColumn('email_normalized', 'text', (c) => c.notNull().unique())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('password_hash', 'text', (c) => c.notNull())
+          .addColumn('created_at', t.timestamp, (c) => c.notNull()),
+      ).execute()
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('memberships')
+          .addColumn('org_id', t.uuid, (c) => c.notNull().references('organizations.id'))
+          .addColumn('user_id', t.uuid, (c) => c.notNull().references('users.id'))
+          .addColumn('role', 'text', (c) => c.notNull().check(sql`role in ('owner', 'admin', 'member')`))
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addPrimaryKeyConstraint('memberships_pk', ['org_id', 'user_id']),
+      ).execute()
+      await db.schema.createIndex('memberships_user_idx').on('memberships').column('user_id').execute()
+      // Sessions belong to a person, not to one organization (the current one can change), so
+      // they are keyed by the hash of their token, as API keys are.
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('sessions')
+          .addColumn('token_hash', 'text', (c) => c.primaryKey())
+          .addColumn('user_id', t.uuid, (c) => c.notNull().references('users.id'))
+          .addColumn('org_id', t.uuid, (c) => c.references('organizations.id'))
+          .addColumn('csrf_token', 'text', (c) => c.notNull())
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addColumn('expires_at', t.timestamp, (c) => c.notNull()),
+      ).execute()
+      await db.schema.createIndex('sessions_user_idx').on('sessions').column('user_id').execute()
+      await db.schema.alterTable('api_keys').addColumn('created_by_user_id', t.uuid).execute()
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('api_keys').dropColumn('created_by_user_id').execute()
+      for (const table of ['sessions', 'memberships', 'users']) await db.schema.dropTable(table).execute()
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
+    '2026-11-27-002-users-and-sessions': atomic(dialect, usersAndSessions(dialect)),
   }
 }
 

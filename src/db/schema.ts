@@ -28,6 +28,8 @@ export interface ApiKeyTable {
   created_at: Timestamp
   last_used_at: Timestamp | null
   revoked_at: Timestamp | null
+  /** The person who made the key in the Settings page; null for keys made with the CLI. */
+  created_by_user_id: string | null
 }
 
 export interface ContactTable {
@@ -61,11 +63,41 @@ export interface CustomFieldTable {
   created_at: Timestamp
 }
 
+export type MembershipRole = 'owner' | 'admin' | 'member'
+
+export interface UserTable {
+  id: string
+  email: string
+  email_normalized: string
+  name: string
+  password_hash: string
+  created_at: Timestamp
+}
+
+export interface MembershipTable {
+  org_id: string
+  user_id: string
+  role: MembershipRole
+  created_at: Timestamp
+}
+
+export interface SessionTable {
+  token_hash: string
+  user_id: string
+  org_id: string | null
+  csrf_token: string
+  created_at: Timestamp
+  expires_at: Timestamp
+}
+
 export interface Database {
   organizations: OrganizationTable
   api_keys: ApiKeyTable
   contacts: ContactTable
   contact_custom_fields: CustomFieldTable
+  users: UserTable
+  memberships: MembershipTable
+  sessions: SessionTable
 }
 
 export type OrganizationRow = Selectable<OrganizationTable>

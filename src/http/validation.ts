@@ -103,3 +103,19 @@ export function issueFromAjv(error: ErrorObject, part: string): ValidationIssue 
       return { loc, msg: error.message ?? 'Invalid value', type: 'value_error' }
   }
 }
+
+const compiledBodies = new WeakMap<object, ReturnType<typeof bodyAjv.compile>>()
+
+/**
+ * Validates data against a route's body schema with the very validator the API uses, for input
+ * that arrives another way (the Settings page's forms): one set of rules, one wording of errors.
+ */
+export function validateBody(schema: object, data: unknown): ValidationIssue[] {
+  let validate = compiledBodies.get(schema)
+  if (!validate) {
+    validate = bodyAjv.compile(schema)
+    compiledBodies.set(schema, validate)
+  }
+  if (validate(data)) return []
+  return (validate.errors ?? []).map((error) => issueFromAjv(error, 'body'))
+}

@@ -1,0 +1,246 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { createApiKey } from '../src/api-keys/api-keys.service.js'
+import { addMember } from '../src/users/users.service.js'
+import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
+import { BACKENDS } from './helpers/backends.js'
+
+const PASSWORD = 'a long enough password'
+
+interface Browser {
+  cookies: Map<string, string>
+  csrf: string
+}
+
+const cookieHeader = (browser: Browser) => [...browser.cookies].map(([k, v]) => `${k}=${v}`).join('; ')
+
+function keepCookies(browser: Browser, setCookie: string | string[] | undefined) {
+  for (const line of [setCookie ?? []].flat()) {
+    const [pair] = line.split(';')
+    const [name, ...rest] = (pair ?? '').split('=')
+    if (name) browser.cookies.set(name.trim(), rest.join('='))
+  }
+}
+
+const csrfIn = (page: string) => /name="_csrf" value="([^"]+)"/.exec(page)?.[1] ?? ''
+
+for (const backend of BACKENDS) {
+  describe(`Settings page refusals on ${backend.name}`, { skip: backend.skip }, () => {
+    let t: TestApp
+    let orgA: TestOrg
+    let orgB: TestOrg
+    let contactA: string
+
+    const get = (browser: Browser | null, url: string) =>
+      t.app.inject({ method: 'GET', url, headers: browser ? { cookie: cookieHeader(browser) } : {} })
+    const post = (
+      browser: Browser | null,
+      url: string,
+      fields: Record<string, string>,
+      remoteAddress?: string,
+    ) =>
+      t.app.inject({
+        method: 'POST',
+        url,
+        ...(remoteAddress ? { remoteAddress } : {}),
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          ...(browser ? { cookie: cookieHeader(browser) } : {}),
+        },
+        payload: new URLSearchParams(fields).toString(),
+      })
+
+    async function signIn(email: string): Promise<Browser> {
+      const browser: Browser = { cookies: new Map(), csrf: '' }
+      const login = await get(browser, '/settings/login')
+      keepCookies(browser, login.headers['set-cookie'])
+      const answer = await post(browser, '/settings/login', {
+        email,
+        password: PASSWORD,
+        _csrf: csrfIn(login.body),
+      })
+      assert.equal(answer.statusCode, 303, answer.body)
+      keepCookies(browser, answer.headers['set-cookie'])
+      browser.csrf = csrfIn((await get(browser, '/settings/keys')).body)
+      assert.ok(browser.csrf)
+      return browser
+    }
+
+    const keyCount = async (orgId: string) =>
+      (await t.database.db.selectFrom('api_keys').select('id').where('org_id', '=', orgId).execute()).length
+    const contactRow = (id: string) =>
+      t.database.db.selectFrom('contacts').selectAll().where('id', '=', id).executeTakeFirst()
+
+    before(async () => {
+      t = await startTestApp(backend)
+      orgA = await t.createOrg()
+      orgB = await t.createOrg()
+      await addMember(t.database.db, orgA.id, {
+        email: 'alice@a.example',
+        name: 'Alice',
+        password: PASSWORD,
+        role: 'owner',
+      })
+      await addMember(t.database.db, orgA.id, {
+        email: 'mia@a.example',
+        name: 'Mia',
+        password: PASSWORD,
+        role: 'member',
+      })
+      await addMember(t.database.db, orgB.id, {
+        email: 'bob@b.example',
+        name: 'Bob',
+        password: PASSWORD,
+        role: 'owner',
+      })
+      const created = await t.call(orgA.key, {
+        method: 'POST',
+        url: '/api/v1/contact',
+        payload: { first_name: 'Alpha' },
+      })
+      contactA = created.json().data.id
+    })
+    after(() => t?.close())
+
+    test('a signed-out visitor is sent to sign in and can change nothing', async () => {
+      for (const url of [
+        '/settings/keys',
+        '/settings/contacts',
+        `/settings/contacts/${contactA}`,
+        '/settings/members',
+      ]) {
+        const response = await get(null, url)
+        assert.equal(response.statusCode, 303, url)
+        assert.equal(response.headers.location, '/settings/login')
+      }
+      const before = await keyCount(orgA.id)
+      const attempt = await post(null, '/settings/keys', {
+        name: 'x',
+        role: 'full_access',
+        description: 'x',
+        _csrf: 'x',
+      })
+      assert.notEqual(attempt.statusCode, 201)
+      const edit = await post(null, `/settings/contacts/${contactA}`, { first_name: 'Hacked', _csrf: 'x' })
+      assert.notEqual(edit.statusCode, 303)
+      assert.equal(await keyCount(orgA.id), before)
+      assert.equal((await contactRow(contactA))?.first_name, 'Alpha')
+    })
+
+    test('a form posted without the session’s CSRF token is refused and changes nothing', async () => {
+      const alice = await signIn('alice@a.example')
+      const before = await keyCount(orgA.id)
+      for (const token of [undefined, 'forged-token-value-forged-token-value']) {
+        const fields = {
+          name: 'csrf',
+          role: 'full_access',
+          description: 'x',
+          ...(token ? { _csrf: token } : {}),
+        }
+        const response = await post(alice, '/settings/keys', fields)
+        assert.equal(response.statusCode, 403)
+        const edit = await post(alice, `/settings/contacts/${contactA}`, {
+          first_name: 'Forged',
+          ...(token ? { _csrf: token } : {}),
+        })
+        assert.equal(edit.statusCode, 403)
+      }
+      assert.equal(await keyCount(orgA.id), before)
+      assert.equal((await contactRow(contactA))?.first_name, 'Alpha')
+      const genuine = await post(alice, '/settings/keys', {
+        name: 'ok',
+        role: 'read_only',
+        description: 'ok',
+        _csrf: alice.csrf,
+      })
+      assert.equal(genuine.statusCode, 201)
+      assert.equal(await keyCount(orgA.id), before + 1)
+    })
+
+    test('a member of another organization can neither see nor change this one’s contacts and keys', async () => {
+      const bob = await signIn('bob@b.example')
+      assert.equal((await get(bob, `/settings/contacts/${contactA}`)).statusCode, 404)
+      const edit = await post(bob, `/settings/contacts/${contactA}`, {
+        first_name: 'Bob was here',
+        _csrf: bob.csrf,
+      })
+      assert.equal(edit.statusCode, 404)
+      const remove = await post(bob, `/settings/contacts/${contactA}/delete`, { _csrf: bob.csrf })
+      assert.equal(remove.statusCode, 404)
+      assert.equal((await contactRow(contactA))?.first_name, 'Alpha')
+
+      const revoke = await post(bob, `/settings/keys/${orgA.keyId}/revoke`, { _csrf: bob.csrf })
+      assert.equal(revoke.statusCode, 404)
+      assert.equal((await t.call(orgA.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 200)
+
+      await post(bob, '/settings/org', { org_id: orgA.id, _csrf: bob.csrf })
+      const list = await get(bob, '/settings/contacts')
+      assert.ok(
+        !list.body.includes('Alpha'),
+        'switching to an organization one is not a member of does nothing',
+      )
+      assert.ok(!(await get(bob, '/settings/keys')).body.includes(orgA.key.slice(0, 10)))
+    })
+
+    test('a member sees and revokes only their own keys and cannot add members', async () => {
+      const mia = await signIn('mia@a.example')
+      const page = await get(mia, '/settings/keys')
+      assert.ok(!page.body.includes(orgA.key.slice(0, 10)), 'keys of others are not listed')
+      assert.equal(
+        (await post(mia, `/settings/keys/${orgA.keyId}/revoke`, { _csrf: mia.csrf })).statusCode,
+        404,
+      )
+      assert.equal((await t.call(orgA.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 200)
+      const own = await createApiKey(t.database.db, {
+        orgId: orgA.id,
+        name: 'mine',
+        role: 'read_only',
+        createdByUserId: (
+          await t.database.db
+            .selectFrom('users')
+            .select('id')
+            .where('email_normalized', '=', 'mia@a.example')
+            .executeTakeFirstOrThrow()
+        ).id,
+      })
+      assert.equal((await post(mia, `/settings/keys/${own.id}/revoke`, { _csrf: mia.csrf })).statusCode, 303)
+      assert.equal((await t.call(own.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 401)
+      const add = await post(mia, '/settings/members', {
+        name: 'Eve',
+        email: 'eve@a.example',
+        password: PASSWORD,
+        role: 'owner',
+        _csrf: mia.csrf,
+      })
+      assert.equal(add.statusCode, 403)
+    })
+
+    test('the first-run page is closed once an owner exists, and sign-in attempts are rate-limited', async () => {
+      const setup = await get(null, '/settings/setup')
+      assert.equal(setup.headers.location, '/settings/login')
+      const login = await get(null, '/settings/login')
+      const browser: Browser = { cookies: new Map(), csrf: csrfIn(login.body) }
+      keepCookies(browser, login.headers['set-cookie'])
+      const statuses = []
+      for (let i = 0; i < 12; i++) {
+        const attempt = await post(
+          browser,
+          '/settings/login',
+          { email: 'alice@a.example', password: 'guess', _csrf: browser.csrf },
+          '192.0.2.7',
+        )
+        statuses.push(attempt.statusCode)
+      }
+      assert.deepEqual(statuses.slice(0, 10), Array(10).fill(401))
+      assert.deepEqual(statuses.slice(10), [429, 429])
+    })
+
+    test('pages carry a restrictive content security policy', async () => {
+      const page = await get(null, '/settings/login')
+      assert.match(page.headers['content-security-policy'] as string, /script-src 'self'/)
+      assert.match(page.headers['content-security-policy'] as string, /frame-ancestors 'none'/)
+      assert.equal(page.headers['x-content-type-options'], 'nosniff')
+      assert.doesNotMatch(page.body, /<script>|\son[a-z]+="/, 'no inline script or event handler')
+    })
+  })
+}
