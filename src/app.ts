@@ -66,6 +66,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // FastAPI reads a body without a content type as JSON and refuses other types with a 422;
   // clients written for it may rely on both, so this parser does the same.
   const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.addContentTypeParser(/^application\/[\w.+-]+\+json$/, { parseAs: 'string' }, parseJson)
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
     if (request.headers['content-type'] === undefined) return parseJson(request, body as string, done)
     done(null, body)

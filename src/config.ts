@@ -18,6 +18,7 @@ export const ConfigSchema = Type.Object({
   bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1024 * 1024 }),
   trustProxy: Type.Boolean({ default: false }),
   secureCookies: Type.Boolean({ default: false }),
+  trashRetentionDays: Type.Number({ minimum: 0, maximum: 3650, default: 30 }),
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
@@ -32,6 +33,7 @@ const ENVIRONMENT_KEYS = {
   BODY_LIMIT_BYTES: 'bodyLimitBytes',
   TRUST_PROXY: 'trustProxy',
   COOKIE_SECURE: 'secureCookies',
+  TRASH_RETENTION_DAYS: 'trashRetentionDays',
 } as const satisfies Record<string, keyof Config>
 
 export class ConfigError extends Error {}

@@ -19,11 +19,21 @@ export const ERROR_CATALOGUE = {
   },
   organization_not_found: { status: 404, description: 'No organization with this id or name.' },
   api_key_not_found: { status: 404, description: 'No API key with this id.' },
+  contact_merged: {
+    status: 404,
+    description: 'The contact was merged into another; `merged_into` names the survivor.',
+  },
   route_not_found: { status: 404, description: 'No route matches this method and path.' },
   custom_field_exists: {
     status: 409,
     description: 'A custom field with this name already exists in the organization.',
   },
+  identity_conflict: {
+    status: 409,
+    description:
+      'Another contact already holds this email, phone number or external id; `existing_id` names it.',
+  },
+  contact_not_in_trash: { status: 409, description: 'Only a contact in the trash can be restored.' },
   organization_exists: { status: 409, description: 'An organization with this name already exists.' },
   conflict: { status: 409, description: 'The change conflicts with data stored meanwhile; retry it.' },
   payload_too_large: { status: 413, description: 'The request body exceeds the size limit.' },
@@ -41,12 +51,19 @@ export interface ValidationIssue {
   type: string
 }
 
+/** Fields an error may carry beside `detail` and `code`, to point at the data involved. */
+export interface ErrorDetails {
+  existing_id?: string
+  merged_into?: string
+}
+
 export class AppError extends Error {
   readonly status: number
 
   constructor(
     readonly code: ErrorCode,
     message: string,
+    readonly details: ErrorDetails = {},
   ) {
     super(message)
     this.status = ERROR_CATALOGUE[code].status

@@ -1,8 +1,11 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import type { Config } from './config.js'
+import { purgeTrash } from './contacts/contacts.service.js'
 import { openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
+
+const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
 
 /**
  * Opens the database, brings its schema up to date, and serves until SIGINT/SIGTERM, then stops
@@ -17,9 +20,16 @@ export async function startServer(config: Config): Promise<void> {
     throw error
   }
   const app = await buildApp(config, { database })
+  const purge = () =>
+    purgeTrash(database.db, config.trashRetentionDays)
+      .then((count) => count > 0 && app.log.info({ count }, 'erased contacts past their time in the trash'))
+      .catch((err) => app.log.error({ err }, 'emptying the trash failed'))
+  void purge()
+  const purgeTimer = setInterval(purge, TRASH_PURGE_INTERVAL_MS).unref()
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an uncaught error')
     else app.log.info({ signal }, 'shutting down')
+    clearInterval(purgeTimer)
     await app.close()
     await database.close()
   })

@@ -21,8 +21,8 @@ for (const backend of BACKENDS) {
       const t = await startTestApp(backend)
       const org = await t.createOrg()
       try {
-        // Dropping the table under the running app makes every contact query fail in the driver.
-        await t.database.db.schema.dropTable('contacts').execute()
+        // Renaming the table under the running app makes every contact query fail in the driver.
+        await t.database.db.schema.alterTable('contacts').renameTo('contacts_elsewhere').execute()
         const response = await t.call(org.key, { method: 'GET', url: '/api/v1/contact' })
         assert.equal(response.statusCode, 500)
         assert.deepEqual(response.json(), { detail: 'Internal Server Error', code: 'internal_error' })

@@ -1,7 +1,19 @@
 import type { Kysely } from 'kysely'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 
+/** A live contact: not in the trash. */
 export async function findContactById(db: Kysely<Database>, orgId: string, id: string) {
+  return db
+    .selectFrom('contacts')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .executeTakeFirst()
+}
+
+/** Live or in the trash (restore and erase reach both). */
+export async function findContactIncludingTrash(db: Kysely<Database>, orgId: string, id: string) {
   return db
     .selectFrom('contacts')
     .selectAll()
@@ -10,28 +22,15 @@ export async function findContactById(db: Kysely<Database>, orgId: string, id: s
     .executeTakeFirst()
 }
 
-export async function findContactByEmail(db: Kysely<Database>, orgId: string, emailNormalized: string) {
+export async function findLiveContacts(db: Kysely<Database>, orgId: string, ids: readonly string[]) {
+  if (ids.length === 0) return []
   return db
     .selectFrom('contacts')
     .selectAll()
     .where('org_id', '=', orgId)
-    .where('email_normalized', '=', emailNormalized)
-    .orderBy('created_at')
-    .orderBy('id')
-    .limit(1)
-    .executeTakeFirst()
-}
-
-export async function findContactByPhone(db: Kysely<Database>, orgId: string, phone: string) {
-  return db
-    .selectFrom('contacts')
-    .selectAll()
-    .where('org_id', '=', orgId)
-    .where('phone', '=', phone)
-    .orderBy('created_at')
-    .orderBy('id')
-    .limit(1)
-    .executeTakeFirst()
+    .where('id', 'in', ids)
+    .where('deleted_at', 'is', null)
+    .execute()
 }
 
 export async function listContacts(db: Kysely<Database>, orgId: string, limit: number, offset: number) {
@@ -39,6 +38,7 @@ export async function listContacts(db: Kysely<Database>, orgId: string, limit: n
     .selectFrom('contacts')
     .selectAll()
     .where('org_id', '=', orgId)
+    .where('deleted_at', 'is', null)
     .orderBy('created_at', 'desc')
     .orderBy('id', 'desc')
     .limit(limit)
@@ -51,6 +51,30 @@ export async function countContacts(db: Kysely<Database>, orgId: string): Promis
     .selectFrom('contacts')
     .select((eb) => eb.fn.countAll<number | string | bigint>().as('total'))
     .where('org_id', '=', orgId)
+    .where('deleted_at', 'is', null)
+    .executeTakeFirstOrThrow()
+  return Number(total)
+}
+
+export async function listTrash(db: Kysely<Database>, orgId: string, limit: number, offset: number) {
+  return db
+    .selectFrom('contacts')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('deleted_at', 'is not', null)
+    .orderBy('deleted_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .offset(offset)
+    .execute()
+}
+
+export async function countTrash(db: Kysely<Database>, orgId: string): Promise<number> {
+  const { total } = await db
+    .selectFrom('contacts')
+    .select((eb) => eb.fn.countAll<number | string | bigint>().as('total'))
+    .where('org_id', '=', orgId)
+    .where('deleted_at', 'is not', null)
     .executeTakeFirstOrThrow()
   return Number(total)
 }
@@ -59,6 +83,7 @@ export async function insertContact(db: Kysely<Database>, row: InsertableContact
   return db.insertInto('contacts').values(row).returningAll().executeTakeFirstOrThrow()
 }
 
+/** Updates a live contact. */
 export async function updateContact(
   db: Kysely<Database>,
   orgId: string,
@@ -67,28 +92,94 @@ export async function updateContact(
 ): Promise<ContactRow | undefined> {
   return db
     .updateTable('contacts')
-    .set(changes)
+    .set((eb) => ({ ...changes, version: eb('version', '+', 1) }))
     .where('org_id', '=', orgId)
     .where('id', '=', id)
+    .where('deleted_at', 'is', null)
     .returningAll()
     .executeTakeFirst()
 }
 
-export async function deleteContact(db: Kysely<Database>, orgId: string, id: string) {
+export async function moveToTrash(
+  db: Kysely<Database>,
+  orgId: string,
+  id: string,
+  deletedAt: string,
+  trashedIdentities: string,
+) {
   return db
-    .deleteFrom('contacts')
+    .updateTable('contacts')
+    .set({ deleted_at: deletedAt, trashed_identities: trashedIdentities })
     .where('org_id', '=', orgId)
     .where('id', '=', id)
+    .where('deleted_at', 'is', null)
     .returning('id')
     .executeTakeFirst()
 }
 
-export async function deleteContacts(db: Kysely<Database>, orgId: string, ids: readonly string[]) {
-  const rows = await db
-    .deleteFrom('contacts')
+export async function takeOutOfTrash(db: Kysely<Database>, orgId: string, id: string) {
+  return db
+    .updateTable('contacts')
+    .set({ deleted_at: null, trashed_identities: null })
     .where('org_id', '=', orgId)
-    .where('id', 'in', ids)
-    .returning('id')
+    .where('id', '=', id)
+    .where('deleted_at', 'is not', null)
+    .returningAll()
+    .executeTakeFirst()
+}
+
+/** Removes contacts for good, with every row that refers to them. */
+export async function eraseContacts(db: Kysely<Database>, orgId: string, ids: readonly string[]) {
+  if (ids.length === 0) return
+  await db
+    .deleteFrom('contact_identities')
+    .where('org_id', '=', orgId)
+    .where('contact_id', 'in', ids)
+    .execute()
+  await db
+    .deleteFrom('contact_merges')
+    .where('org_id', '=', orgId)
+    .where((eb) => eb.or([eb('survivor_id', 'in', ids), eb('merged_id', 'in', ids)]))
+    .execute()
+  await db.deleteFrom('contacts').where('org_id', '=', orgId).where('id', 'in', ids).execute()
+}
+
+export async function findTrashedBefore(db: Kysely<Database>, orgId: string, cutoff: string, limit: number) {
+  const rows = await db
+    .selectFrom('contacts')
+    .select('id')
+    .where('org_id', '=', orgId)
+    .where('deleted_at', '<', cutoff)
+    .limit(limit)
     .execute()
   return rows.map((row) => row.id)
+}
+
+/** Updates a live contact only if nobody wrote it since it was read (optimistic concurrency). */
+export async function updateContactAtVersion(
+  db: Kysely<Database>,
+  orgId: string,
+  id: string,
+  version: number,
+  changes: UpdateableContactRow,
+): Promise<ContactRow | undefined> {
+  return db
+    .updateTable('contacts')
+    .set((eb) => ({ ...changes, version: eb('version', '+', 1) }))
+    .where('org_id', '=', orgId)
+    .where('id', '=', id)
+    .where('version', '=', version)
+    .where('deleted_at', 'is', null)
+    .returningAll()
+    .executeTakeFirst()
+}
+
+export async function findMergeSurvivor(db: Kysely<Database>, orgId: string, mergedId: string) {
+  const row = await db
+    .selectFrom('contact_merges')
+    .select('survivor_id')
+    .where('org_id', '=', orgId)
+    .where('merged_id', '=', mergedId)
+    .executeTakeFirst()
+  return row?.survivor_id ?? null
 }

@@ -1,19 +1,28 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { principalOf } from '../auth/auth.hook.js'
 import type { Database } from '../db/schema.js'
 import { Envelope, envelope, errorResponses, Page, PaginationQuery } from '../shared/schemas.js'
+import { batchUpsert } from './batch.service.js'
 import {
+  BatchUpsertBody,
+  BatchUpsertResult,
   BulkDeleteBody,
   BulkDeleteResult,
   Contact,
   ContactIdParams,
+  ContactPatchBody,
   ContactUpdateBody,
   DeletedContact,
+  Duplicate,
+  MergeBody,
+  TrashedContact,
   UpsertBody,
   UpsertQuery,
 } from './contacts.schemas.js'
 import * as contacts from './contacts.service.js'
+import { findDuplicates, mergeContacts } from './merge.service.js'
 
 const tags = ['Contacts']
 const listDescription =
@@ -156,6 +165,145 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
       ),
   )
 
+  app.patch(
+    '/contact/:contact_id',
+    {
+      config: { writes: true },
+      schema: {
+        tags,
+        operationId: 'patch_contact_api_v1_contact__contact_id__patch',
+        summary: 'Change some fields of a contact (JSON merge patch)',
+        description:
+          'Send `application/merge-patch+json` (RFC 7396; `application/json` is read the same way): fields left out are kept, null clears a field, and channels, user_attributes and custom_fields are merged key by key, null inside them removing a key. Sets one custom field without reading the contact first. Safe against concurrent writers: the patch is applied to the latest version.',
+        params: ContactIdParams,
+        body: ContactPatchBody,
+        response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 409, 413, 422) },
+      },
+    },
+    async (request) =>
+      envelope(
+        'updated',
+        await contacts.patchContact(db, principalOf(request), request.params.contact_id, request.body),
+      ),
+  )
+
+  app.post(
+    '/contact/batch/upsert',
+    {
+      config: { writes: true },
+      schema: {
+        tags,
+        operationId: 'batch_upsert_contacts_api_v1_contact_batch_upsert_post',
+        summary: 'Create or update up to 1000 contacts',
+        description:
+          'Each item is an upsert body (matched on external_id, email or phone_number). All items run in one transaction with a savepoint each: an item that fails is rolled back alone and reported with its reason, the others are committed. Answers 200 when every item succeeded and 207 when some failed, with one result per item, in order.',
+        body: BatchUpsertBody,
+        response: {
+          200: Envelope(BatchUpsertResult, 'updated'),
+          207: Envelope(BatchUpsertResult, 'updated'),
+          ...errorResponses(401, 403, 413, 422),
+        },
+      },
+    },
+    async (request, reply) => {
+      const result = await batchUpsert(db, principalOf(request), request.body.contacts)
+      return reply.code(result.failed > 0 ? 207 : 200).send(envelope('updated', result))
+    },
+  )
+
+  app.post(
+    '/contact/merge',
+    {
+      config: { writes: true },
+      schema: {
+        tags,
+        operationId: 'merge_contacts_api_v1_contact_merge_post',
+        summary: 'Merge duplicate contacts into one',
+        description:
+          "In one transaction: the primary keeps its non-null fields and takes the duplicates' for its null ones (most recently updated first); channels, user_attributes and custom_fields are merged key by key with the primary's keys winning; first_assistant_id, first_widget_id and created_at come from the earliest contact, last_assistant_id and last_widget_id from the most recently active, last_seen and last_sent are the latest. The primary takes every identity the duplicates held. The duplicates are removed; their ids then answer 404 with `merged_into` naming the primary.",
+        body: MergeBody,
+        response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 409, 422) },
+      },
+    },
+    async (request) => envelope('updated', await mergeContacts(db, principalOf(request), request.body)),
+  )
+
+  app.get(
+    '/contact/trash',
+    {
+      schema: {
+        tags,
+        operationId: 'read_contact_trash_api_v1_contact_trash_get',
+        summary: 'List deleted contacts (the trash)',
+        description:
+          'Contacts deleted within the retention period (30 days unless configured otherwise), most recently deleted first. They can be restored, or erased for good.',
+        querystring: PaginationQuery,
+        response: { 200: Envelope(Page(TrashedContact), 'retrieved'), ...errorResponses(401, 422) },
+      },
+    },
+    async (request) =>
+      envelope('retrieved', await contacts.listTrash(db, principalOf(request).orgId, request.query)),
+  )
+
+  app.get(
+    '/contact/:contact_id/duplicates',
+    {
+      schema: {
+        tags,
+        operationId: 'read_contact_duplicates_api_v1_contact__contact_id__duplicates_get',
+        summary: 'Find contacts that look like the same person',
+        description:
+          'Contacts with the same email or phone number anywhere in them (email field or channel values), or the same full name together with an equal channel value. Each says what matched in `matched_on`.',
+        params: ContactIdParams,
+        response: { 200: Envelope(Type.Array(Duplicate), 'retrieved'), ...errorResponses(401, 404, 422) },
+      },
+    },
+    async (request) =>
+      envelope('retrieved', await findDuplicates(db, principalOf(request).orgId, request.params.contact_id)),
+  )
+
+  app.post(
+    '/contact/:contact_id/restore',
+    {
+      config: { writes: true },
+      schema: {
+        tags,
+        operationId: 'restore_contact_api_v1_contact__contact_id__restore_post',
+        summary: 'Restore a deleted contact from the trash',
+        description:
+          'Brings the contact back exactly as it was deleted, with its identities. 409 `identity_conflict` when another contact has taken one of them meanwhile (nothing is restored then).',
+        params: ContactIdParams,
+        response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 409, 422) },
+      },
+    },
+    async (request) =>
+      envelope(
+        'updated',
+        await contacts.restoreContact(db, principalOf(request).orgId, request.params.contact_id),
+      ),
+  )
+
+  app.post(
+    '/contact/:contact_id/erase',
+    {
+      config: { writes: true },
+      schema: {
+        tags,
+        operationId: 'erase_contact_api_v1_contact__contact_id__erase_post',
+        summary: 'Erase a contact and its personal data for good',
+        description:
+          'For data-protection requests: removes the contact (live or in the trash), its identities and every trace of it. Cannot be undone.',
+        params: ContactIdParams,
+        response: { 200: Envelope(DeletedContact, 'deleted'), ...errorResponses(401, 403, 404, 422) },
+      },
+    },
+    async (request) =>
+      envelope(
+        'deleted',
+        await contacts.eraseContact(db, principalOf(request).orgId, request.params.contact_id),
+      ),
+  )
+
   app.delete(
     '/contact/:contact_id',
     {
@@ -163,7 +311,9 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
       schema: {
         tags,
         operationId: 'delete_contact_api_v1_contact__contact_id__delete',
-        summary: 'Delete a contact by id',
+        summary: 'Delete a contact by id (to the trash)',
+        description:
+          'Moves the contact to the trash, where it is kept for 30 days (configurable) and can be restored. Lists and lookups no longer show it, and its email, phone numbers and external id are free for other contacts at once.',
         params: ContactIdParams,
         response: { 200: Envelope(DeletedContact, 'deleted'), ...errorResponses(401, 403, 404, 422) },
       },

@@ -1,5 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox'
-import { DateTime, JsonObject, MAX_NAME_LENGTH, Nullable, Uuid } from '../shared/schemas.js'
+import { DateTime, JsonObject, MAX_NAME_LENGTH, Nullable, StringEnum, Uuid } from '../shared/schemas.js'
 
 const SEED_UUID = '3c90c3cc-0d44-4b50-8888-8dd25736052a'
 
@@ -47,6 +47,12 @@ export const contactWritableFields = {
   custom_fields: ObjectField(
     'Values keyed by custom field name; a name with a definition must match its type (string or number). Replaces the stored object; null stores {}.',
   ),
+  external_id: Type.Optional(
+    Nullable(Type.String({ maxLength: 255 }), {
+      description:
+        'Your own id for this person (an extension of the original API); unique in the organization.',
+    }),
+  ),
 }
 
 export const ContactUpdateBody = Type.Object(contactWritableFields, {
@@ -75,10 +81,27 @@ export const Contact = Type.Object(
     id: Uuid(),
     created_at: DateTime(),
     updated_at: DateTime(),
+    external_id: Nullable(Type.String(), { description: 'Your own id for this person (extension).' }),
   },
   { title: 'Contact' },
 )
 export type Contact = Static<typeof Contact>
+
+export const TrashedContact = Type.Object(
+  { ...Contact.properties, deleted_at: DateTime({ description: 'When the contact went to the trash.' }) },
+  { title: 'TrashedContact' },
+)
+export type TrashedContact = Static<typeof TrashedContact>
+
+/** PATCH: the writable fields, with the objects read as JSON merge patches (RFC 7396). */
+export const ContactPatchBody = Type.Object(contactWritableFields, {
+  additionalProperties: false,
+  title: 'ContactMergePatch',
+  description:
+    'A JSON merge patch (RFC 7396): members left out are kept, null clears, and channels, user_attributes and custom_fields are merged key by key (null inside them removes that key).',
+  examples: [{ custom_fields: { plan: 'pro' }, channels: { instagram: null } }],
+})
+export type ContactPatchBody = Static<typeof ContactPatchBody>
 
 export const ContactIdParams = Type.Object({ contact_id: Uuid({ description: 'The contact id.' }) })
 
@@ -93,6 +116,7 @@ export const UpsertQuery = Type.Object({
   last_name: Type.Optional(Type.String({ maxLength: MAX_NAME_LENGTH })),
   email: Type.Optional(Type.String({ maxLength: MAX_NAME_LENGTH })),
   phone_number: Type.Optional(Type.String({ maxLength: 64 })),
+  external_id: Type.Optional(Type.String({ maxLength: 255 })),
 })
 export type UpsertQuery = Static<typeof UpsertQuery>
 
@@ -118,3 +142,67 @@ export const BulkDeleteResult = Type.Object({
 })
 
 export const DeletedContact = Type.Object({ id: Uuid() })
+
+export const MAX_BATCH_ITEMS = 1000
+
+export const BatchUpsertBody = Type.Object(
+  {
+    contacts: Type.Array(
+      Type.Unknown({ description: 'One upsert body (see ContactUpsert); each is validated on its own.' }),
+      {
+        minItems: 1,
+        maxItems: MAX_BATCH_ITEMS,
+      },
+    ),
+  },
+  {
+    additionalProperties: false,
+    examples: [
+      {
+        contacts: [
+          { email: 'ada@example.com', first_name: 'Ada' },
+          { phone_number: '+16501111234', custom_fields: { plan: 'pro' } },
+        ],
+      },
+    ],
+  },
+)
+
+export const BatchItemResult = Type.Object({
+  index: Type.Integer({ description: 'Position of the item in the request.' }),
+  status: StringEnum(['created', 'updated', 'error']),
+  id: Type.Optional(Uuid()),
+  error: Type.Optional(
+    Type.Object({
+      code: Type.String(),
+      detail: Type.Unknown({
+        description: 'A message, or a list of validation problems with `loc` inside the item.',
+      }),
+      existing_id: Type.Optional(Uuid()),
+    }),
+  ),
+})
+
+export const BatchUpsertResult = Type.Object({
+  created: Type.Integer(),
+  updated: Type.Integer(),
+  failed: Type.Integer(),
+  results: Type.Array(BatchItemResult),
+})
+
+export const MergeBody = Type.Object(
+  {
+    primary_id: Uuid({ description: 'The contact that survives.' }),
+    duplicate_ids: Type.Array(Uuid(), { minItems: 1, maxItems: 20, description: 'Contacts merged into it.' }),
+  },
+  { additionalProperties: false },
+)
+export type MergeBody = Static<typeof MergeBody>
+
+export const Duplicate = Type.Object({
+  ...Contact.properties,
+  matched_on: Type.Array(StringEnum(['email', 'phone', 'name_and_channel']), {
+    description: 'Why this contact looks like the same person.',
+  }),
+})
+export type Duplicate = Static<typeof Duplicate>

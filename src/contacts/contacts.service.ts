@@ -1,20 +1,39 @@
 import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
 import { assertCustomFieldTypes } from '../custom-fields/custom-fields.service.js'
+import { isUniqueViolation } from '../db/errors.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
-import { notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
-import { uuidv7 } from '../shared/ids.js'
+import { AppError, notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
+import { isUuid, uuidv7 } from '../shared/ids.js'
 import { assertJsonBounded } from '../shared/json-bounds.js'
 import { offsetOf, type PageOf, type PaginationQuery, pageOf } from '../shared/schemas.js'
 import { assertOwnOrganization } from '../shared/tenancy.js'
 import { formatNullableTimestamp, formatTimestamp, nowTimestamp, parseDateTime } from '../shared/time.js'
 import * as contacts from './contacts.repository.js'
-import type { Contact, ContactUpdateBody, UpsertBody, UpsertQuery } from './contacts.schemas.js'
-import { normalizePhone, phoneOfChannels } from './phone.js'
+import type {
+  Contact,
+  ContactPatchBody,
+  ContactUpdateBody,
+  TrashedContact,
+  UpsertBody,
+  UpsertQuery,
+} from './contacts.schemas.js'
+import {
+  conflictAfterRace,
+  findIdentityHolders,
+  type Identity,
+  IdentityConflictError,
+  identitiesHeldBy,
+  identitiesOf,
+  normalizeEmail,
+  releaseIdentities,
+  syncIdentities,
+} from './identities.js'
+import { normalizePhone } from './phone.js'
 
 type JsonObject = Record<string, unknown>
 
-const parseJsonObject = (value: JsonObject | string): JsonObject =>
+export const parseJsonObject = (value: JsonObject | string): JsonObject =>
   typeof value === 'string' ? (JSON.parse(value) as JsonObject) : value
 
 /** The one place where a stored row becomes the API's contact (and backend differences vanish). */
@@ -36,12 +55,14 @@ export function toContact(row: ContactRow): Contact {
     id: row.id,
     created_at: formatTimestamp(row.created_at),
     updated_at: formatTimestamp(row.updated_at),
+    external_id: row.external_id,
   }
 }
 
 const UUID_COLUMNS = ['first_assistant_id', 'last_assistant_id', 'first_widget_id', 'last_widget_id'] as const
 const TIMESTAMP_COLUMNS = ['last_seen', 'last_sent'] as const
 const OBJECT_COLUMNS = ['channels', 'user_attributes', 'custom_fields'] as const
+const IDENTITY_COLUMNS = ['email', 'channels', 'external_id'] as const
 
 /**
  * Turns the fields present in a validated body into column values. Absent fields are left out
@@ -62,6 +83,8 @@ async function columnsFromInput(
     columns.email = input.email
     columns.email_normalized = normalizeEmail(input.email)
   }
+  if (input.external_id !== undefined)
+    columns.external_id = input.external_id === '' ? null : input.external_id
   for (const column of UUID_COLUMNS) {
     const value = input[column]
     if (value !== undefined) columns[column] = value === null ? null : value.toLowerCase()
@@ -80,17 +103,22 @@ async function columnsFromInput(
     const object = value ?? {}
     assertJsonBounded(object, [loc, column])
     if (column === 'custom_fields') await assertCustomFieldTypes(db, orgId, object, [loc, column])
-    if (column === 'channels') columns.phone = phoneOfChannels(object)
     columns[column] = JSON.stringify(object)
   }
   if (issues.length > 0) throw new ValidationFailedError(issues)
   return columns
 }
 
-const normalizeEmail = (email: string | null) => {
-  const normalized = email?.trim().toLowerCase()
-  return normalized ? normalized : null
-}
+const touchesIdentities = (columns: UpdateableContactRow) =>
+  IDENTITY_COLUMNS.some((column) => column in columns)
+
+/** The identities a body sets (those it does not mention are not known without reading the row). */
+const identitiesOfInput = (input: ContactUpdateBody) =>
+  identitiesOf({
+    email: input.email ?? null,
+    channels: input.channels ?? {},
+    external_id: input.external_id ?? null,
+  })
 
 function newContactRow(orgId: string, columns: UpdateableContactRow): InsertableContactRow {
   const now = nowTimestamp()
@@ -99,7 +127,7 @@ function newContactRow(orgId: string, columns: UpdateableContactRow): Insertable
     last_name: null,
     email: null,
     email_normalized: null,
-    phone: null,
+    external_id: null,
     channels: '{}',
     user_attributes: '{}',
     custom_fields: '{}',
@@ -109,12 +137,51 @@ function newContactRow(orgId: string, columns: UpdateableContactRow): Insertable
     last_assistant_id: null,
     first_widget_id: null,
     last_widget_id: null,
+    deleted_at: null,
+    trashed_identities: null,
     ...columns,
     org_id: orgId,
     id: uuidv7(),
     created_at: now,
     updated_at: now,
   }
+}
+
+/** 404 for an id with no live contact, naming the survivor when it was merged away. */
+async function missingContact(db: Kysely<Database>, orgId: string, id: string): Promise<AppError> {
+  const survivor = isUuid(id) ? await contacts.findMergeSurvivor(db, orgId, id.toLowerCase()) : null
+  if (survivor) {
+    return new AppError('contact_merged', 'Contact was merged into another contact', {
+      merged_into: survivor,
+    })
+  }
+  return notFound('contact_not_found', 'Contact')
+}
+
+/**
+ * Runs a write that changes identities. A unique violation means another writer took one of
+ * them between our check and our insert; the client gets the 409 it would have got a moment later.
+ */
+async function withIdentityRace<T>(
+  db: Kysely<Database>,
+  orgId: string,
+  contactId: string | null,
+  desired: () => Identity[],
+  write: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await write()
+  } catch (error) {
+    if (!isUniqueViolation(error)) throw error
+    throw (await conflictAfterRace(db, orgId, contactId, desired())) ?? error
+  }
+}
+
+async function insertWithIdentities(trx: Kysely<Database>, row: InsertableContactRow) {
+  const inserted = await contacts.insertContact(trx, row)
+  const contact = toContact(inserted)
+  await syncIdentities(trx, inserted.org_id, inserted.id, identitiesOf(contact))
+  return contact
 }
 
 export async function createContact(
@@ -124,12 +191,19 @@ export async function createContact(
 ): Promise<Contact> {
   assertOwnOrganization(principal, input.org_id)
   const columns = await columnsFromInput(db, principal.orgId, input, 'body')
-  return toContact(await contacts.insertContact(db, newContactRow(principal.orgId, columns)))
+  const row = newContactRow(principal.orgId, columns)
+  return withIdentityRace(
+    db,
+    principal.orgId,
+    null,
+    () => identitiesOfInput(input),
+    () => db.transaction().execute((trx) => insertWithIdentities(trx, row)),
+  )
 }
 
 export async function getContact(db: Kysely<Database>, orgId: string, id: string): Promise<Contact> {
   const row = await contacts.findContactById(db, orgId, id.toLowerCase())
-  if (!row) throw notFound('contact_not_found', 'Contact')
+  if (!row) throw await missingContact(db, orgId, id)
   return toContact(row)
 }
 
@@ -145,7 +219,29 @@ export async function listContacts(
   return pageOf(rows.map(toContact), total, pagination)
 }
 
-/** The seed's PUT: a partial update of the fields present in the body. */
+/** Applies changes to a live contact and keeps its identities in step, in one transaction. */
+async function applyChanges(
+  db: Kysely<Database>,
+  orgId: string,
+  id: string,
+  columns: UpdateableContactRow,
+  expectedVersion?: number,
+): Promise<ContactRow | undefined> {
+  columns.updated_at = nowTimestamp()
+  const update = (executor: Kysely<Database>) =>
+    expectedVersion === undefined
+      ? contacts.updateContact(executor, orgId, id, columns)
+      : contacts.updateContactAtVersion(executor, orgId, id, expectedVersion, columns)
+  // The common write touches no identity and needs no transaction: one statement, one round trip.
+  if (!touchesIdentities(columns)) return update(db)
+  return db.transaction().execute(async (trx) => {
+    const row = await update(trx)
+    if (row) await syncIdentities(trx, orgId, id, identitiesOf(toContact(row)))
+    return row
+  })
+}
+
+/** The seed's PUT: a partial update of the fields present in the body; objects replace. */
 export async function updateContact(
   db: Kysely<Database>,
   principal: Principal,
@@ -153,12 +249,84 @@ export async function updateContact(
   input: ContactUpdateBody,
 ): Promise<Contact> {
   assertOwnOrganization(principal, input.org_id)
+  const contactId = id.toLowerCase()
   const columns = await columnsFromInput(db, principal.orgId, input, 'body')
-  if (Object.keys(columns).length === 0) return getContact(db, principal.orgId, id)
-  columns.updated_at = nowTimestamp()
-  const row = await contacts.updateContact(db, principal.orgId, id.toLowerCase(), columns)
-  if (!row) throw notFound('contact_not_found', 'Contact')
+  if (Object.keys(columns).length === 0) return getContact(db, principal.orgId, contactId)
+  const row = await withIdentityRace(
+    db,
+    principal.orgId,
+    contactId,
+    () => identitiesOfInput(input),
+    () => applyChanges(db, principal.orgId, contactId, columns),
+  )
+  if (!row) throw await missingContact(db, principal.orgId, contactId)
   return toContact(row)
+}
+
+/** RFC 7396: null removes a member, objects merge recursively, anything else replaces. */
+export function applyMergePatch(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch
+  const result: JsonObject =
+    target !== null && typeof target === 'object' && !Array.isArray(target)
+      ? { ...(target as JsonObject) }
+      : {}
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete result[key]
+    else result[key] = applyMergePatch(result[key], value)
+  }
+  return result
+}
+
+const PATCH_ATTEMPTS = 25
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * PATCH with a JSON merge patch: omitted members are kept, null clears (an object field becomes
+ * {}), and channels, user_attributes and custom_fields are merged key by key, so a client can set
+ * one custom field without reading the contact first. The merge is computed on the stored
+ * version and written only if that version is still current; otherwise it is recomputed.
+ */
+export async function patchContact(
+  db: Kysely<Database>,
+  principal: Principal,
+  id: string,
+  patch: ContactPatchBody,
+): Promise<Contact> {
+  assertOwnOrganization(principal, patch.org_id)
+  const contactId = id.toLowerCase()
+  for (let attempt = 1; attempt <= PATCH_ATTEMPTS; attempt++) {
+    const current = await contacts.findContactById(db, principal.orgId, contactId)
+    if (!current) throw await missingContact(db, principal.orgId, contactId)
+    const input: ContactUpdateBody = { ...patch }
+    for (const column of OBJECT_COLUMNS) {
+      const value = patch[column]
+      if (value !== undefined) {
+        input[column] =
+          value === null ? {} : (applyMergePatch(parseJsonObject(current[column]), value) as JsonObject)
+      }
+    }
+    const columns = await columnsFromInput(db, principal.orgId, input, 'body')
+    if (Object.keys(columns).length === 0) return toContact(current)
+    const row = await withIdentityRace(
+      db,
+      principal.orgId,
+      contactId,
+      () => identitiesOfInput(input),
+      () => applyChanges(db, principal.orgId, contactId, columns, current.version),
+    )
+    if (row) return toContact(row)
+    // Lost a race with another writer: back off a little, at random, before re-reading.
+    await pause(Math.random() * 2 * attempt)
+  }
+  throw new AppError('conflict', 'The contact kept changing while the patch was applied; retry it')
+}
+
+/** Moves a contact to the trash and frees its identities for other contacts. */
+async function trash(trx: Kysely<Database>, orgId: string, id: string): Promise<boolean> {
+  const held = await identitiesHeldBy(trx, orgId, id)
+  const moved = await contacts.moveToTrash(trx, orgId, id, nowTimestamp(), JSON.stringify(held))
+  if (moved) await releaseIdentities(trx, orgId, [id])
+  return moved !== undefined
 }
 
 export async function deleteContact(
@@ -166,21 +334,109 @@ export async function deleteContact(
   orgId: string,
   id: string,
 ): Promise<{ id: string }> {
-  const deleted = await contacts.deleteContact(db, orgId, id.toLowerCase())
-  if (!deleted) throw notFound('contact_not_found', 'Contact')
-  return { id: deleted.id }
+  const contactId = id.toLowerCase()
+  const deleted = await db.transaction().execute((trx) => trash(trx, orgId, contactId))
+  if (!deleted) throw await missingContact(db, orgId, contactId)
+  return { id: contactId }
 }
 
 export async function deleteContacts(db: Kysely<Database>, orgId: string, ids: readonly string[]) {
   const requested = [...new Set(ids.map((id) => id.toLowerCase()))]
-  const deleted = new Set(await contacts.deleteContacts(db, orgId, requested))
+  const deleted = await db.transaction().execute(async (trx) => {
+    const live = await contacts.findLiveContacts(trx, orgId, requested)
+    for (const row of live) await trash(trx, orgId, row.id)
+    return new Set(live.map((row) => row.id))
+  })
   return { deleted: deleted.size, not_found: requested.filter((id) => !deleted.has(id)) }
 }
 
 /**
- * Create-or-update matched on email (case-insensitively), else on phone number. The original
- * takes the fields as query parameters; a JSON body may carry them and every other writable field.
- * Given fields are set, the others kept; the phone number is stored as the telephone channel.
+ * Brings a contact back from the trash exactly as it was, with the identities it held. If
+ * another contact has taken one of them meanwhile, nothing is restored (409 naming that contact).
+ */
+export async function restoreContact(db: Kysely<Database>, orgId: string, id: string): Promise<Contact> {
+  const contactId = id.toLowerCase()
+  return db.transaction().execute(async (trx) => {
+    const row = await contacts.findContactIncludingTrash(trx, orgId, contactId)
+    if (!row) throw await missingContact(trx, orgId, contactId)
+    if (row.deleted_at === null) throw new AppError('contact_not_in_trash', 'The contact is not in the trash')
+    const held = JSON.parse(row.trashed_identities ?? '[]') as (Identity & { origin: 'field' | 'merged' })[]
+    const taken = (await findIdentityHolders(trx, orgId, held))[0]
+    if (taken) throw new IdentityConflictError(taken, taken.contact_id)
+    if (held.length > 0) {
+      await trx
+        .insertInto('contact_identities')
+        .values(held.map((identity) => ({ org_id: orgId, contact_id: contactId, ...identity })))
+        .execute()
+    }
+    const restored = await contacts.takeOutOfTrash(trx, orgId, contactId)
+    if (!restored) throw notFound('contact_not_found', 'Contact')
+    return toContact(restored)
+  })
+}
+
+/** Removes a contact and its personal data for good, whether live or in the trash. */
+export async function eraseContact(db: Kysely<Database>, orgId: string, id: string): Promise<{ id: string }> {
+  const contactId = id.toLowerCase()
+  const erased = await db.transaction().execute(async (trx) => {
+    const row = await contacts.findContactIncludingTrash(trx, orgId, contactId)
+    if (row) await contacts.eraseContacts(trx, orgId, [contactId])
+    return row !== undefined
+  })
+  if (!erased) throw await missingContact(db, orgId, contactId)
+  return { id: contactId }
+}
+
+export async function listTrash(
+  db: Kysely<Database>,
+  orgId: string,
+  pagination: PaginationQuery,
+): Promise<PageOf<TrashedContact>> {
+  const [rows, total] = await Promise.all([
+    contacts.listTrash(db, orgId, pagination.size, offsetOf(pagination)),
+    contacts.countTrash(db, orgId),
+  ])
+  const items = rows.map((row) => ({
+    ...toContact(row),
+    deleted_at: formatTimestamp(row.deleted_at ?? row.updated_at),
+  }))
+  return pageOf(items, total, pagination)
+}
+
+/** Erases what has been in the trash longer than the retention period; returns how many. */
+export async function purgeTrash(
+  db: Kysely<Database>,
+  retentionDays: number,
+  now = Date.now(),
+): Promise<number> {
+  const cutoff = new Date(now - retentionDays * 24 * 60 * 60 * 1000).toISOString()
+  let purged = 0
+  const orgs = await db.selectFrom('organizations').select('id').execute()
+  for (const { id: orgId } of orgs) {
+    for (;;) {
+      const ids = await contacts.findTrashedBefore(db, orgId, cutoff, 500)
+      if (ids.length === 0) break
+      await db.transaction().execute((trx) => contacts.eraseContacts(trx, orgId, ids))
+      purged += ids.length
+    }
+  }
+  return purged
+}
+
+const UPSERT_ATTEMPTS = 4
+
+/**
+ * Another writer committed one of the identities after this upsert looked them up: either the
+ * unique index refused our insert, or our own check saw the new holder. Looking up again finds it.
+ */
+export const lostIdentityRace = (error: unknown) =>
+  isUniqueViolation(error) || error instanceof IdentityConflictError
+
+/**
+ * Create-or-update matched on any identity given: external id, email (case-insensitively) or
+ * phone number (E.164). Given fields are set, the others kept; the phone number is stored as the
+ * telephone channel. Safe under concurrency: when simultaneous upserts of one new person race,
+ * the unique identity index lets one insert win and the others retry, finding and updating it.
  */
 export async function upsertContact(
   db: Kysely<Database>,
@@ -188,49 +444,109 @@ export async function upsertContact(
   query: UpsertQuery,
   body: UpsertBody,
 ): Promise<{ created: boolean; contact: Contact }> {
+  const prepared = await prepareUpsert(db, principal, query, body)
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await db.transaction().execute((trx) => upsertPrepared(trx, principal.orgId, prepared))
+    } catch (error) {
+      if (!lostIdentityRace(error) || attempt >= UPSERT_ATTEMPTS) throw error
+    }
+  }
+}
+
+export interface PreparedUpsert {
+  lookup: Identity[]
+  phone: string | null
+  input: ContactUpdateBody
+  columns: UpdateableContactRow
+}
+
+/** Everything about an upsert that needs no transaction: validation, normalization, lookup keys. */
+export async function prepareUpsert(
+  db: Kysely<Database>,
+  principal: Principal,
+  query: UpsertQuery,
+  body: UpsertBody,
+  loc = 'body',
+): Promise<PreparedUpsert> {
   const { phone_number: bodyPhone, ...bodyFields } = body
   const input: ContactUpdateBody = { ...bodyFields }
-  for (const field of ['first_name', 'last_name', 'email'] as const) {
+  for (const field of ['first_name', 'last_name', 'email', 'external_id'] as const) {
     if (query[field] !== undefined) input[field] = query[field]
   }
   const rawPhone = query.phone_number ?? bodyPhone ?? undefined
-  const phoneLoc = query.phone_number !== undefined ? 'query' : 'body'
+  const phoneLoc = query.phone_number !== undefined ? 'query' : loc
   const phone = rawPhone === undefined ? null : normalizePhone(rawPhone)
   if (rawPhone !== undefined && phone === null) {
     throw new ValidationFailedError([
       { loc: [phoneLoc, 'phone_number'], msg: 'Input should be a valid phone number', type: 'value_error' },
     ])
   }
-  const email = normalizeEmail(input.email ?? null)
-  if (!email && !phone) {
+  const lookup: Identity[] = []
+  if (input.external_id) lookup.push({ kind: 'external_id', value: input.external_id })
+  const email = normalizeEmail(input.email)
+  if (email) lookup.push({ kind: 'email', value: email })
+  if (phone) lookup.push({ kind: 'phone', value: phone })
+  if (lookup.length === 0) {
     throw new ValidationFailedError([
-      { loc: ['query', 'email'], msg: 'Either email or phone_number is required', type: 'missing' },
+      {
+        loc: [loc === 'body' ? 'query' : loc, 'email'],
+        msg: 'One of email, phone_number or external_id is required',
+        type: 'missing',
+      },
     ])
   }
   assertOwnOrganization(principal, input.org_id)
-  const columns = await columnsFromInput(db, principal.orgId, input, 'body')
+  const columns = await columnsFromInput(db, principal.orgId, input, loc)
+  return { lookup, phone, input, columns }
+}
 
-  return db.transaction().execute(async (trx) => {
-    const existing =
-      (email ? await contacts.findContactByEmail(trx, principal.orgId, email) : undefined) ??
-      (phone ? await contacts.findContactByPhone(trx, principal.orgId, phone) : undefined)
-    if (phone) {
-      const base =
-        input.channels !== undefined
-          ? (input.channels ?? {})
-          : existing
-            ? parseJsonObject(existing.channels)
-            : {}
-      columns.channels = JSON.stringify({ ...base, telephone: phone })
-      columns.phone = phone
-    }
-    if (!existing) {
-      const row = await contacts.insertContact(trx, newContactRow(principal.orgId, columns))
-      return { created: true, contact: toContact(row) }
-    }
-    columns.updated_at = nowTimestamp()
-    const row = await contacts.updateContact(trx, principal.orgId, existing.id, columns)
-    if (!row) throw notFound('contact_not_found', 'Contact')
-    return { created: false, contact: toContact(row) }
-  })
+/** The part of an upsert that must run inside one transaction (or one savepoint of a batch). */
+export async function upsertPrepared(
+  trx: Kysely<Database>,
+  orgId: string,
+  { lookup, phone, input, columns: prepared }: PreparedUpsert,
+): Promise<{ created: boolean; contact: Contact }> {
+  const columns = { ...prepared }
+  const found = await findIdentityHolders(trx, orgId, lookup)
+  const holders = [...new Set(found.map((row) => row.contact_id))]
+  if (holders.length > 1) {
+    const [first] = holders as [string]
+    throw new AppError(
+      'identity_conflict',
+      'The email, phone number and external id given belong to different contacts',
+      {
+        existing_id: first,
+      },
+    )
+  }
+  const existing = holders[0] ? await contacts.findContactById(trx, orgId, holders[0]) : undefined
+  // An identity the contact holds besides its own email or telephone (say, an address taken over
+  // in a merge) only found it: writing it over that field would drop the identity the field held.
+  const heldElsewhere = (kind: Identity['kind'], own: string | null) =>
+    found.some((row) => row.kind === kind) &&
+    own !== null &&
+    own !== lookup.find((i) => i.kind === kind)?.value
+  if (existing && heldElsewhere('email', existing.email_normalized)) {
+    delete columns.email
+    delete columns.email_normalized
+  }
+  const ownTelephone = existing ? parseJsonObject(existing.channels).telephone : undefined
+  const ownPhone = typeof ownTelephone === 'string' ? normalizePhone(ownTelephone) : null
+  if (phone && !(existing && heldElsewhere('phone', ownPhone))) {
+    const base =
+      input.channels !== undefined
+        ? (input.channels ?? {})
+        : existing
+          ? parseJsonObject(existing.channels)
+          : {}
+    columns.channels = JSON.stringify({ ...base, telephone: phone })
+  }
+  if (!existing)
+    return { created: true, contact: await insertWithIdentities(trx, newContactRow(orgId, columns)) }
+  columns.updated_at = nowTimestamp()
+  const row = await contacts.updateContact(trx, orgId, existing.id, columns)
+  if (!row) throw notFound('contact_not_found', 'Contact')
+  await syncIdentities(trx, orgId, row.id, identitiesOf(toContact(row)))
+  return { created: false, contact: toContact(row) }
 }

@@ -1,26 +1,34 @@
+import { parsePhoneNumberFromString } from 'libphonenumber-js'
+
 /**
- * Reduces a phone number to `+` and its digits, the E.164 form the original stores in
- * `channels.telephone`: `+1 (650) 111-1234`, `0016501111234` and `16501111234` (the original's
- * own format, country code without `+`) all become `+16501111234`. Returns null for text that
- * cannot be a phone number (E.164 allows at most 15 digits).
+ * A phone number in E.164 (`+16501111234`), the form the original stores in `channels.telephone`,
+ * parsed by libphonenumber: `+1 (650) 111-1234`, `0016501111234` and `16501111234` (the original's
+ * own format: country code without `+`) are one number. Without a `+` the digits are read as
+ * starting with the country code, since a contact carries no country to read them against.
+ * Returns null for text that cannot be a phone number.
  */
 export function normalizePhone(raw: string): string | null {
   const trimmed = raw.trim()
   if (!/^\+?[\d\s().\-/]+$/.test(trimmed)) return null
-  let digits = trimmed.replace(/\D/g, '')
-  if (!trimmed.startsWith('+') && digits.startsWith('00')) digits = digits.slice(2)
-  if (digits.length < 4 || digits.length > 15) return null
-  return `+${digits}`
+  let text = trimmed
+  if (!text.startsWith('+')) {
+    const digits = text.replace(/\D/g, '')
+    text = `+${digits.startsWith('00') ? digits.slice(2) : digits}`
+  }
+  const parsed = parsePhoneNumberFromString(text)
+  return parsed?.isPossible() ? parsed.number : null
 }
 
-/** The phone a contact is matched on: its telephone channel, else its WhatsApp number. */
-export function phoneOfChannels(channels: Record<string, unknown>): string | null {
-  for (const channel of ['telephone', 'whatsapp']) {
+/** The channels that hold phone numbers in the original's `channels` object. */
+export const PHONE_CHANNELS = ['telephone', 'whatsapp'] as const
+
+/** Every phone number a contact's channels hold, normalized and without repeats. */
+export function phonesOfChannels(channels: Record<string, unknown>): string[] {
+  const phones = new Set<string>()
+  for (const channel of PHONE_CHANNELS) {
     const value = channels[channel]
-    if (typeof value === 'string') {
-      const phone = normalizePhone(value)
-      if (phone) return phone
-    }
+    const phone = typeof value === 'string' ? normalizePhone(value) : null
+    if (phone) phones.add(phone)
   }
-  return null
+  return [...phones]
 }

@@ -201,10 +201,101 @@ function usersAndSessions(dialect: DialectName): Migration {
   }
 }
 
+/**
+ * One person, one contact: identities (email, phone, external id) become rows unique per
+ * organization, deletes go to a trash, and merged-away ids keep pointing at their survivor.
+ */
+function identitiesTrashAndMerges(dialect: DialectName): Migration {
+  const t = columnTypes(dialect)
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('contacts').addColumn('external_id', 'text').execute()
+      await db.schema.alterTable('contacts').addColumn('deleted_at', t.timestamp).execute()
+      // The identities a contact held when it went to the trash, to give back on restore.
+      await db.schema.alterTable('contacts').addColumn('trashed_identities', 'text').execute()
+      // Bumped by every write, so that concurrent read-modify-writes (PATCH, merge) can detect
+      // that they lost a race instead of overwriting the winner.
+      await db.schema
+        .alterTable('contacts')
+        .addColumn('version', 'integer', (c) => c.notNull().defaultTo(1))
+        .execute()
+      await db.schema
+        .createIndex('contacts_org_deleted_idx')
+        .on('contacts')
+        .columns(['org_id', 'deleted_at'])
+        .execute()
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('contact_identities')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull().check(sql`kind in ('email', 'phone', 'external_id')`))
+          .addColumn('value', 'text', (c) => c.notNull())
+          .addColumn('contact_id', t.uuid, (c) => c.notNull())
+          // 'field': derived from the contact's own fields; 'merged': taken over from a merged contact.
+          .addColumn('origin', 'text', (c) => c.notNull().check(sql`origin in ('field', 'merged')`))
+          .addPrimaryKeyConstraint('contact_identities_pk', ['org_id', 'kind', 'value'])
+          .addForeignKeyConstraint('contact_identities_contact_fk', ['org_id', 'contact_id'], 'contacts', [
+            'org_id',
+            'id',
+          ]),
+        { withoutRowid: true },
+      ).execute()
+      await db.schema
+        .createIndex('contact_identities_contact_idx')
+        .on('contact_identities')
+        .columns(['org_id', 'contact_id'])
+        .execute()
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('contact_merges')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('merged_id', t.uuid, (c) => c.notNull())
+          .addColumn('survivor_id', t.uuid, (c) => c.notNull())
+          .addColumn('merged_at', t.timestamp, (c) => c.notNull())
+          .addPrimaryKeyConstraint('contact_merges_pk', ['org_id', 'merged_id']),
+      ).execute()
+      await db.schema
+        .createIndex('contact_merges_survivor_idx')
+        .on('contact_merges')
+        .columns(['org_id', 'survivor_id'])
+        .execute()
+      // Contacts made before identities were unique may share one; the oldest keeps it.
+      for (const [kind, column] of [
+        ['email', 'email_normalized'],
+        ['phone', 'phone'],
+      ] as const) {
+        await sql`insert into contact_identities (org_id, kind, value, contact_id, origin)
+          select org_id, ${kind}, ${sql.ref(column)}, id, 'field' from contacts
+          where ${sql.ref(column)} is not null order by created_at, id
+          on conflict do nothing`.execute(db)
+      }
+      await db.schema.dropIndex('contacts_org_phone_idx').execute()
+      await db.schema.alterTable('contacts').dropColumn('phone').execute()
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('contacts').addColumn('phone', 'text').execute()
+      await db.schema
+        .createIndex('contacts_org_phone_idx')
+        .on('contacts')
+        .columns(['org_id', 'phone'])
+        .execute()
+      await db.schema.dropTable('contact_merges').execute()
+      await db.schema.dropTable('contact_identities').execute()
+      await db.schema.dropIndex('contacts_org_deleted_idx').execute()
+      for (const column of ['version', 'trashed_identities', 'deleted_at', 'external_id']) {
+        await db.schema.alterTable('contacts').dropColumn(column).execute()
+      }
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
     '2026-11-27-002-users-and-sessions': atomic(dialect, usersAndSessions(dialect)),
+    '2026-11-27-003-identities-trash-merges': atomic(dialect, identitiesTrashAndMerges(dialect)),
   }
 }
 

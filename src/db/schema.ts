@@ -40,8 +40,7 @@ export interface ContactTable {
   email: string | null
   /** lower-cased email, computed in code so both backends agree on what "the same email" is. */
   email_normalized: string | null
-  /** the telephone (or WhatsApp) channel reduced to `+digits`, for matching on phone number. */
-  phone: string | null
+  external_id: string | null
   channels: JsonObjectColumn
   user_attributes: JsonObjectColumn
   custom_fields: JsonObjectColumn
@@ -53,6 +52,29 @@ export interface ContactTable {
   last_widget_id: string | null
   created_at: Timestamp
   updated_at: Timestamp
+  /** Set while the contact is in the trash. */
+  deleted_at: Timestamp | null
+  /** JSON list of the identities the contact held when it was trashed. */
+  trashed_identities: string | null
+  /** Bumped by every write. */
+  version: ColumnType<number, number | undefined, number>
+}
+
+export type IdentityKind = 'email' | 'phone' | 'external_id'
+
+export interface ContactIdentityTable {
+  org_id: string
+  kind: IdentityKind
+  value: string
+  contact_id: string
+  origin: 'field' | 'merged'
+}
+
+export interface ContactMergeTable {
+  org_id: string
+  merged_id: string
+  survivor_id: string
+  merged_at: Timestamp
 }
 
 export interface CustomFieldTable {
@@ -95,6 +117,8 @@ export interface Database {
   api_keys: ApiKeyTable
   contacts: ContactTable
   contact_custom_fields: CustomFieldTable
+  contact_identities: ContactIdentityTable
+  contact_merges: ContactMergeTable
   users: UserTable
   memberships: MembershipTable
   sessions: SessionTable

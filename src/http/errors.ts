@@ -4,6 +4,7 @@ import {
   AppError,
   ERROR_CATALOGUE,
   type ErrorCode,
+  type ErrorDetails,
   ValidationFailedError,
   type ValidationIssue,
 } from '../errors.js'
@@ -11,12 +12,16 @@ import { issueFromAjv } from './validation.js'
 
 export interface HttpError {
   status: number
-  body: { detail: string | ValidationIssue[]; code: ErrorCode }
+  body: { detail: string | ValidationIssue[]; code: ErrorCode } & ErrorDetails
 }
 
-const fail = (code: ErrorCode, detail: string | ValidationIssue[]): HttpError => ({
+const fail = (
+  code: ErrorCode,
+  detail: string | ValidationIssue[],
+  details: ErrorDetails = {},
+): HttpError => ({
   status: ERROR_CATALOGUE[code].status,
-  body: { detail, code },
+  body: { detail, code, ...details },
 })
 
 const invalid = (issues: ValidationIssue[]) => fail('validation_failed', issues)
@@ -30,7 +35,7 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof AppError) {
     return error.code === 'validation_failed'
       ? invalid([{ loc: ['body'], msg: error.message, type: 'value_error' }])
-      : fail(error.code, error.message)
+      : fail(error.code, error.message, error.details)
   }
   const fastifyError = error as Partial<FastifyError> & { validation?: unknown[] }
   if (Array.isArray(fastifyError.validation)) {

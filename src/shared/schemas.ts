@@ -42,6 +42,18 @@ export const ErrorResponse = Type.Object(
   {
     detail: Type.String(),
     code: Type.Optional(Type.String({ description: 'Stable machine-readable error code.' })),
+    existing_id: Type.Optional(
+      Type.String({
+        format: 'uuid',
+        description: 'With identity_conflict: the contact that holds the identity.',
+      }),
+    ),
+    merged_into: Type.Optional(
+      Type.String({
+        format: 'uuid',
+        description: 'With contact_merged: the contact this one was merged into.',
+      }),
+    ),
   },
   { $id: 'ErrorResponse', title: 'Error' },
 )

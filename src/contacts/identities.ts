@@ -1,0 +1,156 @@
+import type { Kysely } from 'kysely'
+import type { Database, IdentityKind } from '../db/schema.js'
+import { AppError } from '../errors.js'
+import { phonesOfChannels } from './phone.js'
+
+/**
+ * An identity names one person within an organization: their email (the email field and the
+ * email channel, compared case-insensitively), any phone number in their telephone or WhatsApp
+ * channel (in E.164), and the caller's own external id. The primary key of contact_identities makes each one belong to one contact at
+ * most; this module only keeps the rows in step with the contacts.
+ */
+export interface Identity {
+  kind: IdentityKind
+  value: string
+}
+
+export const normalizeEmail = (email: string | null | undefined): string | null => {
+  const normalized = email?.trim().toLowerCase()
+  return normalized ? normalized : null
+}
+
+export function identitiesOf(contact: {
+  email: string | null
+  channels: Record<string, unknown>
+  external_id: string | null
+}): Identity[] {
+  const identities: Identity[] = []
+  const channelEmail = typeof contact.channels.email === 'string' ? contact.channels.email : null
+  const emails = new Set([normalizeEmail(contact.email), normalizeEmail(channelEmail)])
+  for (const email of emails) if (email) identities.push({ kind: 'email', value: email })
+  for (const phone of phonesOfChannels(contact.channels)) identities.push({ kind: 'phone', value: phone })
+  if (contact.external_id) identities.push({ kind: 'external_id', value: contact.external_id })
+  return identities
+}
+
+const keyOf = (identity: Identity) => `${identity.kind}\u0000${identity.value}`
+
+export class IdentityConflictError extends AppError {
+  constructor(identity: Identity, existingId: string) {
+    super('identity_conflict', `Another contact already has this ${identity.kind.replace('_', ' ')}`, {
+      existing_id: existingId,
+    })
+  }
+}
+
+/** Contact rows holding any of these identities, with what they hold. */
+export async function findIdentityHolders(
+  db: Kysely<Database>,
+  orgId: string,
+  identities: readonly Identity[],
+) {
+  if (identities.length === 0) return []
+  return db
+    .selectFrom('contact_identities')
+    .select(['kind', 'value', 'contact_id', 'origin'])
+    .where('org_id', '=', orgId)
+    .where((eb) =>
+      eb.or(
+        identities.map((identity) =>
+          eb.and([eb('kind', '=', identity.kind), eb('value', '=', identity.value)]),
+        ),
+      ),
+    )
+    .execute()
+}
+
+/**
+ * Makes the identity rows derived from a contact's fields equal `desired`, inside the caller's
+ * transaction. Identities another contact holds are a conflict (409 naming that contact); rows
+ * taken over in a merge are kept whatever the fields say.
+ */
+export async function syncIdentities(
+  trx: Kysely<Database>,
+  orgId: string,
+  contactId: string,
+  desired: readonly Identity[],
+): Promise<void> {
+  const rows = await trx
+    .selectFrom('contact_identities')
+    .select(['kind', 'value', 'contact_id', 'origin'])
+    .where('org_id', '=', orgId)
+    .where((eb) =>
+      eb.or([
+        eb('contact_id', '=', contactId),
+        ...desired.map((identity) =>
+          eb.and([eb('kind', '=', identity.kind), eb('value', '=', identity.value)]),
+        ),
+      ]),
+    )
+    .execute()
+  const wanted = new Set(desired.map(keyOf))
+  const taken = rows.find((row) => row.contact_id !== contactId && wanted.has(keyOf(row)))
+  if (taken) throw new IdentityConflictError(taken, taken.contact_id)
+  const held = new Set(rows.filter((row) => row.contact_id === contactId).map(keyOf))
+  const stale = rows.filter(
+    (row) => row.contact_id === contactId && row.origin === 'field' && !wanted.has(keyOf(row)),
+  )
+  const missing = desired.filter((identity) => !held.has(keyOf(identity)))
+  if (stale.length > 0) {
+    await trx
+      .deleteFrom('contact_identities')
+      .where('org_id', '=', orgId)
+      .where('contact_id', '=', contactId)
+      .where((eb) =>
+        eb.or(
+          stale.map((identity) => eb.and([eb('kind', '=', identity.kind), eb('value', '=', identity.value)])),
+        ),
+      )
+      .execute()
+  }
+  if (missing.length > 0) {
+    await trx
+      .insertInto('contact_identities')
+      .values(
+        missing.map((identity) => ({
+          org_id: orgId,
+          ...identity,
+          contact_id: contactId,
+          origin: 'field' as const,
+        })),
+      )
+      .execute()
+  }
+}
+
+/**
+ * After a unique violation raced past syncIdentities (two writers at once), finds who holds one
+ * of the identities, so that the client gets the same 409 it would have got a moment later.
+ */
+export async function conflictAfterRace(
+  db: Kysely<Database>,
+  orgId: string,
+  contactId: string | null,
+  desired: readonly Identity[],
+): Promise<IdentityConflictError | null> {
+  const holder = (await findIdentityHolders(db, orgId, desired)).find((row) => row.contact_id !== contactId)
+  return holder ? new IdentityConflictError(holder, holder.contact_id) : null
+}
+
+export async function identitiesHeldBy(db: Kysely<Database>, orgId: string, contactId: string) {
+  return db
+    .selectFrom('contact_identities')
+    .select(['kind', 'value', 'origin'])
+    .where('org_id', '=', orgId)
+    .where('contact_id', '=', contactId)
+    .execute()
+}
+
+export async function releaseIdentities(db: Kysely<Database>, orgId: string, contactIds: readonly string[]) {
+  if (contactIds.length === 0) return
+  await db
+    .deleteFrom('contact_identities')
+    .where('org_id', '=', orgId)
+    .where('contact_id', 'in', contactIds)
+    .execute()
+}
