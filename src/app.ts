@@ -123,6 +123,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     db: database.db,
     setup: await firstRunSetup(database, app),
     secureCookies: config.secureCookies,
+    trashRetentionDays: config.trashRetentionDays,
   })
   return app
 }

@@ -235,6 +235,50 @@ for (const backend of BACKENDS) {
       assert.deepEqual(statuses.slice(10), [429, 429])
     })
 
+    test('the contact view shows duplicates and merges one; deleted contacts can be restored from the trash', async () => {
+      const alice = await signIn('alice@a.example')
+      const api = (method: string, url: string, payload?: object) =>
+        t.call(orgA.key, { method: method as 'POST', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+      const primary = (
+        await api('POST', '/contact', { first_name: 'Jo', last_name: 'Doe', channels: { instagram: 'jd' } })
+      ).json().data
+      const twin = (
+        await api('POST', '/contact', {
+          first_name: 'Jo',
+          last_name: 'Doe',
+          email: 'jo@twin.example',
+          channels: { instagram: 'jd' },
+        })
+      ).json().data
+
+      const view = await get(alice, `/settings/contacts/${primary.id}`)
+      assert.match(view.body, /Possible duplicates/)
+      assert.ok(view.body.includes(`/settings/contacts/${twin.id}`), 'the duplicate is listed')
+      assert.match(view.body, /same name and channel/)
+
+      const merge = await post(alice, `/settings/contacts/${primary.id}/merge`, {
+        duplicate_id: twin.id,
+        _csrf: alice.csrf,
+      })
+      assert.equal(merge.statusCode, 303)
+      const merged = (await api('GET', `/contact/${primary.id}`)).json().data
+      assert.equal(merged.email, 'jo@twin.example')
+      assert.equal((await api('GET', `/contact/${twin.id}`)).json().merged_into, primary.id)
+
+      const remove = await post(alice, `/settings/contacts/${primary.id}/delete`, { _csrf: alice.csrf })
+      assert.equal(remove.statusCode, 303)
+      assert.equal((await api('GET', `/contact/${primary.id}`)).statusCode, 404)
+      const trash = await get(alice, '/settings/trash')
+      assert.match(trash.body, /Jo Doe/)
+      const restore = await post(alice, `/settings/trash/${primary.id}/restore`, { _csrf: alice.csrf })
+      assert.equal(restore.statusCode, 303)
+      assert.deepEqual((await api('GET', `/contact/${primary.id}`)).json().data, merged)
+      const bobRestore = await post(await signIn('bob@b.example'), `/settings/trash/${primary.id}/restore`, {
+        _csrf: 'x',
+      })
+      assert.equal(bobRestore.statusCode, 403)
+    })
+
     test('pages carry a restrictive content security policy', async () => {
       const page = await get(null, '/settings/login')
       assert.match(page.headers['content-security-policy'] as string, /script-src 'self'/)

@@ -9,6 +9,7 @@ import type { Principal } from '../api-keys/api-keys.service.js'
 import * as apiKeys from '../api-keys/api-keys.service.js'
 import { ContactUpdateBody } from '../contacts/contacts.schemas.js'
 import * as contacts from '../contacts/contacts.service.js'
+import { findDuplicates, mergeContacts } from '../contacts/merge.service.js'
 import type { Database, MembershipRole } from '../db/schema.js'
 import { AppError, ValidationFailedError, type ValidationIssue } from '../errors.js'
 import { validateBody } from '../http/validation.js'
@@ -26,6 +27,7 @@ export interface SetupState {
 
 export interface SettingsOptions {
   db: Kysely<Database>
+  trashRetentionDays: number
   setup: SetupState
   /** Mark cookies Secure even when the request reached us over plain HTTP (TLS ends at a proxy). */
   secureCookies: boolean
@@ -45,7 +47,7 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     /** Which tab of the Settings navigation a page belongs to. */
-    section?: 'contacts' | 'keys' | 'members' | 'organizations'
+    section?: 'contacts' | 'trash' | 'keys' | 'members' | 'organizations'
   }
 }
 
@@ -78,7 +80,7 @@ const text = (request: FastifyRequest, name: string) => String(form(request)[nam
 
 export const settingsRoutes: FastifyPluginAsync<SettingsOptions> = async (
   app,
-  { db, setup, secureCookies },
+  { db, setup, secureCookies, trashRetentionDays },
 ) => {
   await app.register(cookie)
   await app.register(formbody, { bodyLimit: 1024 * 1024 })
@@ -237,11 +239,11 @@ export const settingsRoutes: FastifyPluginAsync<SettingsOptions> = async (
     return reply.redirect('/settings/login', 303)
   })
 
-  await app.register(async (pages) => authenticatedPages(pages, db))
+  await app.register(async (pages) => authenticatedPages(pages, db, trashRetentionDays))
 }
 
 /** Pages for a signed-in member of the current organization. */
-async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>) {
+async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, trashRetentionDays: number) {
   app.addHook('preHandler', async (request, reply) => {
     const session = request.settingsSession
     if (!session) return reply.redirect('/settings/login', 303)
@@ -406,10 +408,80 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>) {
       const page = pageOf(request)
       const contact = await findContact(page, request.params.id)
       if (!contact) return contactNotFound(reply)
+      const duplicates = await findDuplicates(db, page.principal.orgId, contact.id)
+      const query = request.query as Record<string, string>
+      const notice = query.merged
+        ? 'Merged: this contact now holds the duplicate’s data and identities.'
+        : undefined
       return send(
         reply,
-        views.contactPage(page.chrome, contact, { saved: 'saved' in (request.query as object) }),
+        views.contactPage(page.chrome, contact, { saved: 'saved' in query, duplicates, notice }),
       )
+    },
+  )
+
+  app.post<{ Params: { id: string } }>(
+    '/contacts/:id/merge',
+    { config: { section: 'contacts' } },
+    async (request, reply) => {
+      const page = pageOf(request)
+      const contact = await findContact(page, request.params.id)
+      if (!contact) return contactNotFound(reply)
+      const duplicateId = text(request, 'duplicate_id')
+      try {
+        if (!isUuid(duplicateId)) throw new AppError('contact_not_found', 'That duplicate no longer exists.')
+        await mergeContacts(db, page.principal, { primary_id: contact.id, duplicate_ids: [duplicateId] })
+      } catch (error) {
+        if (!(error instanceof AppError)) throw error
+        const duplicates = await findDuplicates(db, page.principal.orgId, contact.id)
+        return send(
+          reply,
+          views.contactPage(page.chrome, contact, { duplicates, error: error.message }),
+          error.status,
+        )
+      }
+      return reply.redirect(`/settings/contacts/${contact.id}?merged=1`, 303)
+    },
+  )
+
+  app.get<{ Querystring: { page?: string; restored?: string } }>(
+    '/trash',
+    { config: { section: 'trash' } },
+    async (request, reply) => {
+      const page = pageOf(request)
+      const number = Math.max(1, Number.parseInt(request.query.page ?? '1', 10) || 1)
+      const trash = await contacts.listTrash(db, page.principal.orgId, {
+        page: number,
+        size: CONTACTS_PER_PAGE,
+      })
+      const notice = request.query.restored ? 'Restored.' : undefined
+      return send(reply, views.trashPage(page.chrome, trash, trashRetentionDays, notice))
+    },
+  )
+
+  app.post<{ Params: { id: string } }>(
+    '/trash/:id/restore',
+    { config: { section: 'trash' } },
+    async (request, reply) => {
+      const page = pageOf(request)
+      try {
+        if (!isUuid(request.params.id))
+          throw new AppError('contact_not_found', 'There is no such contact in the trash.')
+        await contacts.restoreContact(db, page.principal.orgId, request.params.id)
+      } catch (error) {
+        if (!(error instanceof AppError)) throw error
+        const trash = await contacts.listTrash(db, page.principal.orgId, { page: 1, size: CONTACTS_PER_PAGE })
+        const message =
+          error.code === 'identity_conflict'
+            ? 'It cannot be restored: another contact now has its email, phone number or external id.'
+            : error.message
+        return send(
+          reply,
+          views.trashPage(page.chrome, trash, trashRetentionDays, undefined, message),
+          error.status,
+        )
+      }
+      return reply.redirect('/settings/trash?restored=1', 303)
     },
   )
 
@@ -441,8 +513,11 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>) {
           await contacts.updateContact(db, page.principal, contact.id, body as ContactUpdateBody)
           return reply.redirect(`/settings/contacts/${contact.id}?saved`, 303)
         } catch (error) {
-          if (!(error instanceof ValidationFailedError)) throw error
-          issues.push(...error.issues)
+          if (error instanceof ValidationFailedError) issues.push(...error.issues)
+          else if (error instanceof AppError && error.code === 'identity_conflict') {
+            const conflict = `${error.message} (${error.details.existing_id}): merge the two contacts instead.`
+            return send(reply, views.contactPage(page.chrome, contact, { values, error: conflict }), 409)
+          } else throw error
         }
       }
       return send(reply, views.contactPage(page.chrome, contact, { values, issues }), 422)
@@ -462,7 +537,7 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>) {
         views.confirmPage(
           page.chrome,
           'Delete contact',
-          `Delete the contact ${name}? This cannot be undone.`,
+          `Delete the contact ${name}? It goes to the trash, from which it can be restored for ${trashRetentionDays} days.`,
           `/settings/contacts/${contact.id}/delete`,
           'Delete contact',
           `/settings/contacts/${contact.id}`,

@@ -1,5 +1,5 @@
 import type { ApiKeySummary } from '../api-keys/api-keys.service.js'
-import type { Contact } from '../contacts/contacts.schemas.js'
+import type { Contact, Duplicate, TrashedContact } from '../contacts/contacts.schemas.js'
 import type { MembershipRole } from '../db/schema.js'
 import type { ValidationIssue } from '../errors.js'
 import type { PageOf } from '../shared/schemas.js'
@@ -11,7 +11,7 @@ export interface Chrome {
   orgId: string
   role: MembershipRole
   organizations: { org_id: string; org_name: string; role: MembershipRole }[]
-  section: 'contacts' | 'keys' | 'members' | 'organizations'
+  section: 'contacts' | 'trash' | 'keys' | 'members' | 'organizations'
 }
 
 const date = (value: string | null) =>
@@ -47,6 +47,7 @@ function page(chrome: Chrome, title: string, content: SafeHtml): SafeHtml {
   <span class="brand-name">Contacts</span>
   <nav aria-label="Sections">
     ${link('contacts', '/settings/contacts', 'Contacts')}
+    ${link('trash', '/settings/trash', 'Trash')}
     ${link('keys', '/settings/keys', 'API keys')}
     ${link('members', '/settings/members', 'Members')}
     ${link('organizations', '/settings/organizations', 'Organizations')}
@@ -287,7 +288,14 @@ export const CONTACT_JSON_FIELDS = [
 export function contactPage(
   chrome: Chrome,
   contact: Contact,
-  options: { values?: Record<string, string>; issues?: ValidationIssue[]; saved?: boolean } = {},
+  options: {
+    values?: Record<string, string>
+    issues?: ValidationIssue[]
+    saved?: boolean
+    error?: string
+    duplicates?: Duplicate[]
+    notice?: string
+  } = {},
 ) {
   const fieldValue = (name: string) =>
     options.values?.[name] ??
@@ -308,7 +316,9 @@ export function contactPage(
     fullName(contact),
     html`<p class="lead"><a href="/settings/contacts">← All contacts</a> · id <code>${contact.id}</code> · created ${date(contact.created_at)} · updated ${date(contact.updated_at)}</p>
 ${options.saved ? html`<p class="notice" role="status">Saved.</p>` : ''}
+${options.notice ? html`<p class="notice" role="status">${options.notice}</p>` : ''}
 ${options.issues?.length ? errorBox('Some fields need attention; nothing was saved.') : ''}
+${errorBox(options.error)}
 <form method="post" action="/settings/contacts/${contact.id}" class="card grid-form" id="contact-form">
   ${csrfField(chrome.csrf)}
   ${CONTACT_TEXT_FIELDS.map(
@@ -329,7 +339,78 @@ ${options.issues?.length ? errorBox('Some fields need attention; nothing was sav
     <button type="submit">Save changes</button>
     <a class="button danger-outline" href="/settings/contacts/${contact.id}/delete">Delete contact</a>
   </div>
-</form>`,
+</form>
+${duplicatesSection(chrome, contact, options.duplicates ?? [])}`,
+  )
+}
+
+const MATCH_LABELS: Record<string, string> = {
+  email: 'same email',
+  phone: 'same phone number',
+  name_and_channel: 'same name and channel',
+}
+
+function duplicatesSection(chrome: Chrome, contact: Contact, duplicates: Duplicate[]) {
+  return html`<section class="card" id="duplicates">
+<h2>Possible duplicates</h2>
+${
+  duplicates.length === 0
+    ? html`<p class="empty">No other contact looks like this person.</p>`
+    : html`<p class="lead">Merging keeps this contact and its non-empty fields, fills its empty fields from the duplicate, merges channels, attributes and custom fields, and takes over every email, phone number and external id of the duplicate. The duplicate's id then points here.</p>
+<table id="duplicates-table">
+<thead><tr><th scope="col">Name</th><th scope="col">Email</th><th scope="col">Why</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+<tbody>
+${duplicates.map(
+  (d) => html`<tr>
+  <td><a href="/settings/contacts/${d.id}">${fullName(d)}</a></td>
+  <td>${d.email ?? ''}</td>
+  <td>${d.matched_on.map((m) => MATCH_LABELS[m] ?? m).join(', ')}</td>
+  <td><form method="post" action="/settings/contacts/${contact.id}/merge">
+    ${csrfField(chrome.csrf)}
+    <input type="hidden" name="duplicate_id" value="${d.id}">
+    <button type="submit" class="secondary">Merge into this contact<span class="visually-hidden"> (${fullName(d)})</span></button>
+  </form></td>
+</tr>`,
+)}
+</tbody></table>`
+}
+</section>`
+}
+
+export function trashPage(
+  chrome: Chrome,
+  trash: PageOf<TrashedContact>,
+  retentionDays: number,
+  notice?: string,
+  error?: string,
+) {
+  return page(
+    chrome,
+    'Trash',
+    html`<p class="lead">Deleted contacts are kept here for ${retentionDays} days, then erased for good. Restoring brings a contact back exactly as it was.</p>
+${notice ? html`<p class="notice" role="status">${notice}</p>` : ''}
+${errorBox(error)}
+<section class="card">
+${
+  trash.items.length === 0
+    ? html`<p class="empty">The trash is empty.</p>`
+    : html`<table id="trash-table">
+<thead><tr><th scope="col">Name</th><th scope="col">Email</th><th scope="col">Deleted</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+<tbody>
+${trash.items.map(
+  (c) => html`<tr>
+  <td>${fullName(c)}</td>
+  <td>${c.email ?? ''}</td>
+  <td>${date(c.deleted_at)}</td>
+  <td><form method="post" action="/settings/trash/${c.id}/restore">
+    ${csrfField(chrome.csrf)}
+    <button type="submit" class="secondary">Restore<span class="visually-hidden"> ${fullName(c)}</span></button>
+  </form></td>
+</tr>`,
+)}
+</tbody></table>`
+}
+</section>`,
   )
 }
 
