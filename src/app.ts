@@ -12,7 +12,9 @@ import { type DatabaseHandle, openDatabase } from './db/database.js'
 import type { ErrorCode } from './errors.js'
 import { healthRoutes } from './health/health.routes.js'
 import { toHttpError } from './http/errors.js'
+import { registerIdempotency } from './http/idempotency.js'
 import { loggerOptions } from './http/logging.js'
+import { limitByAddress, limitByKey, rateLimitStore } from './http/rate-limits.js'
 import { validatorCompiler } from './http/validation.js'
 import { type SetupState, settingsRoutes } from './settings/settings.routes.js'
 import { ErrorResponse, ValidationErrorResponse } from './shared/schemas.js'
@@ -110,11 +112,23 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.get('/openapi.json', { schema: { hide: true }, logLevel: 'warn' }, async () => app.swagger())
 
   await app.register(healthRoutes, { database })
+  const redis = rateLimitStore(config)
+  if (redis) {
+    redis.on('error', (err) => app.log.warn({ err }, 'rate limit store unreachable'))
+    app.addHook('onClose', async () => {
+      redis.disconnect()
+    })
+  }
   await app.register(
     async (api) => {
-      api.addHook('onRequest', apiKeyAuth(database.db))
-      await api.register(contactRoutes, { db: database.db })
-      await api.register(customFieldRoutes, { db: database.db })
+      await limitByAddress(api, config, redis)
+      await api.register(async (authenticated) => {
+        await limitByKey(authenticated, config, redis)
+        authenticated.addHook('onRequest', apiKeyAuth(database.db))
+        registerIdempotency(authenticated, database.db)
+        await authenticated.register(contactRoutes, { db: database.db })
+        await authenticated.register(customFieldRoutes, { db: database.db })
+      })
     },
     { prefix: '/api/v1' },
   )

@@ -19,6 +19,10 @@ export const ConfigSchema = Type.Object({
   trustProxy: Type.Boolean({ default: false }),
   secureCookies: Type.Boolean({ default: false }),
   trashRetentionDays: Type.Number({ minimum: 0, maximum: 3650, default: 30 }),
+  redisUrl: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  rateLimitPerKey: Type.Integer({ minimum: 1, default: 1200 }),
+  rateLimitPerAddress: Type.Integer({ minimum: 1, default: 3000 }),
+  rateLimitWindowMs: Type.Integer({ minimum: 1000, default: 60_000 }),
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
@@ -34,6 +38,10 @@ const ENVIRONMENT_KEYS = {
   TRUST_PROXY: 'trustProxy',
   COOKIE_SECURE: 'secureCookies',
   TRASH_RETENTION_DAYS: 'trashRetentionDays',
+  REDIS_URL: 'redisUrl',
+  RATE_LIMIT_PER_KEY: 'rateLimitPerKey',
+  RATE_LIMIT_PER_ADDRESS: 'rateLimitPerAddress',
+  RATE_LIMIT_WINDOW_MS: 'rateLimitWindowMs',
 } as const satisfies Record<string, keyof Config>
 
 export class ConfigError extends Error {}

@@ -36,9 +36,23 @@ export const ERROR_CATALOGUE = {
   contact_not_in_trash: { status: 409, description: 'Only a contact in the trash can be restored.' },
   organization_exists: { status: 409, description: 'An organization with this name already exists.' },
   conflict: { status: 409, description: 'The change conflicts with data stored meanwhile; retry it.' },
+  precondition_failed: {
+    status: 412,
+    description: 'If-Match named a version of the contact that is no longer current; nothing was changed.',
+  },
+  idempotency_in_progress: {
+    status: 409,
+    description: 'A request with this Idempotency-Key is still being served; retry shortly.',
+  },
+  idempotency_key_reused: {
+    status: 422,
+    description: 'This Idempotency-Key was used with a different request in the last 24 hours.',
+  },
+  rate_limited: { status: 429, description: 'Too many requests; wait for the time in Retry-After.' },
   payload_too_large: { status: 413, description: 'The request body exceeds the size limit.' },
   validation_failed: { status: 422, description: 'The request does not match the documented schema.' },
   internal_error: { status: 500, description: 'An unexpected error; details are in the server log only.' },
+  database_timeout: { status: 503, description: 'The database took too long to answer; retry later.' },
   database_unavailable: { status: 503, description: 'The database could not be reached; retry later.' },
 } as const satisfies Record<string, { status: number; description: string }>
 
@@ -72,8 +86,11 @@ export class AppError extends Error {
 
 /** A 422 that points at the offending input, in FastAPI's `detail` list shape. */
 export class ValidationFailedError extends AppError {
-  constructor(readonly issues: ValidationIssue[]) {
-    super('validation_failed', issues[0]?.msg ?? 'Validation failed')
+  constructor(
+    readonly issues: ValidationIssue[],
+    code: 'validation_failed' | 'idempotency_key_reused' = 'validation_failed',
+  ) {
+    super(code, issues[0]?.msg ?? 'Validation failed')
   }
 }
 

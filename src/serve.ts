@@ -20,6 +20,12 @@ export async function startServer(config: Config): Promise<void> {
     throw error
   }
   const app = await buildApp(config, { database })
+  // While shutting down, answers close their connection: a keep-alive connection that finishes
+  // its request after close() began would otherwise hold the server open until the grace period ends.
+  let closing = false
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close')
+  })
   const purge = () =>
     purgeTrash(database.db, config.trashRetentionDays)
       .then((count) => count > 0 && app.log.info({ count }, 'erased contacts past their time in the trash'))
@@ -30,6 +36,7 @@ export async function startServer(config: Config): Promise<void> {
     if (err) app.log.error({ err }, 'shutting down after an uncaught error')
     else app.log.info({ signal }, 'shutting down')
     clearInterval(purgeTimer)
+    closing = true
     await app.close()
     await database.close()
   })

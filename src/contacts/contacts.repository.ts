@@ -106,15 +106,16 @@ export async function moveToTrash(
   id: string,
   deletedAt: string,
   trashedIdentities: string,
+  expectedVersion?: number,
 ) {
-  return db
+  let query = db
     .updateTable('contacts')
     .set({ deleted_at: deletedAt, trashed_identities: trashedIdentities })
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .where('deleted_at', 'is', null)
-    .returning('id')
-    .executeTakeFirst()
+  if (expectedVersion !== undefined) query = query.where('version', '=', expectedVersion)
+  return query.returning('id').executeTakeFirst()
 }
 
 export async function takeOutOfTrash(db: Kysely<Database>, orgId: string, id: string) {
@@ -142,6 +143,14 @@ export async function eraseContacts(db: Kysely<Database>, orgId: string, ids: re
     .where((eb) => eb.or([eb('survivor_id', 'in', ids), eb('merged_id', 'in', ids)]))
     .execute()
   await db.deleteFrom('contacts').where('org_id', '=', orgId).where('id', 'in', ids).execute()
+  // Responses kept for idempotent retries may quote the contact; they go too.
+  for (const id of ids) {
+    await db
+      .deleteFrom('idempotency_keys')
+      .where('org_id', '=', orgId)
+      .where('response_body', 'like', `%${id}%`)
+      .execute()
+  }
 }
 
 export async function findTrashedBefore(db: Kysely<Database>, orgId: string, cutoff: string, limit: number) {

@@ -1,8 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
+import type { FastifyReply } from 'fastify'
 import type { Kysely } from 'kysely'
 import { principalOf } from '../auth/auth.hook.js'
 import type { Database } from '../db/schema.js'
+import { etagOf, parseIfMatch } from '../http/etag.js'
 import { Envelope, envelope, errorResponses, Page, PaginationQuery } from '../shared/schemas.js'
 import { batchUpsert } from './batch.service.js'
 import {
@@ -16,15 +18,27 @@ import {
   ContactUpdateBody,
   DeletedContact,
   Duplicate,
+  IfMatchHeaders,
   MergeBody,
   TrashedContact,
   UpsertBody,
   UpsertQuery,
 } from './contacts.schemas.js'
+import type { VersionedContact } from './contacts.service.js'
 import * as contacts from './contacts.service.js'
 import { findDuplicates, mergeContacts } from './merge.service.js'
 
 const tags = ['Contacts']
+
+/** A single-contact answer: the envelope, and the contact's version as its ETag (for If-Match). */
+function sendContact(
+  reply: FastifyReply,
+  status: number,
+  message: 'created' | 'retrieved' | 'updated',
+  contact: VersionedContact,
+) {
+  return reply.code(status).header('etag', etagOf(contact.version)).send(envelope(message, contact))
+}
 const listDescription =
   "Contacts of the API key's organization, newest first. `page` past the end gives empty `items`; `next_page` and `previous_page` are null at the ends."
 
@@ -69,7 +83,7 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     },
     async (request, reply) => {
       const contact = await contacts.createContact(db, principalOf(request), request.body)
-      return reply.code(201).send(envelope('created', contact))
+      return sendContact(reply, 201, 'created', contact)
     },
   )
 
@@ -99,8 +113,8 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
     async (request, reply) => {
       const result = await contacts.upsertContact(db, principalOf(request), request.query, request.body)
       return result.created
-        ? reply.code(201).send(envelope('created', result.contact))
-        : reply.code(200).send(envelope('updated', result.contact))
+        ? sendContact(reply, 201, 'created', result.contact)
+        : sendContact(reply, 200, 'updated', result.contact)
     },
   )
 
@@ -136,8 +150,10 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
         response: { 200: Envelope(Contact, 'retrieved'), ...errorResponses(401, 404, 422) },
       },
     },
-    async (request) =>
-      envelope(
+    async (request, reply) =>
+      sendContact(
+        reply,
+        200,
         'retrieved',
         await contacts.getContact(db, principalOf(request).orgId, request.params.contact_id),
       ),
@@ -154,15 +170,22 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
         description:
           'A partial update: only the fields present in the body change; a field sent as null becomes null; channels, user_attributes and custom_fields sent as objects replace the stored object. Unknown fields are ignored. Returns the whole updated contact.',
         params: ContactIdParams,
+        headers: IfMatchHeaders,
         body: ContactUpdateBody,
-        response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 413, 422) },
+        response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 409, 412, 413, 422) },
       },
     },
-    async (request) =>
-      envelope(
-        'updated',
-        await contacts.updateContact(db, principalOf(request), request.params.contact_id, request.body),
-      ),
+    async (request, reply) => {
+      const ifMatch = parseIfMatch(request.headers['if-match'])
+      const contact = await contacts.updateContact(
+        db,
+        principalOf(request),
+        request.params.contact_id,
+        request.body,
+        ifMatch,
+      )
+      return sendContact(reply, 200, 'updated', contact)
+    },
   )
 
   app.patch(
@@ -176,15 +199,22 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
         description:
           'Send `application/merge-patch+json` (RFC 7396; `application/json` is read the same way): fields left out are kept, null clears a field, and channels, user_attributes and custom_fields are merged key by key, null inside them removing a key. Sets one custom field without reading the contact first. Safe against concurrent writers: the patch is applied to the latest version.',
         params: ContactIdParams,
+        headers: IfMatchHeaders,
         body: ContactPatchBody,
-        response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 409, 413, 422) },
+        response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 409, 412, 413, 422) },
       },
     },
-    async (request) =>
-      envelope(
-        'updated',
-        await contacts.patchContact(db, principalOf(request), request.params.contact_id, request.body),
-      ),
+    async (request, reply) => {
+      const ifMatch = parseIfMatch(request.headers['if-match'])
+      const contact = await contacts.patchContact(
+        db,
+        principalOf(request),
+        request.params.contact_id,
+        request.body,
+        ifMatch,
+      )
+      return sendContact(reply, 200, 'updated', contact)
+    },
   )
 
   app.post(
@@ -225,7 +255,8 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
         response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 409, 422) },
       },
     },
-    async (request) => envelope('updated', await mergeContacts(db, principalOf(request), request.body)),
+    async (request, reply) =>
+      sendContact(reply, 200, 'updated', await mergeContacts(db, principalOf(request), request.body)),
   )
 
   app.get(
@@ -276,8 +307,10 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
         response: { 200: Envelope(Contact, 'updated'), ...errorResponses(401, 403, 404, 409, 422) },
       },
     },
-    async (request) =>
-      envelope(
+    async (request, reply) =>
+      sendContact(
+        reply,
+        200,
         'updated',
         await contacts.restoreContact(db, principalOf(request).orgId, request.params.contact_id),
       ),
@@ -315,13 +348,16 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
         description:
           'Moves the contact to the trash, where it is kept for 30 days (configurable) and can be restored. Lists and lookups no longer show it, and its email, phone numbers and external id are free for other contacts at once.',
         params: ContactIdParams,
-        response: { 200: Envelope(DeletedContact, 'deleted'), ...errorResponses(401, 403, 404, 422) },
+        headers: IfMatchHeaders,
+        response: { 200: Envelope(DeletedContact, 'deleted'), ...errorResponses(401, 403, 404, 412, 422) },
       },
     },
-    async (request) =>
-      envelope(
+    async (request) => {
+      const ifMatch = parseIfMatch(request.headers['if-match'])
+      return envelope(
         'deleted',
-        await contacts.deleteContact(db, principalOf(request).orgId, request.params.contact_id),
-      ),
+        await contacts.deleteContact(db, principalOf(request).orgId, request.params.contact_id, ifMatch),
+      )
+    },
   )
 }

@@ -206,3 +206,12 @@ export const Duplicate = Type.Object({
   }),
 })
 export type Duplicate = Static<typeof Duplicate>
+
+export const IfMatchHeaders = Type.Object({
+  'if-match': Type.Optional(
+    Type.String({
+      description:
+        'Write only if the contact is still at this version: the ETag of an earlier answer (`"3"`), or `*`. Otherwise 412 and nothing changes.',
+    }),
+  ),
+})

@@ -4,6 +4,7 @@ import { assertCustomFieldTypes } from '../custom-fields/custom-fields.service.j
 import { isUniqueViolation } from '../db/errors.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import { AppError, notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
+import type { VersionCondition } from '../http/etag.js'
 import { isUuid, uuidv7 } from '../shared/ids.js'
 import { assertJsonBounded } from '../shared/json-bounds.js'
 import { offsetOf, type PageOf, type PaginationQuery, pageOf } from '../shared/schemas.js'
@@ -36,9 +37,16 @@ type JsonObject = Record<string, unknown>
 export const parseJsonObject = (value: JsonObject | string): JsonObject =>
   typeof value === 'string' ? (JSON.parse(value) as JsonObject) : value
 
+/**
+ * A contact with its version, which every write bumps. The version travels as the ETag header;
+ * the response schemas leave it out of the body, so the original shape is kept.
+ */
+export type VersionedContact = Contact & { version: number }
+
 /** The one place where a stored row becomes the API's contact (and backend differences vanish). */
-export function toContact(row: ContactRow): Contact {
+export function toContact(row: ContactRow): VersionedContact {
   return {
+    version: row.version,
     first_name: row.first_name,
     last_name: row.last_name,
     email: row.email,
@@ -188,7 +196,7 @@ export async function createContact(
   db: Kysely<Database>,
   principal: Principal,
   input: ContactUpdateBody,
-): Promise<Contact> {
+): Promise<VersionedContact> {
   assertOwnOrganization(principal, input.org_id)
   const columns = await columnsFromInput(db, principal.orgId, input, 'body')
   const row = newContactRow(principal.orgId, columns)
@@ -201,7 +209,7 @@ export async function createContact(
   )
 }
 
-export async function getContact(db: Kysely<Database>, orgId: string, id: string): Promise<Contact> {
+export async function getContact(db: Kysely<Database>, orgId: string, id: string): Promise<VersionedContact> {
   const row = await contacts.findContactById(db, orgId, id.toLowerCase())
   if (!row) throw await missingContact(db, orgId, id)
   return toContact(row)
@@ -241,25 +249,59 @@ async function applyChanges(
   })
 }
 
+const preconditionFailed = () =>
+  new AppError('precondition_failed', 'The contact has changed since the version named in If-Match')
+
+/**
+ * The version a conditional write must find, from If-Match: none for an unconditional write (or
+ * `*`), the one named, or (for a list) the current one if it is listed. A write then succeeds
+ * only if the stored version is still that one, checked in the same statement as the write.
+ */
+async function expectedVersion(
+  db: Kysely<Database>,
+  orgId: string,
+  id: string,
+  condition: VersionCondition | undefined,
+): Promise<number | undefined> {
+  if (condition === undefined || condition === '*') return undefined
+  if (condition.length === 1) return condition[0]
+  const current = await contacts.findContactById(db, orgId, id)
+  if (!current) throw await missingContact(db, orgId, id)
+  if (!condition.includes(current.version)) throw preconditionFailed()
+  return current.version
+}
+
+/** Why a write found no row: the contact is gone (404), or its version moved on (412). */
+async function refusedWrite(db: Kysely<Database>, orgId: string, id: string, expected: number | undefined) {
+  if (expected !== undefined && (await contacts.findContactById(db, orgId, id))) return preconditionFailed()
+  return missingContact(db, orgId, id)
+}
+
 /** The seed's PUT: a partial update of the fields present in the body; objects replace. */
 export async function updateContact(
   db: Kysely<Database>,
   principal: Principal,
   id: string,
   input: ContactUpdateBody,
-): Promise<Contact> {
+  ifMatch?: VersionCondition,
+): Promise<VersionedContact> {
   assertOwnOrganization(principal, input.org_id)
   const contactId = id.toLowerCase()
   const columns = await columnsFromInput(db, principal.orgId, input, 'body')
-  if (Object.keys(columns).length === 0) return getContact(db, principal.orgId, contactId)
+  const expected = await expectedVersion(db, principal.orgId, contactId, ifMatch)
+  if (Object.keys(columns).length === 0) {
+    const current = await getContact(db, principal.orgId, contactId)
+    if (expected !== undefined && current.version !== expected) throw preconditionFailed()
+    return current
+  }
   const row = await withIdentityRace(
     db,
     principal.orgId,
     contactId,
     () => identitiesOfInput(input),
-    () => applyChanges(db, principal.orgId, contactId, columns),
+    () => applyChanges(db, principal.orgId, contactId, columns, expected),
   )
-  if (!row) throw await missingContact(db, principal.orgId, contactId)
+  if (!row) throw await refusedWrite(db, principal.orgId, contactId, expected)
   return toContact(row)
 }
 
@@ -291,12 +333,15 @@ export async function patchContact(
   principal: Principal,
   id: string,
   patch: ContactPatchBody,
-): Promise<Contact> {
+  ifMatch?: VersionCondition,
+): Promise<VersionedContact> {
   assertOwnOrganization(principal, patch.org_id)
   const contactId = id.toLowerCase()
   for (let attempt = 1; attempt <= PATCH_ATTEMPTS; attempt++) {
     const current = await contacts.findContactById(db, principal.orgId, contactId)
     if (!current) throw await missingContact(db, principal.orgId, contactId)
+    // With If-Match the client asked for this version only: no silent re-merge onto a newer one.
+    if (Array.isArray(ifMatch) && !ifMatch.includes(current.version)) throw preconditionFailed()
     const input: ContactUpdateBody = { ...patch }
     for (const column of OBJECT_COLUMNS) {
       const value = patch[column]
@@ -315,6 +360,7 @@ export async function patchContact(
       () => applyChanges(db, principal.orgId, contactId, columns, current.version),
     )
     if (row) return toContact(row)
+    if (Array.isArray(ifMatch)) throw preconditionFailed()
     // Lost a race with another writer: back off a little, at random, before re-reading.
     await pause(Math.random() * 2 * attempt)
   }
@@ -322,9 +368,9 @@ export async function patchContact(
 }
 
 /** Moves a contact to the trash and frees its identities for other contacts. */
-async function trash(trx: Kysely<Database>, orgId: string, id: string): Promise<boolean> {
+async function trash(trx: Kysely<Database>, orgId: string, id: string, expected?: number): Promise<boolean> {
   const held = await identitiesHeldBy(trx, orgId, id)
-  const moved = await contacts.moveToTrash(trx, orgId, id, nowTimestamp(), JSON.stringify(held))
+  const moved = await contacts.moveToTrash(trx, orgId, id, nowTimestamp(), JSON.stringify(held), expected)
   if (moved) await releaseIdentities(trx, orgId, [id])
   return moved !== undefined
 }
@@ -333,10 +379,12 @@ export async function deleteContact(
   db: Kysely<Database>,
   orgId: string,
   id: string,
+  ifMatch?: VersionCondition,
 ): Promise<{ id: string }> {
   const contactId = id.toLowerCase()
-  const deleted = await db.transaction().execute((trx) => trash(trx, orgId, contactId))
-  if (!deleted) throw await missingContact(db, orgId, contactId)
+  const expected = await expectedVersion(db, orgId, contactId, ifMatch)
+  const deleted = await db.transaction().execute((trx) => trash(trx, orgId, contactId, expected))
+  if (!deleted) throw await refusedWrite(db, orgId, contactId, expected)
   return { id: contactId }
 }
 
@@ -354,7 +402,11 @@ export async function deleteContacts(db: Kysely<Database>, orgId: string, ids: r
  * Brings a contact back from the trash exactly as it was, with the identities it held. If
  * another contact has taken one of them meanwhile, nothing is restored (409 naming that contact).
  */
-export async function restoreContact(db: Kysely<Database>, orgId: string, id: string): Promise<Contact> {
+export async function restoreContact(
+  db: Kysely<Database>,
+  orgId: string,
+  id: string,
+): Promise<VersionedContact> {
   const contactId = id.toLowerCase()
   return db.transaction().execute(async (trx) => {
     const row = await contacts.findContactIncludingTrash(trx, orgId, contactId)
@@ -443,7 +495,7 @@ export async function upsertContact(
   principal: Principal,
   query: UpsertQuery,
   body: UpsertBody,
-): Promise<{ created: boolean; contact: Contact }> {
+): Promise<{ created: boolean; contact: VersionedContact }> {
   const prepared = await prepareUpsert(db, principal, query, body)
   for (let attempt = 1; ; attempt++) {
     try {
@@ -506,7 +558,7 @@ export async function upsertPrepared(
   trx: Kysely<Database>,
   orgId: string,
   { lookup, phone, input, columns: prepared }: PreparedUpsert,
-): Promise<{ created: boolean; contact: Contact }> {
+): Promise<{ created: boolean; contact: VersionedContact }> {
   const columns = { ...prepared }
   const found = await findIdentityHolders(trx, orgId, lookup)
   const holders = [...new Set(found.map((row) => row.contact_id))]

@@ -5,7 +5,7 @@ import { AppError, ValidationFailedError } from '../errors.js'
 import { nowTimestamp } from '../shared/time.js'
 import * as contacts from './contacts.repository.js'
 import type { Contact, Duplicate, MergeBody } from './contacts.schemas.js'
-import { getContact, parseJsonObject, toContact } from './contacts.service.js'
+import { getContact, parseJsonObject, toContact, type VersionedContact } from './contacts.service.js'
 import {
   findIdentityHolders,
   identitiesHeldBy,
@@ -82,7 +82,7 @@ export async function mergeContacts(
   db: Kysely<Database>,
   principal: Principal,
   body: MergeBody,
-): Promise<Contact> {
+): Promise<VersionedContact> {
   const orgId = principal.orgId
   const primaryId = body.primary_id.toLowerCase()
   const duplicateIds = [...new Set(body.duplicate_ids.map((id) => id.toLowerCase()))]

@@ -85,6 +85,8 @@ function openSqlite(path: string): DatabaseHandle {
     dialect: 'sqlite',
     statementCacheSize: cache.size,
     async close() {
+      // Fold the WAL back into the database file, so a stopped service leaves one tidy file.
+      if (database.open) database.pragma('wal_checkpoint(TRUNCATE)')
       await db.destroy()
     },
   }

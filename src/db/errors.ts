@@ -20,6 +20,12 @@ const UNAVAILABLE_CODES = new Set([
   'SQLITE_LOCKED',
 ])
 
+/** PostgreSQL's statement_timeout (57014, query_canceled) or a lock wait that gave up. */
+export function isDatabaseTimeout(error: unknown): boolean {
+  const code = codeOf(error)
+  return code === '57014' || code === '55P03'
+}
+
 export function isDatabaseUnavailable(error: unknown): boolean {
   const code = codeOf(error)
   if (code !== undefined && UNAVAILABLE_CODES.has(code)) return true

@@ -291,23 +291,64 @@ function identitiesTrashAndMerges(dialect: DialectName): Migration {
   }
 }
 
+/** Responses remembered for 24 hours by Idempotency-Key, so that a retried POST is not done twice. */
+function idempotencyKeys(dialect: DialectName): Migration {
+  const t = columnTypes(dialect)
+  return {
+    async up(db: Kysely<unknown>) {
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('idempotency_keys')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('key', 'text', (c) => c.notNull())
+          .addColumn('request_hash', 'text', (c) => c.notNull())
+          // Null while the first request is still being served.
+          .addColumn('status_code', 'integer')
+          .addColumn('response_body', 'text')
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addPrimaryKeyConstraint('idempotency_keys_pk', ['org_id', 'key']),
+        { withoutRowid: true },
+      ).execute()
+      await db.schema
+        .createIndex('idempotency_keys_created_idx')
+        .on('idempotency_keys')
+        .columns(['org_id', 'created_at'])
+        .execute()
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('idempotency_keys').execute()
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
     '2026-11-27-002-users-and-sessions': atomic(dialect, usersAndSessions(dialect)),
     '2026-11-27-003-identities-trash-merges': atomic(dialect, identitiesTrashAndMerges(dialect)),
+    '2026-11-27-004-idempotency-keys': atomic(dialect, idempotencyKeys(dialect)),
   }
 }
 
-function migratorFor(handle: DatabaseHandle): Migrator {
+/**
+ * Kysely looks for its bookkeeping tables in every schema of the database unless told which one
+ * to use, so a second installation (or a parallel test) in another schema would make it skip
+ * creating its own. On PostgreSQL the migrations therefore live in the connection's current schema.
+ */
+async function migratorFor(handle: DatabaseHandle): Promise<Migrator> {
   const provider: MigrationProvider = { getMigrations: async () => migrationsFor(handle.dialect) }
-  return new Migrator({ db: handle.db, provider })
+  if (handle.dialect !== 'postgres') return new Migrator({ db: handle.db, provider })
+  const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(handle.db)
+  const schema = rows[0]?.schema
+  if (!schema) throw new MigrationError('the database connection has no current schema (check search_path)')
+  return new Migrator({ db: handle.db, provider, migrationTableSchema: schema })
 }
 
 export class MigrationError extends Error {}
 
 export async function migrateToLatest(handle: DatabaseHandle): Promise<MigrationResultSet> {
-  const result = await migratorFor(handle).migrateToLatest()
+  const result = await (await migratorFor(handle)).migrateToLatest()
   if (result.error) {
     const failed = result.results?.find((r) => r.status === 'Error')?.migrationName
     const reason = result.error instanceof Error ? result.error.message : String(result.error)
@@ -318,6 +359,6 @@ export async function migrateToLatest(handle: DatabaseHandle): Promise<Migration
 
 /** Names of migrations known to the code but not yet applied to the database. */
 export async function pendingMigrations(handle: DatabaseHandle): Promise<string[]> {
-  const migrations = await migratorFor(handle).getMigrations()
+  const migrations = await (await migratorFor(handle)).getMigrations()
   return migrations.filter((m) => m.executedAt === undefined).map((m) => m.name)
 }

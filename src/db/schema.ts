@@ -112,6 +112,15 @@ export interface SessionTable {
   expires_at: Timestamp
 }
 
+export interface IdempotencyKeyTable {
+  org_id: string
+  key: string
+  request_hash: string
+  status_code: number | null
+  response_body: string | null
+  created_at: Timestamp
+}
+
 export interface Database {
   organizations: OrganizationTable
   api_keys: ApiKeyTable
@@ -119,6 +128,7 @@ export interface Database {
   contact_custom_fields: CustomFieldTable
   contact_identities: ContactIdentityTable
   contact_merges: ContactMergeTable
+  idempotency_keys: IdempotencyKeyTable
   users: UserTable
   memberships: MembershipTable
   sessions: SessionTable

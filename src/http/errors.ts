@@ -1,5 +1,5 @@
 import type { FastifyError } from 'fastify'
-import { isDatabaseUnavailable, isUniqueViolation } from '../db/errors.js'
+import { isDatabaseTimeout, isDatabaseUnavailable, isUniqueViolation } from '../db/errors.js'
 import {
   AppError,
   ERROR_CATALOGUE,
@@ -31,10 +31,11 @@ const invalid = (issues: ValidationIssue[]) => fail('validation_failed', issues)
  * everything else becomes a bare 500 (the cause goes to the log, never to the client).
  */
 export function toHttpError(error: unknown): HttpError {
-  if (error instanceof ValidationFailedError) return invalid(error.issues)
+  if (error instanceof ValidationFailedError) return fail(error.code, error.issues)
   if (error instanceof AppError) {
-    return error.code === 'validation_failed'
-      ? invalid([{ loc: ['body'], msg: error.message, type: 'value_error' }])
+    // A 422 always lists its problems, as FastAPI's do, whatever raised it.
+    return error.status === 422
+      ? fail(error.code, [{ loc: ['body'], msg: error.message, type: 'value_error' }])
       : fail(error.code, error.message, error.details)
   }
   const fastifyError = error as Partial<FastifyError> & { validation?: unknown[] }
@@ -65,6 +66,8 @@ export function toHttpError(error: unknown): HttpError {
     return invalid([{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }])
   }
   if (isUniqueViolation(error)) return fail('conflict', 'The change conflicts with existing data')
+  if (isDatabaseTimeout(error))
+    return fail('database_timeout', 'The database took too long to answer; retry later')
   if (isDatabaseUnavailable(error))
     return fail('database_unavailable', 'The database is unavailable; retry later')
   const status = fastifyError.statusCode
