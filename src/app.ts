@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import type { DestinationStream } from 'pino'
 import { apiKeyAuth } from './auth/auth.hook.js'
 import type { Config } from './config.js'
@@ -56,6 +56,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     connectionTimeout: 60_000,
     keepAliveTimeout: 72_000,
     return503OnClosing: true,
+    // Errors the router raises before any route runs (a malformed URL, a parameter too long) get
+    // the same shape as every other error.
+    frameworkErrors: (error, _request, reply: FastifyReply) => {
+      const { status, body } = toHttpError(error)
+      reply.code(status).type('application/json; charset=utf-8').send(JSON.stringify(body))
+    },
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>()
 

@@ -49,6 +49,7 @@ export const ERROR_CATALOGUE = {
     description: 'This Idempotency-Key was used with a different request in the last 24 hours.',
   },
   rate_limited: { status: 429, description: 'Too many requests; wait for the time in Retry-After.' },
+  uri_too_long: { status: 414, description: 'A path parameter is longer than any id can be.' },
   payload_too_large: { status: 413, description: 'The request body exceeds the size limit.' },
   validation_failed: { status: 422, description: 'The request does not match the documented schema.' },
   internal_error: { status: 500, description: 'An unexpected error; details are in the server log only.' },

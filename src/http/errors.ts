@@ -47,6 +47,11 @@ export function toHttpError(error: unknown): HttpError {
     return invalid(dedupe(issues))
   }
   switch (fastifyError.code) {
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return fail('uri_too_long', 'A path parameter is too long')
+    case 'FST_ERR_BAD_URL':
+    case 'FST_ERR_ASYNC_CONSTRAINT':
+      return fail('bad_request', 'The request URL is malformed')
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return fail('payload_too_large', 'Request body is too large')
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
