@@ -33,7 +33,10 @@ export interface ServerProcess {
   stop(): Promise<void>
 }
 
-/** `contacts serve` as a real process on a free port; resolves once it is listening. */
+/**
+ * `contacts serve` as a real process on a free port; resolves once it is listening (which it
+ * learns from the log, so LOG_LEVEL must be info or lower).
+ */
 export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
   const child = spawn(process.execPath, [CLI, 'serve'], {
     env: { ...process.env, LOG_LEVEL: 'info', ...env, PORT: '0', HOST: '127.0.0.1' },
