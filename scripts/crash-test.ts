@@ -106,6 +106,7 @@ async function runBackend(name: 'sqlite' | 'postgres'): Promise<string[]> {
         DATABASE_URL: databaseUrl,
         LOG_LEVEL: 'info',
         RATE_LIMIT_PER_KEY: '1000000000',
+        RATE_LIMIT_PER_ADDRESS: '1000000000',
       })
       const stopAt = Date.now() + LOAD_MS * 4
       const load = Promise.all(

@@ -58,7 +58,11 @@ const org = await createOrganization(setup.db, 'soak')
 const { key } = await createApiKey(setup.db, { orgId: org.id, name: 'soak', role: 'full_access' })
 await setup.close()
 
-const server = await startServerProcess({ DATABASE_URL: databaseUrl, RATE_LIMIT_PER_KEY: '1000000000' })
+const server = await startServerProcess({
+  DATABASE_URL: databaseUrl,
+  RATE_LIMIT_PER_KEY: '1000000000',
+  RATE_LIMIT_PER_ADDRESS: '1000000000',
+})
 const pid = server.process.pid as number
 const rssMb = () => {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
