@@ -1,0 +1,435 @@
+/**
+ * npm run bench [-- --quick] [-- --backend sqlite|postgres]
+ *
+ * Starts the real server (bench/server.ts: the production app, logging and key authentication
+ * on) in a child process on a fresh database seeded with 100,000 contacts in one organization,
+ * drives it with autocannon at 50 connections without pipelining, after a warm-up, in 3
+ * interleaved rounds, and reports per route the median req/s, p50, p99 and max latency, and its
+ * ratio to the ceiling (fixed JSON through the same server) measured in the same round. On
+ * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench. The
+ * server and the load generator are pinned to different cores when taskset exists. Writes a
+ * Markdown table and a JSON file to .bench/ (git-ignored).
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import autocannon from 'autocannon'
+import { sql } from 'kysely'
+import pg from 'pg'
+import { createApiKey } from '../src/api-keys/api-keys.service.js'
+import { openDatabase } from '../src/db/database.js'
+import { migrateToLatest } from '../src/db/migrations.js'
+import { createOrganization } from '../src/organizations/organizations.service.js'
+
+const { values } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, backend: { type: 'string', multiple: true } },
+})
+const QUICK = values.quick
+const BACKENDS = (values.backend?.length ? values.backend : ['sqlite', 'postgres']) as (
+  | 'sqlite'
+  | 'postgres'
+)[]
+const CONTACTS = QUICK ? 10_000 : 100_000
+const ROUNDS = QUICK ? 1 : 3
+const SECONDS = QUICK ? 2 : 5
+const WARMUP_SECONDS = QUICK ? 1 : 3
+const CONNECTIONS = 50
+const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+const SERVER = fileURLToPath(new URL('./server.js', import.meta.url))
+const OUT = fileURLToPath(new URL('../../.bench/', import.meta.url))
+const canPin = spawnSync('taskset', ['--version']).status === 0 && cpus().length >= 2
+
+/** Seeded ids are derived from their number, so pgbench can address the same rows. */
+const idOf = (n: number) => `00000000-0000-7000-8000-${n.toString(16).padStart(12, '0')}`
+const SEED_UUID = '3c90c3cc-0d44-4b50-8888-8dd25736052a'
+const PUT_BODY = {
+  first_name: '<string>',
+  last_name: '<string>',
+  email: '<string>',
+  channels: {},
+  user_attributes: {},
+  last_seen: '2023-11-07T05:31:56Z',
+  last_sent: '2023-11-07T05:31:56Z',
+  first_assistant_id: SEED_UUID,
+  last_assistant_id: SEED_UUID,
+  first_widget_id: SEED_UUID,
+  last_widget_id: SEED_UUID,
+  custom_fields: {},
+}
+
+interface Database {
+  url: string
+  schema?: string
+  drop(): Promise<void>
+}
+
+async function freshDatabase(backend: 'sqlite' | 'postgres'): Promise<Database> {
+  if (backend === 'sqlite') {
+    const dir = await mkdtemp(join(tmpdir(), 'contacts-bench-'))
+    return {
+      url: `sqlite:${join(dir, 'contacts.db')}`,
+      drop: () => rm(dir, { recursive: true, force: true }),
+    }
+  }
+  const schema = `contacts_bench_${randomBytes(6).toString('hex')}`
+  const admin = new pg.Client({ connectionString: POSTGRES_URL })
+  await admin.connect()
+  await admin.query(`create schema "${schema}"`)
+  await admin.end()
+  const url = new URL(POSTGRES_URL)
+  url.searchParams.set('options', `-c search_path=${schema}`)
+  return {
+    url: url.toString(),
+    schema,
+    async drop() {
+      const client = new pg.Client({ connectionString: POSTGRES_URL })
+      await client.connect()
+      await client.query(`drop schema if exists "${schema}" cascade`)
+      await client.end()
+    },
+  }
+}
+
+/** Seeds the organization with contacts (each with an email identity) in large multi-row inserts. */
+async function seed(databaseUrl: string) {
+  const handle = openDatabase(databaseUrl)
+  await migrateToLatest(handle)
+  const org = await createOrganization(handle.db, 'bench')
+  const { key } = await createApiKey(handle.db, { orgId: org.id, name: 'bench', role: 'full_access' })
+  const started = Date.now()
+  const batch = handle.dialect === 'sqlite' ? 5000 : 2000
+  await handle.db.transaction().execute(async (trx) => {
+    for (let from = 0; from < CONTACTS; from += batch) {
+      const now = new Date().toISOString()
+      const rows = Array.from({ length: Math.min(batch, CONTACTS - from) }, (_, i) => {
+        const n = from + i
+        return {
+          org_id: org.id,
+          id: idOf(n),
+          first_name: `First${n}`,
+          last_name: `Last${n}`,
+          email: `c${n}@bench.example`,
+          email_normalized: `c${n}@bench.example`,
+          channels: JSON.stringify({ whatsapp: `+1555${String(n).padStart(7, '0')}` }),
+          user_attributes: JSON.stringify({ source: 'widget', visits: n % 17 }),
+          custom_fields: JSON.stringify({ plan: n % 3 === 0 ? 'pro' : 'free' }),
+          created_at: now,
+          updated_at: now,
+        }
+      })
+      // Kept under both backends' limits on bound parameters per statement.
+      for (let i = 0; i < rows.length; i += 500)
+        await trx
+          .insertInto('contacts')
+          .values(rows.slice(i, i + 500))
+          .execute()
+      const identities = rows.flatMap((row) => [
+        {
+          org_id: org.id,
+          kind: 'email' as const,
+          value: row.email,
+          contact_id: row.id,
+          origin: 'field' as const,
+        },
+      ])
+      for (let i = 0; i < identities.length; i += 1000) {
+        await trx
+          .insertInto('contact_identities')
+          .values(identities.slice(i, i + 1000))
+          .execute()
+      }
+    }
+  })
+  if (handle.dialect === 'postgres') await sql`analyze`.execute(handle.db)
+  const seconds = (Date.now() - started) / 1000
+  await handle.close()
+  return { orgId: org.id, key, seedRowsPerSecond: Math.round(CONTACTS / seconds) }
+}
+
+function startServer(databaseUrl: string): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+  const env = {
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    HOST: '127.0.0.1',
+    PORT: '0',
+    LOG_LEVEL: 'info',
+    DATABASE_POOL_SIZE: '20',
+    RATE_LIMIT_PER_KEY: '1000000000',
+    RATE_LIMIT_PER_ADDRESS: '1000000000',
+  }
+  const command = canPin ? 'taskset' : process.execPath
+  const args = canPin ? ['-c', '1', process.execPath, SERVER] : [SERVER]
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'inherit'] })
+  return new Promise((resolve, reject) => {
+    let log = ''
+    const onData = (chunk: Buffer) => {
+      log += chunk
+      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(log)
+      if (match?.[1]) {
+        // From now on the access log is read and dropped: it is part of the cost being measured.
+        log = ''
+        child.stdout.off('data', onData)
+        child.stdout.resume()
+        resolve({
+          url: match[1],
+          pid: child.pid as number,
+          stop: () =>
+            new Promise((done) => {
+              child.once('exit', () => done())
+              child.kill('SIGTERM')
+            }),
+        })
+      }
+    }
+    child.stdout.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)))
+  })
+}
+
+const random = (n: number) => Math.floor(Math.random() * n)
+
+interface Scenario {
+  name: string
+  request: (key: string) => autocannon.Request
+}
+
+const SCENARIOS: Scenario[] = [
+  { name: 'ceiling', request: () => ({ method: 'GET', path: '/bench/ceiling' }) },
+  {
+    // The seed's body with every field, its email being the target's own: with emails unique per
+    // organization, one email written to every contact would be a conflict, not an update.
+    name: 'put',
+    request: (key) => ({
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      setupRequest: (req) => {
+        const n = random(CONTACTS)
+        return {
+          ...req,
+          path: `/api/v1/contact/${idOf(n)}?api_key=${key}`,
+          body: JSON.stringify({ ...PUT_BODY, email: `c${n}@bench.example` }),
+        }
+      },
+    }),
+  },
+  {
+    name: 'get',
+    request: (key) => ({
+      method: 'GET',
+      setupRequest: (req) => ({ ...req, path: `/api/v1/contact/${idOf(random(CONTACTS))}?api_key=${key}` }),
+    }),
+  },
+  {
+    name: 'list',
+    request: (key) => ({
+      method: 'GET',
+      setupRequest: (req) => ({
+        ...req,
+        path: `/api/v1/contact?page=${1 + random(100)}&size=50&api_key=${key}`,
+      }),
+    }),
+  },
+  {
+    name: 'create',
+    request: (key) => ({
+      method: 'POST',
+      path: `/api/v1/contact?api_key=${key}`,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ first_name: 'New', user_attributes: { source: 'bench' } }),
+    }),
+  },
+  {
+    name: 'upsert',
+    request: (key) => ({
+      method: 'POST',
+      setupRequest: (req) => ({
+        ...req,
+        path: `/api/v1/contact/upsert?email=c${random(CONTACTS)}%40bench.example&last_name=Upserted&api_key=${key}`,
+      }),
+    }),
+  },
+]
+
+interface Measure {
+  rps: number
+  p50: number
+  p99: number
+  max: number
+  errors: number
+  non2xx: number
+}
+
+function drive(url: string, request: autocannon.Request, seconds: number): Promise<Measure> {
+  return new Promise((resolve, reject) => {
+    autocannon(
+      { url, connections: CONNECTIONS, pipelining: 1, duration: seconds, requests: [request] },
+      (error, result) => {
+        if (error) return reject(error)
+        resolve({
+          rps: result.requests.average,
+          p50: result.latency.p50,
+          p99: result.latency.p99,
+          max: result.latency.max,
+          errors: result.errors,
+          non2xx: result.non2xx,
+        })
+      },
+    )
+  })
+}
+
+function pgbench(database: Database, orgId: string, seconds: number) {
+  const script = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.sql`)
+  writeFileSync(
+    script,
+    `\\set n random(0, ${CONTACTS - 1})
+UPDATE contacts SET first_name = '<string>', last_name = '<string>', email = '<string>', email_normalized = '<string>',
+  channels = '{}', user_attributes = '{}', last_seen = '2023-11-07T05:31:56Z', last_sent = '2023-11-07T05:31:56Z',
+  first_assistant_id = '${SEED_UUID}', last_assistant_id = '${SEED_UUID}', first_widget_id = '${SEED_UUID}',
+  last_widget_id = '${SEED_UUID}', custom_fields = '{}', updated_at = now(), version = version + 1
+WHERE org_id = '${orgId}' AND id = ('00000000-0000-7000-8000-' || lpad(to_hex(:n), 12, '0'))::uuid RETURNING *;
+`,
+  )
+  const url = new URL(POSTGRES_URL)
+  const args = [
+    '-n',
+    '-M',
+    'prepared',
+    '-f',
+    script,
+    '-c',
+    String(CONNECTIONS),
+    '-j',
+    '2',
+    '-T',
+    String(seconds),
+  ]
+  const env = {
+    ...process.env,
+    PGHOST: url.hostname,
+    PGPORT: url.port || '5432',
+    PGUSER: decodeURIComponent(url.username || 'postgres'),
+    PGDATABASE: url.pathname.slice(1),
+    PGOPTIONS: `-c search_path=${database.schema}`,
+  }
+  if (url.password) Object.assign(env, { PGPASSWORD: decodeURIComponent(url.password) })
+  const output = execFileSync('pgbench', args, { env, encoding: 'utf8' })
+  const tps = /tps = ([\d.]+)/.exec(output)?.[1]
+  return tps ? Number(tps) : Number.NaN
+}
+
+const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+const peakRssMb = (pid: number) => {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+    return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]) / 1024
+  } catch {
+    return Number.NaN
+  }
+}
+
+async function benchBackend(backend: 'sqlite' | 'postgres') {
+  const database = await freshDatabase(backend)
+  try {
+    process.stdout.write(`${backend}: seeding ${CONTACTS} contacts…\n`)
+    const { orgId, key, seedRowsPerSecond } = await seed(database.url)
+    const server = await startServer(database.url)
+    // Warm-up: every route once, so JIT and statement caches are warm before measuring.
+    for (const scenario of SCENARIOS) await drive(server.url, scenario.request(key), WARMUP_SECONDS)
+    const rounds: Record<string, Measure>[] = []
+    const pgbenchRounds: number[] = []
+    for (let round = 1; round <= ROUNDS; round++) {
+      const measures: Record<string, Measure> = {}
+      for (const scenario of SCENARIOS) {
+        measures[scenario.name] = await drive(server.url, scenario.request(key), SECONDS)
+        process.stdout.write(
+          `${backend} round ${round} ${scenario.name}: ${Math.round(measures[scenario.name]?.rps ?? 0)} req/s\n`,
+        )
+      }
+      if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
+      rounds.push(measures)
+    }
+    const peakRss = peakRssMb(server.pid)
+    await server.stop()
+    const routes = SCENARIOS.map(({ name }) => {
+      const of = (field: keyof Measure) => median(rounds.map((r) => r[name]?.[field] ?? Number.NaN))
+      const ratio = median(rounds.map((r) => (r[name]?.rps ?? 0) / (r.ceiling?.rps ?? 1)))
+      return {
+        route: name,
+        rps: Math.round(of('rps')),
+        p50_ms: of('p50'),
+        p99_ms: of('p99'),
+        max_ms: of('max'),
+        ratio_to_ceiling: Number(ratio.toFixed(3)),
+        errors: rounds.reduce((sum, r) => sum + (r[name]?.errors ?? 0) + (r[name]?.non2xx ?? 0), 0),
+      }
+    })
+    const pgbenchTps = backend === 'postgres' ? Math.round(median(pgbenchRounds)) : null
+    const putRps = routes.find((r) => r.route === 'put')?.rps ?? 0
+    return {
+      backend,
+      contacts: CONTACTS,
+      seed_rows_per_second: seedRowsPerSecond,
+      peak_rss_mb: Number(peakRss.toFixed(1)),
+      pgbench_tps: pgbenchTps,
+      put_to_pgbench: pgbenchTps ? Number((putRps / pgbenchTps).toFixed(3)) : null,
+      routes,
+    }
+  } finally {
+    await database.drop()
+  }
+}
+
+if (canPin) execFileSync('taskset', ['-cp', '0', String(process.pid)], { stdio: 'ignore' })
+const results = []
+for (const backend of BACKENDS) results.push(await benchBackend(backend))
+
+const environment = {
+  date: new Date().toISOString(),
+  node: process.version,
+  cpus: cpus().length,
+  cpu: cpus()[0]?.model,
+  tool: 'autocannon',
+  connections: CONNECTIONS,
+  pinned: canPin,
+  quick: QUICK,
+  rounds: ROUNDS,
+  seconds_per_route: SECONDS,
+}
+const lines = [
+  `Node ${environment.node}, ${environment.cpus} CPUs (${environment.cpu}), autocannon, ${CONNECTIONS} connections, no pipelining, ${ROUNDS} round(s) × ${SECONDS} s, ${canPin ? 'server on CPU 1, load on CPU 0' : 'not pinned'}.`,
+  '',
+  '| backend | route | req/s | p50 ms | p99 ms | max ms | ratio to ceiling | errors |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- |',
+]
+for (const result of results) {
+  for (const r of result.routes) {
+    lines.push(
+      `| ${result.backend} | ${r.route} | ${r.rps} | ${r.p50_ms} | ${r.p99_ms} | ${r.max_ms} | ${r.ratio_to_ceiling} | ${r.errors} |`,
+    )
+  }
+}
+lines.push('')
+for (const result of results) {
+  lines.push(
+    `${result.backend}: ${result.contacts} contacts seeded at ${result.seed_rows_per_second} rows/s; peak server RSS ${result.peak_rss_mb} MB${
+      result.pgbench_tps
+        ? `; pgbench (same UPDATE, prepared) ${result.pgbench_tps} tps, PUT / pgbench = ${result.put_to_pgbench}`
+        : ''
+    }.`,
+  )
+}
+const table = lines.join('\n')
+mkdirSync(OUT, { recursive: true })
+const stamp = environment.date.replace(/[:.]/g, '-')
+writeFileSync(join(OUT, `bench-${stamp}.md`), `${table}\n`)
+writeFileSync(join(OUT, `bench-${stamp}.json`), `${JSON.stringify({ environment, results }, null, 2)}\n`)
+process.stdout.write(`\n${table}\n\nWritten to .bench/bench-${stamp}.{md,json}\n`)

@@ -1,0 +1,42 @@
+/**
+ * The server the benchmark drives: the production app from buildApp (same options, plugins,
+ * hooks, logger at info, key authentication, rate limiter), plus one route that answers fixed JSON
+ * through all of it, the ceiling every other route is measured against in the same round.
+ */
+import { buildApp } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
+import { openDatabase } from '../src/db/database.js'
+import { migrateToLatest } from '../src/db/migrations.js'
+
+const CEILING_BODY = {
+  message: 'Data retrieved successfully',
+  meta: {},
+  data: {
+    first_name: 'Ada',
+    last_name: 'Lovelace',
+    email: 'ada@example.com',
+    channels: { telephone: '+15551234567', whatsapp: '+15551234567' },
+    user_attributes: { plan: 'pro', source: 'widget' },
+    last_seen: '2023-11-07T05:31:56Z',
+    last_sent: '2023-11-07T05:31:56Z',
+    org_id: '3c90c3cc-0d44-4b50-8888-8dd25736052a',
+    first_assistant_id: '3c90c3cc-0d44-4b50-8888-8dd25736052a',
+    last_assistant_id: '3c90c3cc-0d44-4b50-8888-8dd25736052a',
+    first_widget_id: '3c90c3cc-0d44-4b50-8888-8dd25736052a',
+    last_widget_id: '3c90c3cc-0d44-4b50-8888-8dd25736052a',
+    custom_fields: {},
+    id: '3c90c3cc-0d44-4b50-8888-8dd25736052a',
+  },
+}
+
+const config = loadConfig()
+const database = openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize })
+await migrateToLatest(database)
+const app = await buildApp(config, { database })
+app.get('/bench/ceiling', async () => CEILING_BODY)
+await app.listen({ host: config.host, port: config.port })
+process.on('SIGTERM', async () => {
+  await app.close()
+  await database.close()
+  process.exit(0)
+})
