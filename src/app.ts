@@ -123,7 +123,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // Only tagged routes are API operations; the Settings pages and health checks are not.
     hideUntagged: true,
   })
-  await app.register(swaggerUi, { routePrefix: '/docs', logLevel: 'warn' })
+  await app.register(swaggerUi, { routePrefix: '/docs', logLevel: 'warn', staticCSP: true })
   app.get('/openapi.json', { schema: { hide: true }, logLevel: 'warn' }, async () => app.swagger())
 
   await app.register(healthRoutes, { database })

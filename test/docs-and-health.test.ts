@@ -73,6 +73,7 @@ for (const backend of BACKENDS) {
       const page = await t.app.inject('/docs/')
       assert.equal(page.statusCode, 200)
       assert.match(page.headers['content-type'] as string, /text\/html/)
+      assert.match(page.headers['content-security-policy'] as string, /default-src 'self'/)
       const scripts = [...page.body.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1] as string)
       assert.ok(scripts.length > 0)
       for (const asset of scripts) assert.ok(!/^(https?:)?\/\//.test(asset), `local asset: ${asset}`)
