@@ -13,18 +13,17 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { sql } from 'kysely'
-import pg from 'pg'
 import { createApiKey } from '../src/api-keys/api-keys.service.js'
 import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
+import { POSTGRES_URL, type ScratchDatabase, scratchDatabase } from '../test/helpers/scratch-database.js'
 
 const { values } = parseArgs({
   options: { quick: { type: 'boolean', default: false }, backend: { type: 'string', multiple: true } },
@@ -39,7 +38,6 @@ const ROUNDS = QUICK ? 1 : 3
 const SECONDS = QUICK ? 2 : 5
 const WARMUP_SECONDS = QUICK ? 1 : 3
 const CONNECTIONS = 50
-const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const SERVER = fileURLToPath(new URL('./server.js', import.meta.url))
 const OUT = fileURLToPath(new URL('../../.bench/', import.meta.url))
 const canPin = spawnSync('taskset', ['--version']).status === 0 && cpus().length >= 2
@@ -60,39 +58,6 @@ const PUT_BODY = {
   first_widget_id: SEED_UUID,
   last_widget_id: SEED_UUID,
   custom_fields: {},
-}
-
-interface Database {
-  url: string
-  schema?: string
-  drop(): Promise<void>
-}
-
-async function freshDatabase(backend: 'sqlite' | 'postgres'): Promise<Database> {
-  if (backend === 'sqlite') {
-    const dir = await mkdtemp(join(tmpdir(), 'contacts-bench-'))
-    return {
-      url: `sqlite:${join(dir, 'contacts.db')}`,
-      drop: () => rm(dir, { recursive: true, force: true }),
-    }
-  }
-  const schema = `contacts_bench_${randomBytes(6).toString('hex')}`
-  const admin = new pg.Client({ connectionString: POSTGRES_URL })
-  await admin.connect()
-  await admin.query(`create schema "${schema}"`)
-  await admin.end()
-  const url = new URL(POSTGRES_URL)
-  url.searchParams.set('options', `-c search_path=${schema}`)
-  return {
-    url: url.toString(),
-    schema,
-    async drop() {
-      const client = new pg.Client({ connectionString: POSTGRES_URL })
-      await client.connect()
-      await client.query(`drop schema if exists "${schema}" cascade`)
-      await client.end()
-    },
-  }
 }
 
 /** Seeds the organization with contacts (each with an email identity) in large multi-row inserts. */
@@ -283,7 +248,7 @@ function drive(url: string, request: autocannon.Request, seconds: number): Promi
   })
 }
 
-function pgbench(database: Database, orgId: string, seconds: number) {
+function pgbench(database: ScratchDatabase, orgId: string, seconds: number) {
   const script = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.sql`)
   writeFileSync(
     script,
@@ -337,7 +302,7 @@ const peakRssMb = (pid: number) => {
 }
 
 async function benchBackend(backend: 'sqlite' | 'postgres') {
-  const database = await freshDatabase(backend)
+  const database = await scratchDatabase(backend, 'contacts-bench')
   try {
     process.stdout.write(`${backend}: seeding ${CONTACTS} contacts…\n`)
     const { orgId, key, seedRowsPerSecond } = await seed(database.url)

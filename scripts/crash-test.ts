@@ -9,21 +9,17 @@
  * own and drops it. Prints "N passed, N failed" and exits non-zero on any failure.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { sql } from 'kysely'
-import pg from 'pg'
 import { createApiKey } from '../src/api-keys/api-keys.service.js'
 import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { startServerProcess } from '../test/helpers/processes.js'
+import { scratchDatabase } from '../test/helpers/scratch-database.js'
 
 const ROUNDS = 4
 const WORKERS = 12
 const LOAD_MS = 1500
-const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
 interface Ledger {
   /** contact id → the last counter acknowledged for it, and whether one more write was in flight. */
@@ -71,28 +67,8 @@ async function worker(url: string, key: string, ledger: Ledger, stopAt: number, 
 
 async function runBackend(name: 'sqlite' | 'postgres'): Promise<string[]> {
   const failures: string[] = []
-  let databaseUrl: string
-  let cleanup: () => Promise<void>
-  if (name === 'sqlite') {
-    const dir = await mkdtemp(join(tmpdir(), 'contacts-crash-'))
-    databaseUrl = `sqlite:${join(dir, 'contacts.db')}`
-    cleanup = () => rm(dir, { recursive: true, force: true })
-  } else {
-    const schema = `contacts_crash_${randomBytes(6).toString('hex')}`
-    const admin = new pg.Client({ connectionString: POSTGRES_URL })
-    await admin.connect()
-    await admin.query(`create schema "${schema}"`)
-    await admin.end()
-    const url = new URL(POSTGRES_URL)
-    url.searchParams.set('options', `-c search_path=${schema}`)
-    databaseUrl = url.toString()
-    cleanup = async () => {
-      const client = new pg.Client({ connectionString: POSTGRES_URL })
-      await client.connect()
-      await client.query(`drop schema if exists "${schema}" cascade`)
-      await client.end()
-    }
-  }
+  const scratch = await scratchDatabase(name, 'contacts-crash')
+  const databaseUrl = scratch.url
   try {
     const setup = openDatabase(databaseUrl)
     await migrateToLatest(setup)
@@ -182,7 +158,7 @@ async function runBackend(name: 'sqlite' | 'postgres'): Promise<string[]> {
       await check.close()
     }
   } finally {
-    await cleanup()
+    await scratch.drop()
   }
   return failures
 }

@@ -7,16 +7,13 @@
  */
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import pg from 'pg'
 import { createApiKey } from '../src/api-keys/api-keys.service.js'
 import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { startServerProcess } from '../test/helpers/processes.js'
+import { scratchDatabase } from '../test/helpers/scratch-database.js'
 
 const { values } = parseArgs({
   options: {
@@ -27,30 +24,9 @@ const { values } = parseArgs({
 })
 const minutes = Number(values.minutes)
 const rate = Number(values.rate)
-const POSTGRES_URL = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
-let databaseUrl: string
-let cleanup: () => Promise<void>
-if (values.database === 'postgres') {
-  const schema = `contacts_soak_${randomBytes(6).toString('hex')}`
-  const admin = new pg.Client({ connectionString: POSTGRES_URL })
-  await admin.connect()
-  await admin.query(`create schema "${schema}"`)
-  await admin.end()
-  const url = new URL(POSTGRES_URL)
-  url.searchParams.set('options', `-c search_path=${schema}`)
-  databaseUrl = url.toString()
-  cleanup = async () => {
-    const client = new pg.Client({ connectionString: POSTGRES_URL })
-    await client.connect()
-    await client.query(`drop schema if exists "${schema}" cascade`)
-    await client.end()
-  }
-} else {
-  const dir = await mkdtemp(join(tmpdir(), 'contacts-soak-'))
-  databaseUrl = `sqlite:${join(dir, 'contacts.db')}`
-  cleanup = () => rm(dir, { recursive: true, force: true })
-}
+const scratch = await scratchDatabase(values.database === 'postgres' ? 'postgres' : 'sqlite', 'contacts-soak')
+const databaseUrl = scratch.url
 
 const setup = openDatabase(databaseUrl)
 await migrateToLatest(setup)
@@ -129,7 +105,7 @@ while (Date.now() < endAt) {
 await Promise.all(inFlight)
 clearInterval(sampler)
 await server.stop()
-await cleanup()
+await scratch.drop()
 
 const firstMinute = samples.filter((s) => s.second <= 60).map((s) => s.rss)
 const lastMinute = samples.filter((s) => s.second >= minutes * 60 - 60).map((s) => s.rss)
