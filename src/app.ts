@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
 import type { DestinationStream } from 'pino'
 import { apiKeyAuth } from './auth/auth.hook.js'
 import type { Config } from './config.js'
@@ -23,6 +23,20 @@ import { countUsers } from './users/users.service.js'
 declare module 'fastify' {
   interface FastifyInstance {
     database: DatabaseHandle
+  }
+}
+
+/**
+ * One access line per request, written when it completes (method, redacted URL, status, time),
+ * instead of Fastify's two: the log is half as costly to write and each line says everything.
+ */
+class AccessLog extends LogController {
+  override incomingRequest() {}
+
+  override requestCompleted(error: Error | null, request: FastifyRequest, reply: FastifyReply) {
+    const line = { req: request, res: { statusCode: reply.statusCode }, responseTime: reply.elapsedTime }
+    if (error) reply.log.error({ ...line, err: error }, 'request errored')
+    else reply.log.info(line, 'request completed')
   }
 }
 
@@ -50,8 +64,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   const app = Fastify({
     logger: loggerOptions(config.logLevel, options.logStream),
-    // One access line per request (written on response, below) instead of Fastify's two.
-    disableRequestLogging: true,
+    logController: new AccessLog(),
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.trustProxy,
     requestTimeout: 30_000,
@@ -66,13 +79,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>()
-
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info(
-      { req: request, res: { statusCode: reply.statusCode }, responseTime: reply.elapsedTime },
-      'request completed',
-    )
-  })
 
   app.decorate('database', database)
   if (ownsDatabase) app.addHook('onClose', async () => database.close())

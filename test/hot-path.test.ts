@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict'
+import { statSync } from 'node:fs'
+import { after, before, describe, test } from 'node:test'
+import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
+import { createContact, updateContact } from '../src/contacts/contacts.service.js'
+import { STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
+import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
+import { BACKENDS } from './helpers/backends.js'
+
+/** What the speed-ups of the hot path must never trade away (not timed: behaviour only). */
+for (const backend of BACKENDS) {
+  describe(`the hot path keeps its promises on ${backend.name}`, { skip: backend.skip }, () => {
+    let t: TestApp
+    let org: TestOrg
+
+    before(async () => {
+      t = await startTestApp(backend)
+      org = await t.createOrg()
+    })
+    after(() => t?.close())
+
+    test('a revoked key is refused on the very next request, even right after it was used', async () => {
+      const victim = await t.createOrg()
+      for (let i = 0; i < 5; i++) {
+        assert.equal((await t.call(victim.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 200)
+      }
+      await revokeApiKey(t.database.db, victim.keyId)
+      assert.equal((await t.call(victim.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 401)
+    })
+
+    test('the prepared statement cache stays bounded however many distinct statements run', async () => {
+      const ids = Array.from(
+        { length: 400 },
+        (_, i) => `0190a5e4-0000-7000-8000-${String(i).padStart(12, '0')}`,
+      )
+      for (let count = 1; count <= ids.length; count++) {
+        // A different number of ids is a different statement text each time.
+        await t.call(org.key, {
+          method: 'DELETE',
+          url: '/api/v1/contact/multiple',
+          payload: { contact_ids: ids.slice(0, count) },
+        })
+      }
+      assert.ok(t.database.statementCacheSize() <= STATEMENT_CACHE_CAPACITY)
+      if (backend.name === 'sqlite') assert.equal(t.database.statementCacheSize(), STATEMENT_CACHE_CAPACITY)
+    })
+
+    if (backend.name === 'sqlite') {
+      test('the SQLite WAL stays under 64 MiB through 200,000 updates', async () => {
+        const principal = { actorId: org.keyId, orgId: org.id, role: 'full_access' as const }
+        const contacts = []
+        for (let i = 0; i < 100; i++)
+          contacts.push(await createContact(t.database.db, principal, { first_name: `W${i}` }))
+        for (let i = 0; i < 200_000; i++) {
+          const contact = contacts[i % contacts.length] as (typeof contacts)[number]
+          await updateContact(t.database.db, principal, contact.id, {
+            last_name: `update ${i}`,
+            user_attributes: { i, padding: 'x'.repeat(200) },
+          })
+        }
+        const wal = statSync(`${t.testDatabase.url.slice('sqlite:'.length)}-wal`).size
+        assert.ok(wal < 64 * 1024 * 1024, `WAL is ${(wal / 1024 / 1024).toFixed(1)} MiB`)
+      })
+    }
+  })
+}
