@@ -12,7 +12,7 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -116,7 +116,9 @@ async function seed(databaseUrl: string) {
   return { orgId: org.id, key, seedRowsPerSecond: Math.round(CONTACTS / seconds) }
 }
 
-function startServer(databaseUrl: string): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+async function startServer(
+  databaseUrl: string,
+): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
   const env = {
     ...process.env,
     DATABASE_URL: databaseUrl,
@@ -127,33 +129,39 @@ function startServer(databaseUrl: string): Promise<{ url: string; pid: number; s
     RATE_LIMIT_PER_KEY: '1000000000',
     RATE_LIMIT_PER_ADDRESS: '1000000000',
   }
+  // The access log goes to a file, as in production: a pipe read by this (busy) process would
+  // make every log write wait for the load generator and measure that instead of the server.
+  const logPath = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.log`)
+  const logFile = openSync(logPath, 'w')
   const command = canPin ? 'taskset' : process.execPath
   const args = canPin ? ['-c', '1', process.execPath, SERVER] : [SERVER]
-  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'inherit'] })
-  return new Promise((resolve, reject) => {
-    let log = ''
-    const onData = (chunk: Buffer) => {
-      log += chunk
-      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(log)
-      if (match?.[1]) {
-        // From now on the access log is read and dropped: it is part of the cost being measured.
-        log = ''
-        child.stdout.off('data', onData)
-        child.stdout.resume()
-        resolve({
-          url: match[1],
-          pid: child.pid as number,
-          stop: () =>
-            new Promise((done) => {
-              child.once('exit', () => done())
-              child.kill('SIGTERM')
-            }),
-        })
+  const child = spawn(command, args, { env, stdio: ['ignore', logFile, 'inherit'] })
+  closeSync(logFile)
+  let exited = false
+  child.once('exit', () => {
+    exited = true
+  })
+  for (let waited = 0; waited < 30_000; waited += 50) {
+    const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(readFileSync(logPath, 'utf8'))
+    if (match?.[1]) {
+      return {
+        url: match[1],
+        pid: child.pid as number,
+        stop: () =>
+          new Promise((done) => {
+            if (exited) return done()
+            child.once('exit', () => {
+              rmSync(logPath, { force: true })
+              done()
+            })
+            child.kill('SIGTERM')
+          }),
       }
     }
-    child.stdout.on('data', onData)
-    child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)))
-  })
+    if (exited) break
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  throw new Error(`the bench server did not start:\n${readFileSync(logPath, 'utf8')}`)
 }
 
 const random = (n: number) => Math.floor(Math.random() * n)
@@ -257,7 +265,7 @@ UPDATE contacts SET first_name = '<string>', last_name = '<string>', email = '<s
   channels = '{}', user_attributes = '{}', last_seen = '2023-11-07T05:31:56Z', last_sent = '2023-11-07T05:31:56Z',
   first_assistant_id = '${SEED_UUID}', last_assistant_id = '${SEED_UUID}', first_widget_id = '${SEED_UUID}',
   last_widget_id = '${SEED_UUID}', custom_fields = '{}', updated_at = now(), version = version + 1
-WHERE org_id = '${orgId}' AND id = ('00000000-0000-7000-8000-' || lpad(to_hex(:n), 12, '0'))::uuid RETURNING *;
+WHERE org_id = '${orgId}' AND id = ('00000000-0000-7000-8000-' || lpad(to_hex((:n)::bigint), 12, '0'))::uuid RETURNING *;
 `,
   )
   const url = new URL(POSTGRES_URL)
@@ -307,49 +315,58 @@ async function benchBackend(backend: 'sqlite' | 'postgres') {
     process.stdout.write(`${backend}: seeding ${CONTACTS} contacts…\n`)
     const { orgId, key, seedRowsPerSecond } = await seed(database.url)
     const server = await startServer(database.url)
-    // Warm-up: every route once, so JIT and statement caches are warm before measuring.
-    for (const scenario of SCENARIOS) await drive(server.url, scenario.request(key), WARMUP_SECONDS)
-    const rounds: Record<string, Measure>[] = []
-    const pgbenchRounds: number[] = []
-    for (let round = 1; round <= ROUNDS; round++) {
-      const measures: Record<string, Measure> = {}
-      for (const scenario of SCENARIOS) {
-        measures[scenario.name] = await drive(server.url, scenario.request(key), SECONDS)
-        process.stdout.write(
-          `${backend} round ${round} ${scenario.name}: ${Math.round(measures[scenario.name]?.rps ?? 0)} req/s\n`,
-        )
-      }
-      if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
-      rounds.push(measures)
-    }
-    const peakRss = peakRssMb(server.pid)
-    await server.stop()
-    const routes = SCENARIOS.map(({ name }) => {
-      const of = (field: keyof Measure) => median(rounds.map((r) => r[name]?.[field] ?? Number.NaN))
-      const ratio = median(rounds.map((r) => (r[name]?.rps ?? 0) / (r.ceiling?.rps ?? 1)))
-      return {
-        route: name,
-        rps: Math.round(of('rps')),
-        p50_ms: of('p50'),
-        p99_ms: of('p99'),
-        max_ms: of('max'),
-        ratio_to_ceiling: Number(ratio.toFixed(3)),
-        errors: rounds.reduce((sum, r) => sum + (r[name]?.errors ?? 0) + (r[name]?.non2xx ?? 0), 0),
-      }
-    })
-    const pgbenchTps = backend === 'postgres' ? Math.round(median(pgbenchRounds)) : null
-    const putRps = routes.find((r) => r.route === 'put')?.rps ?? 0
-    return {
-      backend,
-      contacts: CONTACTS,
-      seed_rows_per_second: seedRowsPerSecond,
-      peak_rss_mb: Number(peakRss.toFixed(1)),
-      pgbench_tps: pgbenchTps,
-      put_to_pgbench: pgbenchTps ? Number((putRps / pgbenchTps).toFixed(3)) : null,
-      routes,
-    }
+    const measured = await measure(backend, database, server, key, orgId).finally(() => server.stop())
+    return { ...measured, seed_rows_per_second: seedRowsPerSecond }
   } finally {
     await database.drop()
+  }
+}
+
+async function measure(
+  backend: 'sqlite' | 'postgres',
+  database: ScratchDatabase,
+  server: { url: string; pid: number },
+  key: string,
+  orgId: string,
+) {
+  // Warm-up: every route once, so JIT and statement caches are warm before measuring.
+  for (const scenario of SCENARIOS) await drive(server.url, scenario.request(key), WARMUP_SECONDS)
+  const rounds: Record<string, Measure>[] = []
+  const pgbenchRounds: number[] = []
+  for (let round = 1; round <= ROUNDS; round++) {
+    const measures: Record<string, Measure> = {}
+    for (const scenario of SCENARIOS) {
+      measures[scenario.name] = await drive(server.url, scenario.request(key), SECONDS)
+      process.stdout.write(
+        `${backend} round ${round} ${scenario.name}: ${Math.round(measures[scenario.name]?.rps ?? 0)} req/s\n`,
+      )
+    }
+    if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
+    rounds.push(measures)
+  }
+  const peakRss = peakRssMb(server.pid)
+  const routes = SCENARIOS.map(({ name }) => {
+    const of = (field: keyof Measure) => median(rounds.map((r) => r[name]?.[field] ?? Number.NaN))
+    const ratio = median(rounds.map((r) => (r[name]?.rps ?? 0) / (r.ceiling?.rps ?? 1)))
+    return {
+      route: name,
+      rps: Math.round(of('rps')),
+      p50_ms: of('p50'),
+      p99_ms: of('p99'),
+      max_ms: of('max'),
+      ratio_to_ceiling: Number(ratio.toFixed(3)),
+      errors: rounds.reduce((sum, r) => sum + (r[name]?.errors ?? 0) + (r[name]?.non2xx ?? 0), 0),
+    }
+  })
+  const pgbenchTps = backend === 'postgres' ? Math.round(median(pgbenchRounds)) : null
+  const putRps = routes.find((r) => r.route === 'put')?.rps ?? 0
+  return {
+    backend,
+    contacts: CONTACTS,
+    peak_rss_mb: Number(peakRss.toFixed(1)),
+    pgbench_tps: pgbenchTps,
+    put_to_pgbench: pgbenchTps ? Number((putRps / pgbenchTps).toFixed(3)) : null,
+    routes,
   }
 }
 

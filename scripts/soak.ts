@@ -48,6 +48,12 @@ const rssMb = () => {
 const headers = { 'x-api-key': key, 'content-type': 'application/json' }
 const ids: string[] = []
 const counts = { sent: 0, ok: 0, failed: 0 }
+/** Why requests failed: an HTTP status, or the client-side error code. */
+const failures: Record<string, number> = {}
+const fail = (reason: string) => {
+  counts.failed += 1
+  failures[reason] = (failures[reason] ?? 0) + 1
+}
 async function oneRequest(n: number) {
   const pick = n % 10
   const id = ids.length ? ids[Math.floor(Math.random() * ids.length)] : undefined
@@ -78,7 +84,7 @@ async function oneRequest(n: number) {
     await response.arrayBuffer()
   }
   if (response.ok) counts.ok += 1
-  else counts.failed += 1
+  else fail(`HTTP ${response.status}`)
 }
 
 const samples: { second: number; rss: number }[] = [{ second: 0, rss: rssMb() }]
@@ -96,8 +102,8 @@ while (Date.now() < endAt) {
   const wait = due - Date.now()
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
   counts.sent += 1
-  const request = oneRequest(n++).catch(() => {
-    counts.failed += 1
+  const request = oneRequest(n++).catch((error: Error & { cause?: { code?: string } }) => {
+    fail(error.cause?.code ?? error.message)
   })
   inFlight.add(request)
   void request.finally(() => inFlight.delete(request))
@@ -118,6 +124,7 @@ const report = {
   requests: counts.sent,
   ok: counts.ok,
   failed: counts.failed,
+  failures,
   rss_mb: {
     start: Number(samples[0]?.rss.toFixed(1)),
     peak: Number(Math.max(...samples.map((s) => s.rss)).toFixed(1)),

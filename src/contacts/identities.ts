@@ -75,19 +75,13 @@ export async function syncIdentities(
   contactId: string,
   desired: readonly Identity[],
 ): Promise<void> {
-  const rows = await trx
-    .selectFrom('contact_identities')
-    .select(['kind', 'value', 'contact_id', 'origin'])
-    .where('org_id', '=', orgId)
-    .where((eb) =>
-      eb.or([
-        eb('contact_id', '=', contactId),
-        ...desired.map((identity) =>
-          eb.and([eb('kind', '=', identity.kind), eb('value', '=', identity.value)]),
-        ),
-      ]),
-    )
-    .execute()
+  // Two indexed lookups rather than one query with an OR across them, which SQLite answers by
+  // scanning every identity of the organization.
+  const [own, holders] = await Promise.all([
+    identitiesHeldBy(trx, orgId, contactId),
+    findIdentityHolders(trx, orgId, desired),
+  ])
+  const rows = [...own.map((row) => ({ ...row, contact_id: contactId })), ...holders]
   const wanted = new Set(desired.map(keyOf))
   const taken = rows.find((row) => row.contact_id !== contactId && wanted.has(keyOf(row)))
   if (taken) throw new IdentityConflictError(taken, taken.contact_id)

@@ -322,12 +322,36 @@ function idempotencyKeys(dialect: DialectName): Migration {
   }
 }
 
+/**
+ * Lists show live contacts newest first: with deleted_at in the index, the filter and the order
+ * come from the index alone, without reading each row to see whether it is in the trash.
+ */
+const liveContactsIndex: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createIndex('contacts_org_live_created_idx')
+      .on('contacts')
+      .columns(['org_id', 'deleted_at', 'created_at', 'id'])
+      .execute()
+    await db.schema.dropIndex('contacts_org_created_idx').execute()
+  },
+  async down(db: Kysely<unknown>) {
+    await db.schema
+      .createIndex('contacts_org_created_idx')
+      .on('contacts')
+      .columns(['org_id', 'created_at', 'id'])
+      .execute()
+    await db.schema.dropIndex('contacts_org_live_created_idx').execute()
+  },
+}
+
 function migrationsFor(dialect: DialectName): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
     '2026-11-27-002-users-and-sessions': atomic(dialect, usersAndSessions(dialect)),
     '2026-11-27-003-identities-trash-merges': atomic(dialect, identitiesTrashAndMerges(dialect)),
     '2026-11-27-004-idempotency-keys': atomic(dialect, idempotencyKeys(dialect)),
+    '2026-11-27-005-live-contacts-index': atomic(dialect, liveContactsIndex),
   }
 }
 

@@ -32,9 +32,15 @@ let orgCounter = 0
 /** The real app, on a fresh database of the backend, with the real migrations. */
 export async function startTestApp(backend: TestBackend, options: { logStream?: DestinationStream } = {}) {
   const testDatabase = await backend.createDatabase()
+  // Suites send thousands of requests a minute with one key; the limits have tests of their own.
   const config = loadConfig(
     {},
-    { databaseUrl: testDatabase.url, logLevel: options.logStream ? 'info' : 'silent' },
+    {
+      databaseUrl: testDatabase.url,
+      logLevel: options.logStream ? 'info' : 'silent',
+      rateLimitPerKey: 1_000_000_000,
+      rateLimitPerAddress: 1_000_000_000,
+    },
   )
   const database = openDatabase(config.databaseUrl, { poolSize: 5 })
   await migrateToLatest(database)
