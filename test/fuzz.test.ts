@@ -161,6 +161,10 @@ for (const backend of BACKENDS) {
       ['DELETE', 'delete custom field', pathId().map((id) => `/api/v1/contact_custom_field/${id}`)],
     ]
 
+    // The state after the last request when it was rejected (unchanged, as asserted), so the next
+    // request needs no snapshot of its own before it; unknown after a success.
+    let current: string | undefined
+
     for (const [method, name, path] of ROUTES) {
       test(`${method} ${name}: no 5xx, errors in the contract's shape, rejected requests change nothing`, async () => {
         await fc.assert(
@@ -176,7 +180,7 @@ for (const backend of BACKENDS) {
               if (type) headers['content-type'] = type
               if (ifMatch) headers['if-match'] = ifMatch
               if (idempotencyKey !== undefined) headers['idempotency-key'] = idempotencyKey
-              const before = await snapshot()
+              const before = current ?? (await snapshot())
               const response = await t.app.inject({
                 method: method as 'GET',
                 url: query ? `${url}?${query}` : url,
@@ -195,7 +199,10 @@ for (const backend of BACKENDS) {
                     )
                   }
                 } else assert.equal(typeof error.detail, 'string', response.body)
-                assert.equal(await snapshot(), before, 'a rejected request changed the database')
+                current = await snapshot()
+                assert.equal(current, before, 'a rejected request changed the database')
+              } else {
+                current = undefined
               }
             },
           ),
