@@ -345,6 +345,30 @@ const liveContactsIndex: Migration = {
   },
 }
 
+/**
+ * A contact's identities are read on every write that touches them. Without statistics SQLite
+ * preferred scanning the organization's slice of the primary key to an index on contact_id that
+ * needed a second lookup per row; an index that covers the query leaves it no such choice.
+ */
+const identitiesByContactIndex: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createIndex('contact_identities_contact_covering_idx')
+      .on('contact_identities')
+      .columns(['org_id', 'contact_id', 'kind', 'value', 'origin'])
+      .execute()
+    await db.schema.dropIndex('contact_identities_contact_idx').execute()
+  },
+  async down(db: Kysely<unknown>) {
+    await db.schema
+      .createIndex('contact_identities_contact_idx')
+      .on('contact_identities')
+      .columns(['org_id', 'contact_id'])
+      .execute()
+    await db.schema.dropIndex('contact_identities_contact_covering_idx').execute()
+  },
+}
+
 function migrationsFor(dialect: DialectName): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -352,6 +376,7 @@ function migrationsFor(dialect: DialectName): Record<string, Migration> {
     '2026-11-27-003-identities-trash-merges': atomic(dialect, identitiesTrashAndMerges(dialect)),
     '2026-11-27-004-idempotency-keys': atomic(dialect, idempotencyKeys(dialect)),
     '2026-11-27-005-live-contacts-index': atomic(dialect, liveContactsIndex),
+    '2026-11-27-006-identities-by-contact-index': atomic(dialect, identitiesByContactIndex),
   }
 }
 
