@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { sql } from 'kysely'
 import { createApiKey } from '../src/api-keys/api-keys.service.js'
+import { SEED_UPDATE_EXAMPLE } from '../src/contacts/contacts.schemas.js'
 import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
@@ -44,21 +45,9 @@ const canPin = spawnSync('taskset', ['--version']).status === 0 && cpus().length
 
 /** Seeded ids are derived from their number, so pgbench can address the same rows. */
 const idOf = (n: number) => `00000000-0000-7000-8000-${n.toString(16).padStart(12, '0')}`
-const SEED_UUID = '3c90c3cc-0d44-4b50-8888-8dd25736052a'
-const PUT_BODY = {
-  first_name: '<string>',
-  last_name: '<string>',
-  email: '<string>',
-  channels: {},
-  user_attributes: {},
-  last_seen: '2023-11-07T05:31:56Z',
-  last_sent: '2023-11-07T05:31:56Z',
-  first_assistant_id: SEED_UUID,
-  last_assistant_id: SEED_UUID,
-  first_widget_id: SEED_UUID,
-  last_widget_id: SEED_UUID,
-  custom_fields: {},
-}
+const SEED_UUID = SEED_UPDATE_EXAMPLE.org_id
+/** The seed's PUT body; org_id left out, since the seed's organization is not the bench's. */
+const { org_id: _seedOrg, ...PUT_BODY } = SEED_UPDATE_EXAMPLE
 
 /** Seeds the organization with contacts (each with an email identity) in large multi-row inserts. */
 async function seed(databaseUrl: string) {
