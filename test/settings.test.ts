@@ -279,6 +279,27 @@ for (const backend of BACKENDS) {
       assert.equal(bobRestore.statusCode, 403)
     })
 
+    test('a person belongs to several organizations, with a role in each, and switches between them', async () => {
+      const alice = await signIn('alice@a.example')
+      const created = await post(alice, '/settings/organizations', {
+        name: `Second ${backend.name}`,
+        _csrf: alice.csrf,
+      })
+      assert.equal(created.statusCode, 303)
+      const inSecond = await get(alice, '/settings/contacts')
+      assert.match(
+        inSecond.body,
+        new RegExp(`<option value="[^"]+" selected>Second ${backend.name}</option>`),
+      )
+      assert.match(inSecond.body, /No contacts on this page/)
+      assert.match((await get(alice, '/settings/organizations')).body, /Second[\s\S]*owner/)
+      const back = await post(alice, '/settings/org', { org_id: orgA.id, _csrf: alice.csrf })
+      assert.equal(back.statusCode, 303)
+      const inFirst = await get(alice, '/settings/contacts')
+      assert.match(inFirst.body, new RegExp(`<option value="${orgA.id}" selected>`))
+      assert.match(inFirst.body, /Alpha/)
+    })
+
     test('pages carry a restrictive content security policy', async () => {
       const page = await get(null, '/settings/login')
       assert.match(page.headers['content-security-policy'] as string, /script-src 'self'/)
