@@ -75,6 +75,12 @@ const sameToken = (a: string, b: string) => {
   return left.length === right.length && timingSafeEqual(left, right)
 }
 
+/** A list page of the Settings pages from `?page=`; anything unreadable is the first page. */
+const pagingOf = (query: { page?: string }) => ({
+  page: Math.max(1, Number.parseInt(query.page ?? '1', 10) || 1),
+  size: CONTACTS_PER_PAGE,
+})
+
 const form = (request: FastifyRequest) => (request.body ?? {}) as Record<string, string | undefined>
 const text = (request: FastifyRequest, name: string) => String(form(request)[name] ?? '').trim()
 
@@ -379,11 +385,7 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, tr
     { config: { section: 'contacts' } },
     async (request, reply) => {
       const page = pageOf(request)
-      const number = Math.max(1, Number.parseInt(request.query.page ?? '1', 10) || 1)
-      const list = await contacts.listContacts(db, page.principal.orgId, {
-        page: number,
-        size: CONTACTS_PER_PAGE,
-      })
+      const list = await contacts.listContacts(db, page.principal.orgId, pagingOf(request.query))
       return send(reply, views.contactsPage(page.chrome, list))
     },
   )
@@ -449,11 +451,7 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, tr
     { config: { section: 'trash' } },
     async (request, reply) => {
       const page = pageOf(request)
-      const number = Math.max(1, Number.parseInt(request.query.page ?? '1', 10) || 1)
-      const trash = await contacts.listTrash(db, page.principal.orgId, {
-        page: number,
-        size: CONTACTS_PER_PAGE,
-      })
+      const trash = await contacts.listTrash(db, page.principal.orgId, pagingOf(request.query))
       const notice = request.query.restored ? 'Restored.' : undefined
       return send(reply, views.trashPage(page.chrome, trash, trashRetentionDays, notice))
     },
@@ -470,7 +468,7 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, tr
         await contacts.restoreContact(db, page.principal.orgId, request.params.id)
       } catch (error) {
         if (!(error instanceof AppError)) throw error
-        const trash = await contacts.listTrash(db, page.principal.orgId, { page: 1, size: CONTACTS_PER_PAGE })
+        const trash = await contacts.listTrash(db, page.principal.orgId, pagingOf({}))
         const message =
           error.code === 'identity_conflict'
             ? 'It cannot be restored: another contact now has its email, phone number or external id.'
