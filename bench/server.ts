@@ -5,7 +5,7 @@
  */
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { openDatabase } from '../src/db/database.js'
+import { databaseOptionsOf, openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 
 const CEILING_BODY = {
@@ -30,7 +30,7 @@ const CEILING_BODY = {
 }
 
 const config = loadConfig()
-const database = openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize })
+const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
 await migrateToLatest(database)
 const app = await buildApp(config, { database })
 app.get('/bench/ceiling', async () => CEILING_BODY)

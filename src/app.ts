@@ -8,10 +8,11 @@ import { apiKeyAuth } from './auth/auth.hook.js'
 import type { Config } from './config.js'
 import { contactRoutes } from './contacts/contacts.routes.js'
 import { customFieldRoutes } from './custom-fields/custom-fields.routes.js'
-import { type DatabaseHandle, openDatabase } from './db/database.js'
+import { type DatabaseHandle, databaseOptionsOf, openDatabase } from './db/database.js'
 import type { ErrorCode } from './errors.js'
 import { healthRoutes } from './health/health.routes.js'
-import { toHttpError } from './http/errors.js'
+import { boundBodyReading } from './http/body-timeout.js'
+import { answerClientError, toHttpError } from './http/errors.js'
 import { registerIdempotency } from './http/idempotency.js'
 import { loggerOptions } from './http/logging.js'
 import { limitByAddress, limitByKey, rateLimitStore } from './http/rate-limits.js'
@@ -60,16 +61,19 @@ and validation errors list each problem as \`{"loc", "msg", "type"}\` in \`detai
  */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const ownsDatabase = options.database === undefined
-  const database = options.database ?? openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize })
+  const database = options.database ?? openDatabase(config.databaseUrl, databaseOptionsOf(config))
 
   const app = Fastify({
     logger: loggerOptions(config.logLevel, options.logStream),
     logController: new AccessLog(),
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.trustProxy,
-    requestTimeout: 30_000,
-    connectionTimeout: 60_000,
-    keepAliveTimeout: 72_000,
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    // Node checks request timeouts on this tick (30 s by default), which would let a slow client
+    // hold a connection up to 30 s past its limit.
+    http: { connectionsCheckingInterval: Math.min(1_000, config.requestTimeoutMs) },
+    clientErrorHandler: answerClientError,
     return503OnClosing: true,
     // Errors the router raises before any route runs (a malformed URL, a parameter too long) get
     // the same shape as every other error.
@@ -98,8 +102,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = toHttpError(error)
     if (status >= 500) request.log.error({ err: error }, 'request failed')
+    // The database is saturated or slow, not broken: tell well-behaved clients when to come back.
+    if (status === 503) reply.header('retry-after', '1')
     return reply.code(status).send(body)
   })
+  boundBodyReading(app, config.requestTimeoutMs)
   app.setNotFoundHandler((_request, reply) =>
     reply.code(404).send({ detail: 'Not Found', code: 'route_not_found' satisfies ErrorCode }),
   )

@@ -11,6 +11,14 @@ export const ConfigSchema = Type.Object({
   port: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),
   databaseUrl: Type.String({ minLength: 1, default: 'sqlite:./data/contacts.db' }),
   databasePoolSize: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+  /** Longest a statement may run (PostgreSQL) or wait for another process's lock (SQLite). */
+  databaseStatementTimeoutMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 15_000 }),
+  /** Longest a request waits for a free pooled connection before it is answered 503. */
+  databasePoolTimeoutMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 5_000 }),
+  /** Longest a client may take to send a whole request (headers and body) before it gets 408. */
+  requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 30_000 }),
+  /** How long an idle keep-alive connection is kept open. */
+  keepAliveTimeoutMs: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 72_000 }),
   logLevel: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' },
@@ -33,6 +41,10 @@ const ENVIRONMENT_KEYS = {
   PORT: 'port',
   DATABASE_URL: 'databaseUrl',
   DATABASE_POOL_SIZE: 'databasePoolSize',
+  DATABASE_STATEMENT_TIMEOUT_MS: 'databaseStatementTimeoutMs',
+  DATABASE_POOL_TIMEOUT_MS: 'databasePoolTimeoutMs',
+  REQUEST_TIMEOUT_MS: 'requestTimeoutMs',
+  KEEP_ALIVE_TIMEOUT_MS: 'keepAliveTimeoutMs',
   LOG_LEVEL: 'logLevel',
   BODY_LIMIT_BYTES: 'bodyLimitBytes',
   TRUST_PROXY: 'trustProxy',

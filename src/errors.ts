@@ -48,6 +48,10 @@ export const ERROR_CATALOGUE = {
     status: 422,
     description: 'This Idempotency-Key was used with a different request in the last 24 hours.',
   },
+  invalid_cursor: {
+    status: 422,
+    description: 'The cursor was altered, or belongs to another query (other filters or sort).',
+  },
   rate_limited: { status: 429, description: 'Too many requests; wait for the time in Retry-After.' },
   uri_too_long: { status: 414, description: 'A path parameter is longer than any id can be.' },
   payload_too_large: { status: 413, description: 'The request body exceeds the size limit.' },
@@ -55,6 +59,15 @@ export const ERROR_CATALOGUE = {
   internal_error: { status: 500, description: 'An unexpected error; details are in the server log only.' },
   database_timeout: { status: 503, description: 'The database took too long to answer; retry later.' },
   database_unavailable: { status: 503, description: 'The database could not be reached; retry later.' },
+  database_busy: {
+    status: 503,
+    description: 'Every database connection stayed in use for the whole wait; retry shortly.',
+  },
+  request_timeout: {
+    status: 408,
+    description: 'The client took longer than the request timeout to send the whole request.',
+  },
+  headers_too_large: { status: 431, description: 'The request headers exceed the size limit.' },
 } as const satisfies Record<string, { status: number; description: string }>
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE
@@ -89,7 +102,7 @@ export class AppError extends Error {
 export class ValidationFailedError extends AppError {
   constructor(
     readonly issues: ValidationIssue[],
-    code: 'validation_failed' | 'idempotency_key_reused' = 'validation_failed',
+    code: 'validation_failed' | 'idempotency_key_reused' | 'invalid_cursor' = 'validation_failed',
   ) {
     super(code, issues[0]?.msg ?? 'Validation failed')
   }

@@ -2,7 +2,7 @@ import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import type { Config } from './config.js'
 import { purgeTrash } from './contacts/contacts.service.js'
-import { openDatabase } from './db/database.js'
+import { databaseOptionsOf, openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
 
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
@@ -12,7 +12,7 @@ const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
  * accepting, lets in-flight requests finish (bounded) and closes the database.
  */
 export async function startServer(config: Config): Promise<void> {
-  const database = openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize })
+  const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
   try {
     await migrateToLatest(database)
   } catch (error) {

@@ -5,12 +5,17 @@ export async function insertApiKey(db: Kysely<Database>, row: InsertableApiKeyRo
   await db.insertInto('api_keys').values(row).execute()
 }
 
-/** The per-request lookup: only what authorization needs, by the unique hash index. */
-export async function findApiKeyByHash(db: Kysely<Database>, keyHash: string) {
+/**
+ * The per-request lookup: only what authorization needs, by the unique hash index. A revoked key
+ * is filtered out by the query itself, so it costs exactly what an unknown key costs: one
+ * statement that finds nothing.
+ */
+export async function findActiveApiKeyByHash(db: Kysely<Database>, keyHash: string) {
   return db
     .selectFrom('api_keys')
-    .select(['id', 'org_id', 'role', 'key_hash', 'revoked_at', 'last_used_at'])
+    .select(['id', 'org_id', 'role', 'key_hash', 'last_used_at'])
     .where('key_hash', '=', keyHash)
+    .where('revoked_at', 'is', null)
     .executeTakeFirst()
 }
 

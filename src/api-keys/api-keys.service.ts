@@ -128,8 +128,8 @@ const LAST_USED_RESOLUTION_MS = 60_000
 export async function authenticateApiKey(db: Kysely<Database>, presented: string): Promise<Principal | null> {
   if (!API_KEY_PATTERN.test(presented)) return null
   const hash = hashApiKey(presented)
-  const row = await apiKeys.findApiKeyByHash(db, hash)
-  if (!row || !hashesMatch(row.key_hash, hash) || row.revoked_at !== null) return null
+  const row = await apiKeys.findActiveApiKeyByHash(db, hash)
+  if (!row || !hashesMatch(row.key_hash, hash)) return null
   const now = Date.now()
   const lastUsed = row.last_used_at === null ? 0 : new Date(row.last_used_at).getTime()
   if (now - lastUsed > LAST_USED_RESOLUTION_MS) {

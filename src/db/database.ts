@@ -68,14 +68,33 @@ function withStatementCache(database: BetterSqlite3.Database, capacity: number) 
   return { wrapped, size: () => cache.size }
 }
 
-function openSqlite(path: string): DatabaseHandle {
+export interface DatabaseOptions {
+  /** PostgreSQL connections kept at most. */
+  poolSize?: number
+  /** PostgreSQL's statement_timeout; on SQLite, the wait for another process's lock. */
+  statementTimeoutMs?: number
+  /** Wait for a free PostgreSQL connection before giving up. */
+  poolTimeoutMs?: number
+}
+
+/**
+ * better-sqlite3 waits for a lock synchronously, stalling every request of the process, so the
+ * wait stays short whatever the statement timeout says.
+ */
+const SQLITE_BUSY_TIMEOUT_CAP_MS = 5_000
+
+function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
   const database = new BetterSqlite3(path)
   // WAL with synchronous=NORMAL: a committed transaction survives a crash of the process (the
   // durability the contract promises); only a power loss may drop the last commits.
   database.pragma('journal_mode = WAL')
   database.pragma('synchronous = NORMAL')
-  database.pragma('busy_timeout = 5000')
+  const busyTimeout = Math.min(
+    options.statementTimeoutMs ?? SQLITE_BUSY_TIMEOUT_CAP_MS,
+    SQLITE_BUSY_TIMEOUT_CAP_MS,
+  )
+  database.pragma(`busy_timeout = ${busyTimeout}`)
   database.pragma('foreign_keys = ON')
   database.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
   const cache = withStatementCache(database, STATEMENT_CACHE_CAPACITY)
@@ -92,13 +111,14 @@ function openSqlite(path: string): DatabaseHandle {
   }
 }
 
-function openPostgres(connectionString: string, poolSize: number): DatabaseHandle {
+function openPostgres(connectionString: string, options: DatabaseOptions): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString,
-    max: poolSize,
-    connectionTimeoutMillis: 10_000,
-    // A statement that runs away must not hold a connection (and the request) forever.
-    statement_timeout: 30_000,
+    max: options.poolSize ?? 10,
+    connectionTimeoutMillis: options.poolTimeoutMs ?? 5_000,
+    // A statement that runs away (or waits on a lock) must not hold a connection, and the
+    // request, forever.
+    statement_timeout: options.statementTimeoutMs ?? 15_000,
   })
   // Without a listener an idle client's error (for example the server restarting) kills the process.
   pool.on('error', () => {})
@@ -113,9 +133,22 @@ function openPostgres(connectionString: string, poolSize: number): DatabaseHandl
   }
 }
 
-export function openDatabase(databaseUrl: string, options: { poolSize?: number } = {}): DatabaseHandle {
+export function openDatabase(databaseUrl: string, options: DatabaseOptions = {}): DatabaseHandle {
   const location = parseDatabaseUrl(databaseUrl)
   return location.dialect === 'sqlite'
-    ? openSqlite(location.path)
-    : openPostgres(location.connectionString, options.poolSize ?? 10)
+    ? openSqlite(location.path, options)
+    : openPostgres(location.connectionString, options)
+}
+
+/** The database settings of a service configuration. */
+export function databaseOptionsOf(config: {
+  databasePoolSize: number
+  databaseStatementTimeoutMs: number
+  databasePoolTimeoutMs: number
+}): DatabaseOptions {
+  return {
+    poolSize: config.databasePoolSize,
+    statementTimeoutMs: config.databaseStatementTimeoutMs,
+    poolTimeoutMs: config.databasePoolTimeoutMs,
+  }
 }

@@ -16,21 +16,23 @@ const UNAVAILABLE_CODES = new Set([
   '57P01', // admin_shutdown
   '57P03', // cannot_connect_now
   '53300', // too_many_connections
-  'SQLITE_BUSY',
   'SQLITE_LOCKED',
 ])
 
-/** PostgreSQL's statement_timeout (57014, query_canceled) or a lock wait that gave up. */
+/** PostgreSQL's statement_timeout (57014, query_canceled) or a lock wait that gave up, on either backend. */
 export function isDatabaseTimeout(error: unknown): boolean {
   const code = codeOf(error)
-  return code === '57014' || code === '55P03'
+  // SQLITE_BUSY: another process held the write lock for the whole busy timeout.
+  return code === '57014' || code === '55P03' || code === 'SQLITE_BUSY'
+}
+
+/** node-postgres gave up waiting for a free connection of the pool. */
+export function isPoolExhausted(error: unknown): boolean {
+  return error instanceof Error && /timeout exceeded when trying to connect/i.test(error.message)
 }
 
 export function isDatabaseUnavailable(error: unknown): boolean {
   const code = codeOf(error)
   if (code !== undefined && UNAVAILABLE_CODES.has(code)) return true
-  return (
-    error instanceof Error &&
-    /timeout exceeded when trying to connect|Connection terminated/i.test(error.message)
-  )
+  return error instanceof Error && /Connection terminated/i.test(error.message)
 }

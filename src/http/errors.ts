@@ -1,5 +1,7 @@
+import { STATUS_CODES } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { FastifyError } from 'fastify'
-import { isDatabaseTimeout, isDatabaseUnavailable, isUniqueViolation } from '../db/errors.js'
+import { isDatabaseTimeout, isDatabaseUnavailable, isPoolExhausted, isUniqueViolation } from '../db/errors.js'
 import {
   AppError,
   ERROR_CATALOGUE,
@@ -71,6 +73,8 @@ export function toHttpError(error: unknown): HttpError {
     return invalid([{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }])
   }
   if (isUniqueViolation(error)) return fail('conflict', 'The change conflicts with existing data')
+  if (isPoolExhausted(error))
+    return fail('database_busy', 'Every database connection is in use; retry shortly')
   if (isDatabaseTimeout(error))
     return fail('database_timeout', 'The database took too long to answer; retry later')
   if (isDatabaseUnavailable(error))
@@ -90,4 +94,25 @@ function dedupe(issues: ValidationIssue[]): ValidationIssue[] {
     seen.add(key)
     return true
   })
+}
+
+/**
+ * Answers a connection-level failure (no request object exists yet) with the same error shape as
+ * every other answer, then closes the connection, as Node does by default.
+ */
+export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex) {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return
+  const { status, body } =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? fail('request_timeout', 'The request was not received in time')
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? fail('headers_too_large', 'The request headers are too large')
+        : fail('bad_request', 'The request is not valid HTTP')
+  const json = JSON.stringify(body)
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(json)}\r\nConnection: close\r\n\r\n${json}`,
+    )
+  }
+  socket.destroy(error)
 }

@@ -2,8 +2,8 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import type { DestinationStream } from 'pino'
 import * as apiKeys from '../../src/api-keys/api-keys.service.js'
 import { buildApp } from '../../src/app.js'
-import { loadConfig } from '../../src/config.js'
-import { type DatabaseHandle, openDatabase } from '../../src/db/database.js'
+import { type Config, loadConfig } from '../../src/config.js'
+import { type DatabaseHandle, databaseOptionsOf, openDatabase } from '../../src/db/database.js'
 import { migrateToLatest } from '../../src/db/migrations.js'
 import * as organizations from '../../src/organizations/organizations.service.js'
 import type { TestBackend, TestDatabase } from './backends.js'
@@ -30,7 +30,10 @@ export interface TestApp {
 let orgCounter = 0
 
 /** The real app, on a fresh database of the backend, with the real migrations. */
-export async function startTestApp(backend: TestBackend, options: { logStream?: DestinationStream } = {}) {
+export async function startTestApp(
+  backend: TestBackend,
+  options: { logStream?: DestinationStream; config?: Partial<Config> } = {},
+) {
   const testDatabase = await backend.createDatabase()
   // Suites send thousands of requests a minute with one key; the limits have tests of their own.
   const config = loadConfig(
@@ -40,11 +43,13 @@ export async function startTestApp(backend: TestBackend, options: { logStream?: 
       logLevel: options.logStream ? 'info' : 'silent',
       rateLimitPerKey: 1_000_000_000,
       rateLimitPerAddress: 1_000_000_000,
+      databasePoolSize: 5,
+      ...options.config,
     },
   )
-  const database = openDatabase(config.databaseUrl, { poolSize: 5 })
+  const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
   await migrateToLatest(database)
-  const app = await buildApp(config, { database, ...options })
+  const app = await buildApp(config, { database, logStream: options.logStream })
   await app.ready()
 
   const testApp: TestApp = {
