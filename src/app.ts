@@ -7,6 +7,7 @@ import type { DestinationStream } from 'pino'
 import { apiKeyAuth } from './auth/auth.hook.js'
 import type { Config } from './config.js'
 import { contactRoutes } from './contacts/contacts.routes.js'
+import { cursorCodecOnce } from './contacts/cursor.js'
 import { customFieldRoutes } from './custom-fields/custom-fields.routes.js'
 import { type DatabaseHandle, databaseOptionsOf, openDatabase } from './db/database.js'
 import type { ErrorCode } from './errors.js'
@@ -154,7 +155,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         await limitByKey(authenticated, config, redis)
         authenticated.addHook('onRequest', apiKeyAuth(database.db))
         registerIdempotency(authenticated, database.db)
-        await authenticated.register(contactRoutes, { db: database.db })
+        await authenticated.register(contactRoutes, {
+          db: database.db,
+          engine: { db: database.db, dialect: database.dialect, cursors: cursorCodecOnce(database.db) },
+        })
         await authenticated.register(customFieldRoutes, { db: database.db })
       })
     },

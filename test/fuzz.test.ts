@@ -66,8 +66,56 @@ const CONTACT_FIELDS = [
 ]
 const contactLike = fc.dictionary(fc.constantFrom(...CONTACT_FIELDS), fieldValue, { maxKeys: 6 })
 
+const filterLike = fc.letrec<{ node: unknown }>((tie) => ({
+  node: fc.oneof(
+    { depthSize: 'small' },
+    fc.record(
+      {
+        field: fc.constantFrom(
+          'first_name',
+          'email',
+          'phone',
+          'id',
+          'last_seen',
+          'custom_fields.x',
+          'user_attributes."',
+          'nope',
+        ),
+        op: fc.constantFrom(
+          'eq',
+          'neq',
+          'in',
+          'nin',
+          'gt',
+          'lte',
+          'contains',
+          'starts_with',
+          'exists',
+          'like',
+        ),
+        value: fc.oneof(fieldValue, fc.array(fieldValue, { maxLength: 3 })),
+      },
+      { requiredKeys: [] },
+    ),
+    fc.record({ and: fc.array(tie('node'), { maxLength: 3 }) }),
+    fc.record({ or: fc.array(tie('node'), { maxLength: 3 }) }),
+    fc.record({ not: tie('node') }),
+  ),
+})).node
+const searchLike = fc.record(
+  {
+    filter: filterLike,
+    q: fc.string({ maxLength: 10 }),
+    sort: fc.constantFrom('-created_at', 'first_name,-id', 'nope', '', '-last_seen,email'),
+    limit: fc.oneof(fc.integer({ min: -1, max: 1001 }), fc.string({ maxLength: 3 })),
+    cursor: fc.string({ maxLength: 30 }),
+  },
+  { requiredKeys: [] },
+)
+
 const body = fc.oneof(
   contactLike.map((value) => JSON.stringify(value)),
+  searchLike.map((value) => JSON.stringify(value)),
   fc.jsonValue({ maxDepth: 4 }).map((value) => JSON.stringify(value)),
   fc.string({ maxLength: 60 }),
   fc.constantFrom('', '{', '{"first_name":', 'null', '[]', '{"a":1}}', '\u0000', '{"__proto__":{"x":1}}'),
@@ -97,6 +145,15 @@ const queryString = fc
       'q',
       'x',
       'api_key',
+      'sort',
+      'limit',
+      'cursor',
+      'phone',
+      'created_after',
+      'first_widget_id',
+      'custom_fields.plan',
+      'custom_fields.score[gt]',
+      'user_attributes.a"b',
     ),
     fc.oneof(
       fc.string({ maxLength: 20 }),
@@ -150,6 +207,7 @@ for (const backend of BACKENDS) {
       ['DELETE', 'delete', pathId().map((id) => `/api/v1/contact/${id}`)],
       ['DELETE', 'bulk delete', fc.constant('/api/v1/contact/multiple')],
       ['POST', 'upsert', fc.constant('/api/v1/contact/upsert')],
+      ['POST', 'search', fc.constant('/api/v1/contact/search')],
       ['POST', 'batch upsert', fc.constant('/api/v1/contact/batch/upsert')],
       ['POST', 'merge', fc.constant('/api/v1/contact/merge')],
       ['GET', 'duplicates', pathId().map((id) => `/api/v1/contact/${id}/duplicates`)],

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
+import { withSearchColumns } from './search-document.js'
 
 /** A live contact: not in the trash. */
 export async function findContactById(db: Kysely<Database>, orgId: string, id: string) {
@@ -80,7 +81,7 @@ export async function countTrash(db: Kysely<Database>, orgId: string): Promise<n
 }
 
 export async function insertContact(db: Kysely<Database>, row: InsertableContactRow): Promise<ContactRow> {
-  return db.insertInto('contacts').values(row).returningAll().executeTakeFirstOrThrow()
+  return db.insertInto('contacts').values(withSearchColumns(row)).returningAll().executeTakeFirstOrThrow()
 }
 
 /** Updates a live contact. */
@@ -92,7 +93,7 @@ export async function updateContact(
 ): Promise<ContactRow | undefined> {
   return db
     .updateTable('contacts')
-    .set((eb) => ({ ...changes, version: eb('version', '+', 1) }))
+    .set((eb) => ({ ...withSearchColumns(changes), version: eb('version', '+', 1) }))
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .where('deleted_at', 'is', null)
@@ -174,7 +175,7 @@ export async function updateContactAtVersion(
 ): Promise<ContactRow | undefined> {
   return db
     .updateTable('contacts')
-    .set((eb) => ({ ...changes, version: eb('version', '+', 1) }))
+    .set((eb) => ({ ...withSearchColumns(changes), version: eb('version', '+', 1) }))
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .where('version', '=', version)

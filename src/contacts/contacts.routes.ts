@@ -4,6 +4,7 @@ import type { FastifyReply } from 'fastify'
 import type { Kysely } from 'kysely'
 import { principalOf } from '../auth/auth.hook.js'
 import type { Database } from '../db/schema.js'
+import { ValidationFailedError } from '../errors.js'
 import { etagOf, parseIfMatch } from '../http/etag.js'
 import { Envelope, envelope, errorResponses, Page, PaginationQuery } from '../shared/schemas.js'
 import { batchUpsert } from './batch.service.js'
@@ -27,6 +28,14 @@ import {
 import type { VersionedContact } from './contacts.service.js'
 import * as contacts from './contacts.service.js'
 import { findDuplicates, mergeContacts } from './merge.service.js'
+import { ContactCursorPage, ContactListResult, ListQuery, SearchBody } from './search.schemas.js'
+import {
+  listContactsPage,
+  QUERY_ORIGINS,
+  type SearchEngine,
+  searchContacts,
+  searchFromQuery,
+} from './search.service.js'
 
 const tags = ['Contacts']
 
@@ -42,7 +51,12 @@ function sendContact(
 const listDescription =
   "Contacts of the API key's organization, newest first. `page` past the end gives empty `items`; `next_page` and `previous_page` are null at the ends."
 
-export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = async (app, { db }) => {
+const SEARCH_DESCRIPTION = `Finds contacts with a filter that a query string cannot express: nested \`and\`, \`or\` and \`not\` over conditions \`{"field", "op", "value"}\` with the operators \`eq neq in nin gt gte lt lte contains starts_with exists\`, on every standard field and on \`custom_fields.<name>\`, \`user_attributes.<name>\` and \`channels.<name>\`. Text compares by code point (case-sensitive) except \`email\` (case-insensitive) and \`q\` (case-insensitive over names, email and channel values); \`phone\` compares in E.164; JSON values compare by their JSON type; a missing value matches only \`neq\`, \`nin\` and \`exists: false\`. Results come a page at a time: pass \`next_cursor\` back as \`cursor\` with the same filter and sort. Filters nest at most 8 levels and hold at most 100 conditions.`
+
+export const contactRoutes: FastifyPluginAsyncTypebox<{
+  db: Kysely<Database>
+  engine: SearchEngine
+}> = async (app, { db, engine }) => {
   for (const [path, operationId, summary] of [
     ['/contact', 'read_contacts_api_v1_contact_get', 'List contacts'],
     [
@@ -59,14 +73,61 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> 
           operationId,
           summary,
           description: listDescription,
-          querystring: PaginationQuery,
-          response: { 200: Envelope(Page(Contact), 'retrieved'), ...errorResponses(401, 422) },
+          querystring: ListQuery,
+          response: { 200: Envelope(ContactListResult, 'retrieved'), ...errorResponses(401, 422) },
         },
       },
-      async (request) =>
-        envelope('retrieved', await contacts.listContacts(db, principalOf(request).orgId, request.query)),
+      async (request) => {
+        const { orgId } = principalOf(request)
+        const query = request.query
+        const search = await searchFromQuery(db, orgId, query)
+        if (query.cursor === undefined && query.limit === undefined) {
+          return envelope(
+            'retrieved',
+            await listContactsPage(engine, orgId, {
+              ...search,
+              page: query.page ?? 1,
+              size: query.size ?? 50,
+            }),
+          )
+        }
+        if (query.page !== undefined || query.size !== undefined) {
+          throw new ValidationFailedError([
+            {
+              loc: ['query', query.page !== undefined ? 'page' : 'size'],
+              msg: 'page and size cannot be combined with limit or cursor',
+              type: 'value_error',
+            },
+          ])
+        }
+        return envelope(
+          'retrieved',
+          await searchContacts(
+            engine,
+            orgId,
+            { ...search, limit: query.limit, cursor: query.cursor },
+            QUERY_ORIGINS,
+          ),
+        )
+      },
     )
   }
+
+  app.post(
+    '/contact/search',
+    {
+      schema: {
+        tags,
+        operationId: 'search_contacts_api_v1_contact_search_post',
+        summary: 'Search contacts',
+        description: SEARCH_DESCRIPTION,
+        body: SearchBody,
+        response: { 200: Envelope(ContactCursorPage, 'retrieved'), ...errorResponses(401, 413, 422) },
+      },
+    },
+    async (request) =>
+      envelope('retrieved', await searchContacts(engine, principalOf(request).orgId, request.body)),
+  )
 
   app.post(
     '/contact',

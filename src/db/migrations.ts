@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import {
   type CreateTableBuilder,
   type Kysely,
@@ -7,7 +8,9 @@ import {
   Migrator,
   sql,
 } from 'kysely'
+import { searchDocument, withSearchColumns } from '../contacts/search-document.js'
 import type { DatabaseHandle, DialectName } from './database.js'
+import type { Database } from './schema.js'
 
 /**
  * The same migrations run on both backends. Column types differ only where the backends have a
@@ -369,7 +372,111 @@ const identitiesByContactIndex: Migration = {
   },
 }
 
-function migrationsFor(dialect: DialectName): Record<string, Migration> {
+/**
+ * Search (GET /contact filters and POST /contact/search). The `q` search reads folded copies of
+ * the names and channel values, written by the service, so both backends agree on case and
+ * Unicode. On PostgreSQL a trigram index (pg_trgm) over the search text answers substring
+ * searches without a scan, with org_id leading it (btree_gin); a jsonb_path_ops index answers
+ * custom field and user attribute equality. SQLite has no substring index in core (FTS5's trigram
+ * tokenizer needs a table kept in step by triggers on the hot write path), so there `q` filters
+ * the organization's contacts in index order and stops at a full page.
+ */
+function searchIndexes(dialect: DialectName, extensionSchema: string | null): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      for (const column of ['first_name_folded', 'last_name_folded', 'channels_folded']) {
+        await db.schema.alterTable('contacts').addColumn(column, 'text').execute()
+      }
+      await backfillSearchColumns(db)
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('service_secrets')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('value', 'text', (c) => c.notNull()),
+      ).execute()
+      // Made here rather than on first use, so that reading a list never writes to the database.
+      await (db as unknown as Kysely<Database>)
+        .insertInto('service_secrets')
+        .values({ name: 'cursor_signing_key', value: randomBytes(32).toString('base64url') })
+        .execute()
+      await db.schema
+        .createIndex('contacts_org_external_id_idx')
+        .on('contacts')
+        .columns(['org_id', 'external_id'])
+        .execute()
+      if (dialect !== 'postgres' || extensionSchema === null) return
+      const trigramOps = sql.raw(`"${extensionSchema}".gin_trgm_ops`)
+      await sql`create index contacts_org_search_trgm_idx on contacts using gin (org_id, ${searchDocument()} ${trigramOps})`.execute(
+        db,
+      )
+      for (const column of ['custom_fields', 'user_attributes']) {
+        await sql`create index ${sql.raw(`contacts_org_${column}_idx`)} on contacts using gin (org_id, ${sql.ref(column)} jsonb_path_ops)`.execute(
+          db,
+        )
+      }
+    },
+  }
+}
+
+/** Fills the folded columns of contacts written before they existed, a batch at a time. */
+async function backfillSearchColumns(db: Kysely<unknown>) {
+  const contacts = db as unknown as Kysely<Database>
+  let after: { org_id: string; id: string } | undefined
+  for (;;) {
+    let query = contacts
+      .selectFrom('contacts')
+      .select(['org_id', 'id', 'first_name', 'last_name', 'channels'])
+      .orderBy('org_id')
+      .orderBy('id')
+      .limit(1000)
+    if (after) {
+      const { org_id, id } = after
+      query = query.where((eb) => eb(eb.refTuple('org_id', 'id'), '>', eb.tuple(org_id, id)))
+    }
+    const rows = await query.execute()
+    for (const row of rows) {
+      const { first_name_folded, last_name_folded, channels_folded } = withSearchColumns({
+        first_name: row.first_name,
+        last_name: row.last_name,
+        channels: typeof row.channels === 'string' ? row.channels : JSON.stringify(row.channels),
+      })
+      await contacts
+        .updateTable('contacts')
+        .set({ first_name_folded, last_name_folded, channels_folded })
+        .where('org_id', '=', row.org_id)
+        .where('id', '=', row.id)
+        .execute()
+    }
+    after = rows.at(-1)
+    if (!after) return
+  }
+}
+
+/**
+ * The extensions the search indexes use, installed where the database allows it. Installing
+ * them needs the CREATE privilege on the database; without it search still works, by scanning.
+ * Returns the schema that holds pg_trgm, or null when it is not installed.
+ */
+async function ensureSearchExtensions(handle: DatabaseHandle): Promise<string | null> {
+  if (handle.dialect !== 'postgres') return null
+  for (const extension of ['pg_trgm', 'btree_gin']) {
+    try {
+      await sql`create extension if not exists ${sql.raw(extension)} with schema public`.execute(handle.db)
+    } catch {
+      // Another installation created it at the same moment, or this role may not: either way
+      // the query below tells what there is.
+    }
+  }
+  const { rows } = await sql<{ schema: string }>`
+    select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+    where e.extname = 'pg_trgm' and exists (select 1 from pg_extension where extname = 'btree_gin')`.execute(
+    handle.db,
+  )
+  return rows[0]?.schema ?? null
+}
+
+function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
     '2026-11-27-002-users-and-sessions': atomic(dialect, usersAndSessions(dialect)),
@@ -377,6 +484,7 @@ function migrationsFor(dialect: DialectName): Record<string, Migration> {
     '2026-11-27-004-idempotency-keys': atomic(dialect, idempotencyKeys(dialect)),
     '2026-11-27-005-live-contacts-index': atomic(dialect, liveContactsIndex),
     '2026-11-27-006-identities-by-contact-index': atomic(dialect, identitiesByContactIndex),
+    '2026-11-27-007-search': atomic(dialect, searchIndexes(dialect, extensionSchema)),
   }
 }
 
@@ -386,7 +494,10 @@ function migrationsFor(dialect: DialectName): Record<string, Migration> {
  * creating its own. On PostgreSQL the migrations therefore live in the connection's current schema.
  */
 async function migratorFor(handle: DatabaseHandle): Promise<Migrator> {
-  const provider: MigrationProvider = { getMigrations: async () => migrationsFor(handle.dialect) }
+  const extensionSchema = await ensureSearchExtensions(handle)
+  const provider: MigrationProvider = {
+    getMigrations: async () => migrationsFor(handle.dialect, extensionSchema),
+  }
   if (handle.dialect !== 'postgres') return new Migrator({ db: handle.db, provider })
   const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(handle.db)
   const schema = rows[0]?.schema

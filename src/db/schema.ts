@@ -40,6 +40,10 @@ export interface ContactTable {
   email: string | null
   /** lower-cased email, computed in code so both backends agree on what "the same email" is. */
   email_normalized: string | null
+  /** Folded copies of the fields the `q` search reads (see contacts/search-document.ts). */
+  first_name_folded: ColumnType<string | null, string | null | undefined, string | null>
+  last_name_folded: ColumnType<string | null, string | null | undefined, string | null>
+  channels_folded: ColumnType<string | null, string | null | undefined, string | null>
   external_id: string | null
   channels: JsonObjectColumn
   user_attributes: JsonObjectColumn
@@ -112,6 +116,12 @@ export interface SessionTable {
   expires_at: Timestamp
 }
 
+/** Secrets the service makes for itself (not tenant data), shared by every process. */
+export interface ServiceSecretTable {
+  name: string
+  value: string
+}
+
 export interface IdempotencyKeyTable {
   org_id: string
   key: string
@@ -125,6 +135,7 @@ export interface Database {
   organizations: OrganizationTable
   api_keys: ApiKeyTable
   contacts: ContactTable
+  service_secrets: ServiceSecretTable
   contact_custom_fields: CustomFieldTable
   contact_identities: ContactIdentityTable
   contact_merges: ContactMergeTable

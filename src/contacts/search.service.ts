@@ -1,0 +1,279 @@
+import type { Kysely, SelectQueryBuilder } from 'kysely'
+import type { DialectName } from '../db/database.js'
+import type { CustomFieldType, Database } from '../db/schema.js'
+import { ValidationFailedError, type ValidationIssue } from '../errors.js'
+import { type PageOf, pageOf } from '../shared/schemas.js'
+import type { Contact } from './contacts.schemas.js'
+import { toContact } from './contacts.service.js'
+import { type CursorCodec, type CursorValue, InvalidCursorError, queryKeyOf } from './cursor.js'
+import {
+  afterCursor,
+  compileFilter,
+  compileTextSearch,
+  cursorValuesOf,
+  orderByClauses,
+  parseSort,
+  type SearchContext,
+  type SortKey,
+} from './search.compiler.js'
+import type { Filter, FilterCondition, FilterOperator, ListQuery } from './search.schemas.js'
+
+export interface Search {
+  filter?: Filter
+  q?: string
+  sort?: string
+}
+
+export interface SearchEngine {
+  db: Kysely<Database>
+  dialect: DialectName
+  cursors: () => Promise<CursorCodec>
+}
+
+export interface CursorPageOf<T> {
+  items: T[]
+  limit: number
+  next_cursor: string | null
+}
+
+/** Where each part of a search came from, for 422s that point at the right parameter. */
+interface Origins {
+  filter: (string | number)[]
+  q: (string | number)[]
+  sort: (string | number)[]
+  cursor: (string | number)[]
+}
+
+const BODY_ORIGINS: Origins = {
+  filter: ['body', 'filter'],
+  q: ['body', 'q'],
+  sort: ['body', 'sort'],
+  cursor: ['body', 'cursor'],
+}
+export const QUERY_ORIGINS: Origins = {
+  filter: ['query'],
+  q: ['query', 'q'],
+  sort: ['query', 'sort'],
+  cursor: ['query', 'cursor'],
+}
+
+function mentionsCustomFields(filter: Filter | undefined): boolean {
+  if (!filter) return false
+  if ('and' in filter) return filter.and.some(mentionsCustomFields)
+  if ('or' in filter) return filter.or.some(mentionsCustomFields)
+  if ('not' in filter) return mentionsCustomFields(filter.not)
+  return filter.field.startsWith('custom_fields.')
+}
+
+async function customFieldTypes(db: Kysely<Database>, orgId: string): Promise<Map<string, CustomFieldType>> {
+  const rows = await db
+    .selectFrom('contact_custom_fields')
+    .select(['custom_field_name', 'custom_field_type'])
+    .where('org_id', '=', orgId)
+    .execute()
+  return new Map(rows.map((row) => [row.custom_field_name, row.custom_field_type]))
+}
+
+/** A prepared search: the WHERE conditions, the order, and the key its cursors are bound to. */
+interface PreparedSearch {
+  conditions: ReturnType<typeof compileFilter>[]
+  keys: SortKey[]
+  queryKey: string
+}
+
+async function prepare(
+  engine: SearchEngine,
+  orgId: string,
+  search: Search,
+  origins: Origins,
+): Promise<PreparedSearch> {
+  const context: SearchContext = {
+    dialect: engine.dialect,
+    orgId,
+    customFieldTypes: mentionsCustomFields(search.filter)
+      ? await customFieldTypes(engine.db, orgId)
+      : new Map(),
+  }
+  const keys = parseSort(search.sort, origins.sort)
+  const conditions = []
+  if (search.filter) conditions.push(compileFilter(context, search.filter, origins.filter))
+  const text = search.q === undefined ? null : compileTextSearch(context, search.q, origins.q)
+  if (text) conditions.push(text)
+  const queryKey = queryKeyOf([
+    orgId,
+    search.filter ?? null,
+    search.q?.trim() ?? '',
+    keys.map((key) => `${key.descending ? '-' : ''}${key.field}`),
+  ])
+  return { conditions, keys, queryKey }
+}
+
+function liveContacts(
+  db: Kysely<Database>,
+  orgId: string,
+  conditions: readonly ReturnType<typeof compileFilter>[],
+) {
+  let query = db.selectFrom('contacts').where('org_id', '=', orgId).where('deleted_at', 'is', null)
+  for (const condition of conditions) query = query.where(condition)
+  return query
+}
+
+function ordered<O>(
+  dialect: DialectName,
+  query: SelectQueryBuilder<Database, 'contacts', O>,
+  keys: SortKey[],
+) {
+  let result = query
+  for (const clause of orderByClauses(dialect, keys)) result = result.orderBy(clause)
+  return result
+}
+
+/** One page of a search by cursor: keyset paging, so every page costs what the first does. */
+export async function searchContacts(
+  engine: SearchEngine,
+  orgId: string,
+  search: Search & { limit?: number; cursor?: string },
+  origins: Origins = BODY_ORIGINS,
+): Promise<CursorPageOf<Contact>> {
+  const { conditions, keys, queryKey } = await prepare(engine, orgId, search, origins)
+  const limit = search.limit ?? 50
+  const codec = await engine.cursors()
+  const where = [...conditions]
+  if (search.cursor !== undefined) {
+    let values: CursorValue[]
+    try {
+      values = codec.decode(queryKey, search.cursor)
+      where.push(afterCursor(engine.dialect, keys, values))
+    } catch (error) {
+      if (!(error instanceof InvalidCursorError)) throw error
+      const msg = 'The cursor is not one this service issued for this query; start again without a cursor'
+      throw new ValidationFailedError([{ loc: origins.cursor, msg, type: 'value_error' }], 'invalid_cursor')
+    }
+  }
+  const rows = await ordered(engine.dialect, liveContacts(engine.db, orgId, where).selectAll(), keys)
+    .limit(limit + 1)
+    .execute()
+  const page = rows.slice(0, limit)
+  const last = page.at(-1)
+  return {
+    items: page.map(toContact),
+    limit,
+    next_cursor: rows.length > limit && last ? codec.encode(queryKey, cursorValuesOf(keys, last)) : null,
+  }
+}
+
+/** The original paging (`page`, `size`, with totals) over the same filters. */
+export async function listContactsPage(
+  engine: SearchEngine,
+  orgId: string,
+  search: Search & { page: number; size: number },
+): Promise<PageOf<Contact> & { next_cursor: string | null }> {
+  const { conditions, keys, queryKey } = await prepare(engine, orgId, search, QUERY_ORIGINS)
+  const base = liveContacts(engine.db, orgId, conditions)
+  const [rows, counted] = await Promise.all([
+    ordered(engine.dialect, base.selectAll(), keys)
+      .limit(search.size)
+      .offset((search.page - 1) * search.size)
+      .execute(),
+    base.select((eb) => eb.fn.countAll<number | string | bigint>().as('total')).executeTakeFirstOrThrow(),
+  ])
+  const page = pageOf(rows.map(toContact), Number(counted.total), search)
+  const last = rows.at(-1)
+  const more = last !== undefined && page.next_page !== null
+  const codec = await engine.cursors()
+  return { ...page, next_cursor: more ? codec.encode(queryKey, cursorValuesOf(keys, last)) : null }
+}
+
+const EQUALITY_PARAMETERS: Record<string, string> = {
+  email: 'email',
+  phone: 'phone',
+  external_id: 'external_id',
+  first_assistant_id: 'first_assistant_id',
+  last_assistant_id: 'last_assistant_id',
+  first_widget_id: 'first_widget_id',
+  last_widget_id: 'last_widget_id',
+}
+const RANGE_PARAMETERS: Record<string, [field: string, op: FilterOperator]> = {
+  created_after: ['created_at', 'gt'],
+  created_before: ['created_at', 'lt'],
+  updated_after: ['updated_at', 'gt'],
+  updated_before: ['updated_at', 'lt'],
+  last_seen_after: ['last_seen', 'gt'],
+  last_seen_before: ['last_seen', 'lt'],
+  last_sent_after: ['last_sent', 'gt'],
+  last_sent_before: ['last_sent', 'lt'],
+}
+const NOT_FILTERS = new Set(['page', 'size', 'limit', 'cursor', 'sort', 'q', 'api_key'])
+const JSON_PARAMETER =
+  /^(custom_fields|user_attributes|channels)\.(.+?)(?:\[(eq|neq|gt|gte|lt|lte|contains|starts_with)\])?$/
+const NUMERIC = /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/
+
+/**
+ * The list route's query string as a search: every filter parameter becomes a condition, all of
+ * them must hold. A parameter that is not a filter this route knows is refused, never ignored.
+ */
+export async function searchFromQuery(
+  db: Kysely<Database>,
+  orgId: string,
+  query: ListQuery,
+): Promise<Search> {
+  const raw = query as unknown as Record<string, string | string[] | number | undefined>
+  const conditions: FilterCondition[] = []
+  const issues: ValidationIssue[] = []
+  let declared: Map<string, CustomFieldType> | undefined
+  for (const name of Object.keys(raw).sort()) {
+    if (NOT_FILTERS.has(name)) continue
+    const value = raw[name]
+    if (Array.isArray(value)) {
+      issues.push({ loc: ['query', name], msg: 'Give each filter once', type: 'value_error' })
+      continue
+    }
+    if (typeof value !== 'string') continue
+    const equality = EQUALITY_PARAMETERS[name]
+    const range = RANGE_PARAMETERS[name]
+    const json = JSON_PARAMETER.exec(name)
+    if (equality) conditions.push({ field: equality, op: 'eq', value })
+    else if (range) conditions.push({ field: range[0], op: range[1], value })
+    else if (json) {
+      const [, column, key, op = 'eq'] = json as unknown as [
+        string,
+        string,
+        string,
+        FilterOperator | undefined,
+      ]
+      declared ??= column === 'custom_fields' ? await customFieldTypes(db, orgId) : undefined
+      const type = column === 'custom_fields' ? declared?.get(key) : undefined
+      const comparison = op === 'gt' || op === 'gte' || op === 'lt' || op === 'lte'
+      const asNumber = type === 'number' || (type === undefined && comparison && NUMERIC.test(value))
+      if (asNumber && !NUMERIC.test(value)) {
+        issues.push({ loc: ['query', name], msg: 'Input should be a valid number', type: 'float_parsing' })
+        continue
+      }
+      conditions.push({
+        field: `${column}.${key}`,
+        op: op as FilterOperator,
+        value: asNumber ? Number(value) : value,
+      })
+    } else {
+      issues.push({ loc: ['query', name], msg: `Unknown query parameter "${name}"`, type: 'value_error' })
+    }
+  }
+  if (issues.length > 0) throw new ValidationFailedError(issues)
+  const search: Search = {}
+  if (conditions.length > 0) search.filter = { and: conditions }
+  if (query.q !== undefined) search.q = query.q
+  if (query.sort !== undefined) search.sort = query.sort
+  return search
+}
+
+/** For the query plans the README shows: the SQL a search runs, with its parameters. */
+export async function explainableSearch(
+  engine: SearchEngine,
+  orgId: string,
+  search: Search & { limit?: number },
+) {
+  const { conditions, keys } = await prepare(engine, orgId, search, BODY_ORIGINS)
+  return ordered(engine.dialect, liveContacts(engine.db, orgId, conditions).selectAll(), keys)
+    .limit(search.limit ?? 50)
+    .compile()
+}
