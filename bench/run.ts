@@ -10,9 +10,9 @@
  * server and the load generator are pinned to different cores when taskset exists. Writes a
  * Markdown table and a JSON file to .bench/ (git-ignored).
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -25,6 +25,7 @@ import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { POSTGRES_URL, type ScratchDatabase, scratchDatabase } from '../test/helpers/scratch-database.js'
+import { canPin, startServer } from './server-process.js'
 
 const { values } = parseArgs({
   options: { quick: { type: 'boolean', default: false }, backend: { type: 'string', multiple: true } },
@@ -39,9 +40,7 @@ const ROUNDS = QUICK ? 1 : 3
 const SECONDS = QUICK ? 2 : 5
 const WARMUP_SECONDS = QUICK ? 1 : 3
 const CONNECTIONS = 50
-const SERVER = fileURLToPath(new URL('./server.js', import.meta.url))
 const OUT = fileURLToPath(new URL('../../.bench/', import.meta.url))
-const canPin = spawnSync('taskset', ['--version']).status === 0 && cpus().length >= 2
 
 /** Seeded ids are derived from their number, so pgbench can address the same rows. */
 const idOf = (n: number) => `00000000-0000-7000-8000-${n.toString(16).padStart(12, '0')}`
@@ -103,54 +102,6 @@ async function seed(databaseUrl: string) {
   const seconds = (Date.now() - started) / 1000
   await handle.close()
   return { orgId: org.id, key, seedRowsPerSecond: Math.round(CONTACTS / seconds) }
-}
-
-async function startServer(
-  databaseUrl: string,
-): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
-  const env = {
-    ...process.env,
-    DATABASE_URL: databaseUrl,
-    HOST: '127.0.0.1',
-    PORT: '0',
-    LOG_LEVEL: 'info',
-    DATABASE_POOL_SIZE: '20',
-    RATE_LIMIT_PER_KEY: '1000000000',
-    RATE_LIMIT_PER_ADDRESS: '1000000000',
-  }
-  // The access log goes to a file, as in production: a pipe read by this (busy) process would
-  // make every log write wait for the load generator and measure that instead of the server.
-  const logPath = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.log`)
-  const logFile = openSync(logPath, 'w')
-  const command = canPin ? 'taskset' : process.execPath
-  const args = canPin ? ['-c', '1', process.execPath, SERVER] : [SERVER]
-  const child = spawn(command, args, { env, stdio: ['ignore', logFile, 'inherit'] })
-  closeSync(logFile)
-  let exited = false
-  child.once('exit', () => {
-    exited = true
-  })
-  for (let waited = 0; waited < 30_000; waited += 50) {
-    const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(readFileSync(logPath, 'utf8'))
-    if (match?.[1]) {
-      return {
-        url: match[1],
-        pid: child.pid as number,
-        stop: () =>
-          new Promise((done) => {
-            if (exited) return done()
-            child.once('exit', () => {
-              rmSync(logPath, { force: true })
-              done()
-            })
-            child.kill('SIGTERM')
-          }),
-      }
-    }
-    if (exited) break
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  throw new Error(`the bench server did not start:\n${readFileSync(logPath, 'utf8')}`)
 }
 
 const random = (n: number) => Math.floor(Math.random() * n)

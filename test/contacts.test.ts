@@ -301,6 +301,7 @@ for (const backend of BACKENDS) {
           pages: 0,
           next_page: null,
           previous_page: null,
+          next_cursor: null,
         })
       })
     })

@@ -99,13 +99,17 @@ async function prepare(
   if (search.filter) conditions.push(compileFilter(context, search.filter, origins.filter))
   const text = search.q === undefined ? null : compileTextSearch(context, search.q, origins.q)
   if (text) conditions.push(text)
-  const queryKey = queryKeyOf([
+  return { conditions, keys, queryKey: searchKey(orgId, search, keys) }
+}
+
+/** The key a search's cursors are bound to: its organization, filter, text and sort. */
+export function searchKey(orgId: string, search: Search, keys = parseSort(search.sort, QUERY_ORIGINS.sort)) {
+  return queryKeyOf([
     orgId,
     search.filter ?? null,
     search.q?.trim() ?? '',
     keys.map((key) => `${key.descending ? '-' : ''}${key.field}`),
   ])
-  return { conditions, keys, queryKey }
 }
 
 function liveContacts(

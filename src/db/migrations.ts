@@ -476,6 +476,26 @@ async function ensureSearchExtensions(handle: DatabaseHandle): Promise<string | 
   return rows[0]?.schema ?? null
 }
 
+/**
+ * PostgreSQL does not treat `deleted_at IS NULL` as fixing that column for ordering, so it never
+ * read the live-contacts index in order and sorted the whole organization for every page. A
+ * partial index on the live rows gives it the order directly. SQLite already reads the existing
+ * index in order.
+ */
+function liveOrderIndex(dialect: DialectName): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      if (dialect !== 'postgres') return
+      await db.schema
+        .createIndex('contacts_org_live_order_idx')
+        .on('contacts')
+        .columns(['org_id', 'created_at', 'id'])
+        .where(sql.ref('deleted_at'), 'is', null)
+        .execute()
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -485,6 +505,7 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
     '2026-11-27-005-live-contacts-index': atomic(dialect, liveContactsIndex),
     '2026-11-27-006-identities-by-contact-index': atomic(dialect, identitiesByContactIndex),
     '2026-11-27-007-search': atomic(dialect, searchIndexes(dialect, extensionSchema)),
+    '2026-11-27-008-live-order-index': atomic(dialect, liveOrderIndex(dialect)),
   }
 }
 

@@ -1,0 +1,59 @@
+import { spawn, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const SERVER = fileURLToPath(new URL('./server.js', import.meta.url))
+/** The server runs on core 1 and the load generator on core 0 when the machine allows it. */
+export const canPin = spawnSync('taskset', ['--version']).status === 0 && cpus().length >= 2
+
+/** Starts bench/server.ts (the production app) as a child process on the given database. */
+export async function startServer(
+  databaseUrl: string,
+): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+  const env = {
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    HOST: '127.0.0.1',
+    PORT: '0',
+    LOG_LEVEL: 'info',
+    DATABASE_POOL_SIZE: '20',
+    RATE_LIMIT_PER_KEY: '1000000000',
+    RATE_LIMIT_PER_ADDRESS: '1000000000',
+  }
+  // The access log goes to a file, as in production: a pipe read by this (busy) process would
+  // make every log write wait for the load generator and measure that instead of the server.
+  const logPath = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.log`)
+  const logFile = openSync(logPath, 'w')
+  const command = canPin ? 'taskset' : process.execPath
+  const args = canPin ? ['-c', '1', process.execPath, SERVER] : [SERVER]
+  const child = spawn(command, args, { env, stdio: ['ignore', logFile, 'inherit'] })
+  closeSync(logFile)
+  let exited = false
+  child.once('exit', () => {
+    exited = true
+  })
+  for (let waited = 0; waited < 30_000; waited += 50) {
+    const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(readFileSync(logPath, 'utf8'))
+    if (match?.[1]) {
+      return {
+        url: match[1],
+        pid: child.pid as number,
+        stop: () =>
+          new Promise((done) => {
+            if (exited) return done()
+            child.once('exit', () => {
+              rmSync(logPath, { force: true })
+              done()
+            })
+            child.kill('SIGTERM')
+          }),
+      }
+    }
+    if (exited) break
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  throw new Error(`the bench server did not start:\n${readFileSync(logPath, 'utf8')}`)
+}
