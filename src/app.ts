@@ -7,7 +7,6 @@ import type { DestinationStream } from 'pino'
 import { apiKeyAuth } from './auth/auth.hook.js'
 import type { Config } from './config.js'
 import { contactRoutes } from './contacts/contacts.routes.js'
-import { cursorCodecOnce } from './contacts/cursor.js'
 import { customFieldRoutes } from './custom-fields/custom-fields.routes.js'
 import { type DatabaseHandle, databaseOptionsOf, openDatabase } from './db/database.js'
 import type { ErrorCode } from './errors.js'
@@ -19,6 +18,7 @@ import { loggerOptions } from './http/logging.js'
 import { limitByAddress, limitByKey, rateLimitStore } from './http/rate-limits.js'
 import { validatorCompiler } from './http/validation.js'
 import { type SetupState, settingsRoutes } from './settings/settings.routes.js'
+import { cursorCodecOnce } from './shared/cursor.js'
 import { ErrorResponse, ValidationErrorResponse } from './shared/schemas.js'
 import { countUsers } from './users/users.service.js'
 
@@ -155,11 +155,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         await limitByKey(authenticated, config, redis)
         authenticated.addHook('onRequest', apiKeyAuth(database.db))
         registerIdempotency(authenticated, database.db)
+        const cursors = cursorCodecOnce(database.db)
         await authenticated.register(contactRoutes, {
           db: database.db,
-          engine: { db: database.db, dialect: database.dialect, cursors: cursorCodecOnce(database.db) },
+          engine: { db: database.db, dialect: database.dialect, cursors },
         })
-        await authenticated.register(customFieldRoutes, { db: database.db })
+        await authenticated.register(customFieldRoutes, { db: database.db, cursors })
       })
     },
     { prefix: '/api/v1' },

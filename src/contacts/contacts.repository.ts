@@ -57,8 +57,14 @@ export async function countContacts(db: Kysely<Database>, orgId: string): Promis
   return Number(total)
 }
 
-export async function listTrash(db: Kysely<Database>, orgId: string, limit: number, offset: number) {
-  return db
+/** The trash, most recently deleted first: by offset (`page`) or after a position (`cursor`). */
+export async function listTrash(
+  db: Kysely<Database>,
+  orgId: string,
+  limit: number,
+  from: { offset: number } | { after: { time: string; id: string } | null },
+) {
+  let query = db
     .selectFrom('contacts')
     .selectAll()
     .where('org_id', '=', orgId)
@@ -66,8 +72,12 @@ export async function listTrash(db: Kysely<Database>, orgId: string, limit: numb
     .orderBy('deleted_at', 'desc')
     .orderBy('id', 'desc')
     .limit(limit)
-    .offset(offset)
-    .execute()
+  if ('offset' in from) query = query.offset(from.offset)
+  else if (from.after) {
+    const { time, id } = from.after
+    query = query.where((eb) => eb(eb.refTuple('deleted_at', 'id'), '<', eb.tuple(time, id)))
+  }
+  return query.execute()
 }
 
 export async function countTrash(db: Kysely<Database>, orgId: string): Promise<number> {

@@ -4,9 +4,15 @@ import type { FastifyReply } from 'fastify'
 import type { Kysely } from 'kysely'
 import { principalOf } from '../auth/auth.hook.js'
 import type { Database } from '../db/schema.js'
-import { ValidationFailedError } from '../errors.js'
 import { etagOf, parseIfMatch } from '../http/etag.js'
-import { Envelope, envelope, errorResponses, Page, PaginationQuery } from '../shared/schemas.js'
+import {
+  Envelope,
+  envelope,
+  errorResponses,
+  ListPagingQuery,
+  ListResult,
+  pagingOf,
+} from '../shared/schemas.js'
 import { batchUpsert } from './batch.service.js'
 import {
   BatchUpsertBody,
@@ -81,33 +87,12 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
         const { orgId } = principalOf(request)
         const query = request.query
         const search = await searchFromQuery(db, orgId, query)
-        if (query.cursor === undefined && query.limit === undefined) {
-          return envelope(
-            'retrieved',
-            await listContactsPage(engine, orgId, {
-              ...search,
-              page: query.page ?? 1,
-              size: query.size ?? 50,
-            }),
-          )
-        }
-        if (query.page !== undefined || query.size !== undefined) {
-          throw new ValidationFailedError([
-            {
-              loc: ['query', query.page !== undefined ? 'page' : 'size'],
-              msg: 'page and size cannot be combined with limit or cursor',
-              type: 'value_error',
-            },
-          ])
-        }
+        const paging = pagingOf(query)
         return envelope(
           'retrieved',
-          await searchContacts(
-            engine,
-            orgId,
-            { ...search, limit: query.limit, cursor: query.cursor },
-            QUERY_ORIGINS,
-          ),
+          paging.mode === 'page'
+            ? await listContactsPage(engine, orgId, { ...search, page: paging.page, size: paging.size })
+            : await searchContacts(engine, orgId, { ...search, ...paging }, QUERY_ORIGINS),
         )
       },
     )
@@ -329,12 +314,15 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
         summary: 'List deleted contacts (the trash)',
         description:
           'Contacts deleted within the retention period (30 days unless configured otherwise), most recently deleted first. They can be restored, or erased for good.',
-        querystring: PaginationQuery,
-        response: { 200: Envelope(Page(TrashedContact), 'retrieved'), ...errorResponses(401, 422) },
+        querystring: ListPagingQuery,
+        response: { 200: Envelope(ListResult(TrashedContact), 'retrieved'), ...errorResponses(401, 422) },
       },
     },
     async (request) =>
-      envelope('retrieved', await contacts.listTrash(db, principalOf(request).orgId, request.query)),
+      envelope(
+        'retrieved',
+        await contacts.listTrashPaged(db, engine.cursors, principalOf(request).orgId, request.query),
+      ),
   )
 
   app.get(

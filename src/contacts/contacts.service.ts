@@ -5,9 +5,18 @@ import { isUniqueViolation } from '../db/errors.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import { AppError, notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
 import type { VersionCondition } from '../http/etag.js'
+import { type CursorCodec, queryKeyOf, readTimeAndId, timeAndId } from '../shared/cursor.js'
 import { isUuid, uuidv7 } from '../shared/ids.js'
 import { assertJsonBounded } from '../shared/json-bounds.js'
-import { offsetOf, type PageOf, type PaginationQuery, pageOf } from '../shared/schemas.js'
+import {
+  type CursorPageOf,
+  type ListPagingQuery,
+  offsetOf,
+  type PageOf,
+  type PaginationQuery,
+  pageOf,
+  pagingOf,
+} from '../shared/schemas.js'
 import { assertOwnOrganization } from '../shared/tenancy.js'
 import { formatNullableTimestamp, formatTimestamp, nowTimestamp, parseDateTime } from '../shared/time.js'
 import * as contacts from './contacts.repository.js'
@@ -439,20 +448,50 @@ export async function eraseContact(db: Kysely<Database>, orgId: string, id: stri
   return { id: contactId }
 }
 
+const toTrashedContact = (row: ContactRow): TrashedContact => ({
+  ...toContact(row),
+  deleted_at: formatTimestamp(row.deleted_at ?? row.updated_at),
+})
+
+/** One page of the trash, most recently deleted first (the Settings page's view). */
 export async function listTrash(
   db: Kysely<Database>,
   orgId: string,
   pagination: PaginationQuery,
 ): Promise<PageOf<TrashedContact>> {
   const [rows, total] = await Promise.all([
-    contacts.listTrash(db, orgId, pagination.size, offsetOf(pagination)),
+    contacts.listTrash(db, orgId, pagination.size, { offset: offsetOf(pagination) }),
     contacts.countTrash(db, orgId),
   ])
-  const items = rows.map((row) => ({
-    ...toContact(row),
-    deleted_at: formatTimestamp(row.deleted_at ?? row.updated_at),
-  }))
-  return pageOf(items, total, pagination)
+  return pageOf(rows.map(toTrashedContact), total, pagination)
+}
+
+/** The trash, paged as the API asks: original pages (with a cursor to continue) or by cursor. */
+export async function listTrashPaged(
+  db: Kysely<Database>,
+  cursors: () => Promise<CursorCodec>,
+  orgId: string,
+  query: ListPagingQuery,
+): Promise<(PageOf<TrashedContact> & { next_cursor: string | null }) | CursorPageOf<TrashedContact>> {
+  const paging = pagingOf(query)
+  const codec = await cursors()
+  const queryKey = queryKeyOf([orgId, 'trash'])
+  const positionOf = (item: { deleted_at: string; id: string }) => timeAndId(item.deleted_at, item.id)
+  if (paging.mode === 'page') {
+    const page = await listTrash(db, orgId, paging)
+    const last = page.items.at(-1)
+    const more = last !== undefined && page.next_page !== null
+    return { ...page, next_cursor: more ? codec.encode(queryKey, positionOf(last)) : null }
+  }
+  const after = paging.cursor === undefined ? null : readTimeAndId(codec, queryKey, paging.cursor)
+  const rows = await contacts.listTrash(db, orgId, paging.limit + 1, { after })
+  const items = rows.slice(0, paging.limit).map(toTrashedContact)
+  const last = items.at(-1)
+  return {
+    items,
+    limit: paging.limit,
+    next_cursor: rows.length > paging.limit && last ? codec.encode(queryKey, positionOf(last)) : null,
+  }
 }
 
 /** Erases what has been in the trash longer than the retention period; returns how many. */

@@ -2,9 +2,9 @@ import { type RawBuilder, type SqlBool, sql } from 'kysely'
 import type { DialectName } from '../db/database.js'
 import type { CustomFieldType } from '../db/schema.js'
 import { ValidationFailedError, type ValidationIssue } from '../errors.js'
+import type { CursorValue } from '../shared/cursor.js'
 import { isUuid } from '../shared/ids.js'
 import { parseDateTime } from '../shared/time.js'
-import { type CursorValue, InvalidCursorError } from './cursor.js'
 import { normalizeEmail } from './identities.js'
 import { normalizePhone } from './phone.js'
 import {
@@ -161,6 +161,10 @@ function columnCondition(context: SearchContext, field: Field, op: FilterOperato
     case 'contains':
     case 'starts_with':
       return substringTest(dialect, column, op, first as string)
+    case 'eq':
+      // Equality is the same under every deterministic collation; keeping the column's own lets
+      // PostgreSQL use its index.
+      return sql<SqlBool>`${column} = ${first}`
     default: {
       const operator = sql.raw(COMPARISON[op as keyof typeof COMPARISON])
       const text = field.kind === 'text' || field.kind === 'email'
@@ -422,7 +426,8 @@ export function afterCursor(
   keys: readonly SortKey[],
   values: readonly CursorValue[],
 ): Where {
-  if (values.length !== keys.length) throw new InvalidCursorError()
+  // A signed cursor is bound to its sort, so a length mismatch means a bug, not bad input.
+  if (values.length !== keys.length) throw new Error('a cursor does not match the sort it is bound to')
   const allSameDirection = keys.every((key) => key.descending === keys[0]?.descending)
   if (allSameDirection && keys.every((key) => !key.nullable)) {
     // A row comparison, which both databases answer from an index on the same columns.
@@ -430,7 +435,7 @@ export function afterCursor(
     return sql<SqlBool>`(${sql.join(keys.map((key) => sortExpression(dialect, key)))}) ${operator} (${sql.join(values as CursorValue[])})`
   }
   const equal = (key: SortKey, value: CursorValue) =>
-    value === null ? sql`${sql.ref(key.column)} is null` : sql`${sortExpression(dialect, key)} = ${value}`
+    value === null ? sql`${sql.ref(key.column)} is null` : sql`${sql.ref(key.column)} = ${value}`
   const after = (key: SortKey, value: CursorValue): Where | null => {
     if (value === null) return null
     const beyond = sql`${sortExpression(dialect, key)} ${sql.raw(key.descending ? '<' : '>')} ${value}`

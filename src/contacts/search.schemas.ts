@@ -1,5 +1,13 @@
-import { type Static, type TSchema, Type } from '@sinclair/typebox'
-import { DateTime, Nullable, Page, Uuid } from '../shared/schemas.js'
+import { type Static, Type } from '@sinclair/typebox'
+import {
+  CursorPage,
+  CursorPagingQuery,
+  DateTime,
+  ListResult,
+  OptionalPagination,
+  PageWithCursor,
+  Uuid,
+} from '../shared/schemas.js'
 import { Contact } from './contacts.schemas.js'
 
 export const FILTER_OPERATORS = [
@@ -21,7 +29,6 @@ export type FilterOperator = (typeof FILTER_OPERATORS)[number]
 export const MAX_FILTER_DEPTH = 8
 export const MAX_FILTER_CONDITIONS = 100
 export const MAX_IN_VALUES = 100
-export const MAX_LIMIT = 1000
 
 const Scalar = Type.Union([Type.String({ maxLength: 1000 }), Type.Number(), Type.Boolean()])
 
@@ -68,16 +75,6 @@ const Sort = Type.String({
   pattern: '^-?[a-z_]+(,-?[a-z_]+)*$',
   description: SORTABLE_DESCRIPTION,
 })
-const Limit = Type.Integer({
-  minimum: 1,
-  maximum: MAX_LIMIT,
-  description: 'Items per page with cursor paging (1 to 1000).',
-})
-const Cursor = Type.String({
-  minLength: 1,
-  maxLength: 2000,
-  description: 'The `next_cursor` of the previous page; valid only with the same filters and sort.',
-})
 const Q = Type.String({
   maxLength: 200,
   description:
@@ -89,8 +86,7 @@ export const SearchBody = Type.Object(
     filter: Type.Optional(ContactFilter),
     q: Type.Optional(Q),
     sort: Type.Optional(Sort),
-    limit: Type.Optional(Limit),
-    cursor: Type.Optional(Cursor),
+    ...CursorPagingQuery,
   },
   {
     additionalProperties: false,
@@ -129,12 +125,8 @@ const before = (field: string) =>
  */
 export const ListQuery = Type.Object(
   {
-    page: Type.Optional(Type.Integer({ minimum: 1, description: 'Page number, from 1 (default 1).' })),
-    size: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 100, description: 'Items per page, 1 to 100 (default 50).' }),
-    ),
-    limit: Type.Optional(Limit),
-    cursor: Type.Optional(Cursor),
+    ...OptionalPagination,
+    ...CursorPagingQuery,
     sort: Type.Optional(Sort),
     q: Type.Optional(Q),
     email: Type.Optional(Type.String({ maxLength: 320, description: 'Email, compared case-insensitively.' })),
@@ -159,18 +151,6 @@ export const ListQuery = Type.Object(
 )
 export type ListQuery = Static<typeof ListQuery>
 
-export const NextCursor = Nullable(Type.String(), {
-  description: 'Pass as `cursor` for the items after these; null on the last page.',
-})
-
-/** The original page, plus a cursor to continue from its last item. */
-export const ContactPage = Type.Object({ ...Page(Contact).properties, next_cursor: NextCursor })
-
-/** A page of cursor paging: no total (counting a large organization costs more than the page). */
-export const ContactCursorPage = Type.Object({
-  items: Type.Array(Contact),
-  limit: Type.Integer(),
-  next_cursor: NextCursor,
-})
-
-export const ContactListResult: TSchema = Type.Union([ContactPage, ContactCursorPage])
+export const ContactPage = PageWithCursor(Contact)
+export const ContactCursorPage = CursorPage(Contact)
+export const ContactListResult = ListResult(Contact)

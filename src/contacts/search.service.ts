@@ -2,10 +2,10 @@ import type { Kysely, SelectQueryBuilder } from 'kysely'
 import type { DialectName } from '../db/database.js'
 import type { CustomFieldType, Database } from '../db/schema.js'
 import { ValidationFailedError, type ValidationIssue } from '../errors.js'
+import { type CursorCodec, queryKeyOf, readCursor } from '../shared/cursor.js'
 import { type PageOf, pageOf } from '../shared/schemas.js'
 import type { Contact } from './contacts.schemas.js'
 import { toContact } from './contacts.service.js'
-import { type CursorCodec, type CursorValue, InvalidCursorError, queryKeyOf } from './cursor.js'
 import {
   afterCursor,
   compileFilter,
@@ -144,15 +144,8 @@ export async function searchContacts(
   const codec = await engine.cursors()
   const where = [...conditions]
   if (search.cursor !== undefined) {
-    let values: CursorValue[]
-    try {
-      values = codec.decode(queryKey, search.cursor)
-      where.push(afterCursor(engine.dialect, keys, values))
-    } catch (error) {
-      if (!(error instanceof InvalidCursorError)) throw error
-      const msg = 'The cursor is not one this service issued for this query; start again without a cursor'
-      throw new ValidationFailedError([{ loc: origins.cursor, msg, type: 'value_error' }], 'invalid_cursor')
-    }
+    const values = readCursor(codec, queryKey, search.cursor, origins.cursor)
+    where.push(afterCursor(engine.dialect, keys, values))
   }
   const rows = await ordered(engine.dialect, liveContacts(engine.db, orgId, where).selectAll(), keys)
     .limit(limit + 1)

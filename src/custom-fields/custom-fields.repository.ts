@@ -23,16 +23,26 @@ export async function findCustomFieldTypes(db: Kysely<Database>, orgId: string, 
     .execute()
 }
 
-export async function listCustomFields(db: Kysely<Database>, orgId: string, limit: number, offset: number) {
-  return db
+/** Definitions, oldest first: by offset (`page`) or after a position (`cursor`). */
+export async function listCustomFields(
+  db: Kysely<Database>,
+  orgId: string,
+  limit: number,
+  from: { offset: number } | { after: { time: string; id: string } | null },
+) {
+  let query = db
     .selectFrom('contact_custom_fields')
     .selectAll()
     .where('org_id', '=', orgId)
     .orderBy('created_at')
     .orderBy('id')
     .limit(limit)
-    .offset(offset)
-    .execute()
+  if ('offset' in from) query = query.offset(from.offset)
+  else if (from.after) {
+    const { time, id } = from.after
+    query = query.where((eb) => eb(eb.refTuple('created_at', 'id'), '>', eb.tuple(time, id)))
+  }
+  return query.execute()
 }
 
 export async function countCustomFields(db: Kysely<Database>, orgId: string): Promise<number> {

@@ -3,13 +3,17 @@ import { Type } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { principalOf } from '../auth/auth.hook.js'
 import type { Database } from '../db/schema.js'
-import { Envelope, envelope, errorResponses, Page, PaginationQuery, Uuid } from '../shared/schemas.js'
+import type { CursorCodec } from '../shared/cursor.js'
+import { Envelope, envelope, errorResponses, ListPagingQuery, ListResult, Uuid } from '../shared/schemas.js'
 import { CustomField, CustomFieldCreateBody, CustomFieldIdParams } from './custom-fields.schemas.js'
 import * as customFields from './custom-fields.service.js'
 
 const tags = ['Contact custom fields']
 
-export const customFieldRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database> }> = async (app, { db }) => {
+export const customFieldRoutes: FastifyPluginAsyncTypebox<{
+  db: Kysely<Database>
+  cursors: () => Promise<CursorCodec>
+}> = async (app, { db, cursors }) => {
   app.post(
     '/contact_custom_field',
     {
@@ -42,14 +46,14 @@ export const customFieldRoutes: FastifyPluginAsyncTypebox<{ db: Kysely<Database>
           operationId,
           summary: 'List custom field definitions',
           description: 'Custom field definitions of the organization, oldest first.',
-          querystring: PaginationQuery,
-          response: { 200: Envelope(Page(CustomField), 'retrieved'), ...errorResponses(401, 422) },
+          querystring: ListPagingQuery,
+          response: { 200: Envelope(ListResult(CustomField), 'retrieved'), ...errorResponses(401, 422) },
         },
       },
       async (request) =>
         envelope(
           'retrieved',
-          await customFields.listCustomFields(db, principalOf(request).orgId, request.query),
+          await customFields.listCustomFieldsPaged(db, cursors, principalOf(request).orgId, request.query),
         ),
     )
   }

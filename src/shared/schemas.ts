@@ -1,4 +1,5 @@
 import { type SchemaOptions, type Static, type TSchema, Type } from '@sinclair/typebox'
+import { ValidationFailedError } from '../errors.js'
 
 /**
  * `T | null` as `{"type": [T, "null"]}` rather than `anyOf`: Ajv and fast-json-stringify both
@@ -132,3 +133,82 @@ export const offsetOf = ({ page, size }: PaginationQuery) => (page - 1) * size
 /** A closed set of strings as `enum` (one clear validation message, unlike a union of literals). */
 export const StringEnum = <const T extends readonly string[]>(values: T, options: SchemaOptions = {}) =>
   Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...options })
+
+export const MAX_CURSOR_LIMIT = 1000
+
+/** Cursor paging, offered by every list beside the original `page` and `size`. */
+export const CursorPagingQuery = {
+  limit: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: MAX_CURSOR_LIMIT,
+      description:
+        'Items per page with cursor paging (1 to 1000); answers carry next_cursor instead of totals.',
+    }),
+  ),
+  cursor: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 2000,
+      description: 'The `next_cursor` of the previous answer; valid only for the same query.',
+    }),
+  ),
+}
+
+/** `page`/`size` without defaults, so that a list can tell whether they were given. */
+export const OptionalPagination = {
+  page: Type.Optional(Type.Integer({ minimum: 1, description: 'Page number, from 1 (default 1).' })),
+  size: Type.Optional(
+    Type.Integer({ minimum: 1, maximum: 100, description: 'Items per page, 1 to 100 (default 50).' }),
+  ),
+}
+
+export const ListPagingQuery = Type.Object({ ...OptionalPagination, ...CursorPagingQuery })
+export type ListPagingQuery = Static<typeof ListPagingQuery>
+
+export const NextCursor = Nullable(Type.String(), {
+  description: 'Pass as `cursor` for the items after these; null on the last page.',
+})
+
+/** The original page, plus a cursor to continue from its last item. */
+export function PageWithCursor<T extends TSchema>(item: T) {
+  return Type.Object({ ...Page(item).properties, next_cursor: NextCursor })
+}
+
+/** A page of cursor paging: no total (counting a large organization costs more than the page). */
+export function CursorPage<T extends TSchema>(item: T) {
+  return Type.Object({ items: Type.Array(item), limit: Type.Integer(), next_cursor: NextCursor })
+}
+
+/** Either kind of page, as a list answers depending on the paging asked for. */
+export const ListResult = <T extends TSchema>(item: T) => Type.Union([PageWithCursor(item), CursorPage(item)])
+
+export interface CursorPageOf<T> {
+  items: T[]
+  limit: number
+  next_cursor: string | null
+}
+
+/**
+ * Which paging a list query asks for: the original pages unless `limit` or `cursor` is given.
+ * Mixing the two is a 422 rather than a guess.
+ */
+export function pagingOf(
+  query: ListPagingQuery,
+): { mode: 'page'; page: number; size: number } | { mode: 'cursor'; limit: number; cursor?: string } {
+  if (query.cursor === undefined && query.limit === undefined) {
+    return { mode: 'page', page: query.page ?? 1, size: query.size ?? 50 }
+  }
+  if (query.page !== undefined || query.size !== undefined) {
+    throw new ValidationFailedError([
+      {
+        loc: ['query', query.page !== undefined ? 'page' : 'size'],
+        msg: 'page and size cannot be combined with limit or cursor',
+        type: 'value_error',
+      },
+    ])
+  }
+  return query.cursor === undefined
+    ? { mode: 'cursor', limit: query.limit ?? 50 }
+    : { mode: 'cursor', limit: query.limit ?? 50, cursor: query.cursor }
+}

@@ -1,6 +1,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { Database } from '../db/schema.js'
+import { ValidationFailedError } from '../errors.js'
 
 export type CursorValue = string | number | null
 
@@ -78,4 +79,39 @@ export function cursorCodecOnce(db: Kysely<Database>): () => Promise<CursorCodec
     })
     return codec
   }
+}
+
+/** A cursor's values, or the 422 that names where the bad cursor came from. */
+export function readCursor(
+  codec: CursorCodec,
+  queryKey: string,
+  cursor: string,
+  loc: (string | number)[],
+): CursorValue[] {
+  try {
+    return codec.decode(queryKey, cursor)
+  } catch (error) {
+    if (!(error instanceof InvalidCursorError)) throw error
+    const msg = 'The cursor is not one this service issued for this query; start again without a cursor'
+    throw new ValidationFailedError([{ loc, msg, type: 'value_error' }], 'invalid_cursor')
+  }
+}
+
+/** The (time, id) position of a row in a list ordered by that time, as a cursor carries it. */
+export const timeAndId = (time: Date | string, id: string): CursorValue[] => [
+  new Date(time).toISOString(),
+  id,
+]
+
+/** The (time, id) position a cursor of such a list holds; a 422 for a bad cursor. */
+export function readTimeAndId(
+  codec: CursorCodec,
+  queryKey: string,
+  cursor: string,
+): { time: string; id: string } {
+  const [time, id, ...rest] = readCursor(codec, queryKey, cursor, ['query', 'cursor'])
+  if (typeof time !== 'string' || typeof id !== 'string' || rest.length > 0) {
+    throw new Error('a signed cursor holds something other than a time and an id')
+  }
+  return { time, id }
 }
