@@ -12,7 +12,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -28,7 +28,11 @@ import { POSTGRES_URL, type ScratchDatabase, scratchDatabase } from '../test/hel
 import { canPin, startServer } from './server-process.js'
 
 const { values } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, backend: { type: 'string', multiple: true } },
+  options: {
+    quick: { type: 'boolean', default: false },
+    backend: { type: 'string', multiple: true },
+    profile: { type: 'string' },
+  },
 })
 const QUICK = values.quick
 const BACKENDS = (values.backend?.length ? values.backend : ['sqlite', 'postgres']) as (
@@ -310,7 +314,89 @@ async function measure(
   }
 }
 
+/**
+ * `--profile ROUTE`: drives one route for 10 s against a server run with --cpu-prof and prints
+ * where its time went, by function and by package, instead of the benchmark table.
+ */
+async function profileRoute(backend: 'sqlite' | 'postgres', routeName: string) {
+  const scenario = SCENARIOS.find((s) => s.name === routeName)
+  if (!scenario)
+    throw new Error(`no route "${routeName}"; routes: ${SCENARIOS.map((s) => s.name).join(', ')}`)
+  const database = await scratchDatabase(backend, 'contacts-bench')
+  const profileDir = join(tmpdir(), `contacts-profile-${randomBytes(4).toString('hex')}`)
+  try {
+    const { key } = await seed(database.url)
+    const server = await startServer(database.url, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profileDir] })
+    try {
+      await drive(server.url, scenario.request(key), WARMUP_SECONDS)
+      const measured = await drive(server.url, scenario.request(key), 10)
+      process.stdout.write(`${backend} ${routeName}: ${Math.round(measured.rps)} req/s while profiling\n`)
+    } finally {
+      await server.stop()
+    }
+    const file = readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile'))
+    if (!file) throw new Error('the server wrote no profile')
+    process.stdout.write(`${summarizeProfile(JSON.parse(readFileSync(join(profileDir, file), 'utf8')))}\n`)
+  } finally {
+    rmSync(profileDir, { recursive: true, force: true })
+    await database.drop()
+  }
+}
+
+interface ProfileNode {
+  id: number
+  callFrame: { functionName: string; url: string; lineNumber: number }
+  children?: number[]
+}
+
+/** Self time by function and by package (or Node internals, or this project's code). */
+function summarizeProfile(profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }) {
+  const byNode = new Map<number, number>()
+  profile.samples.forEach((id, index) => {
+    byNode.set(id, (byNode.get(id) ?? 0) + (profile.timeDeltas[index] ?? 0))
+  })
+  const total = [...byNode.values()].reduce((sum, t) => sum + t, 0)
+  const byFunction = new Map<string, number>()
+  const byPackage = new Map<string, number>()
+  for (const node of profile.nodes) {
+    const time = byNode.get(node.id) ?? 0
+    if (time === 0) continue
+    const { functionName, url, lineNumber } = node.callFrame
+    const packageName =
+      /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1] ??
+      (url.includes('/dist/src/')
+        ? '(this service)'
+        : url === ''
+          ? `(${functionName || 'native'})`
+          : '(node internals)')
+    const where = url
+      ? `${url.replace(/^.*node_modules\//, '').replace(/^.*\/dist\//, '')}:${lineNumber + 1}`
+      : ''
+    const name = `${functionName || '(anonymous)'} ${where}`.trim()
+    byFunction.set(name, (byFunction.get(name) ?? 0) + time)
+    byPackage.set(packageName, (byPackage.get(packageName) ?? 0) + time)
+  }
+  const top = (map: Map<string, number>, n: number) =>
+    [...map.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([name, time]) => `| ${((100 * time) / total).toFixed(1)} % | ${name} |`)
+  return [
+    '| self time | package |',
+    '| --- | --- |',
+    ...top(byPackage, 15),
+    '',
+    '| self time | function |',
+    '| --- | --- |',
+    ...top(byFunction, Number(process.env.PROFILE_TOP ?? 30)),
+  ].join('\n')
+}
+
 if (canPin) execFileSync('taskset', ['-cp', '0', String(process.pid)], { stdio: 'ignore' })
+if (values.profile) {
+  for (const backend of BACKENDS) await profileRoute(backend, values.profile)
+  process.exit(0)
+}
 const results = []
 for (const backend of BACKENDS) results.push(await benchBackend(backend))
 

@@ -12,6 +12,7 @@ export const canPin = spawnSync('taskset', ['--version']).status === 0 && cpus()
 /** Starts bench/server.ts (the production app) as a child process on the given database. */
 export async function startServer(
   databaseUrl: string,
+  options: { nodeArgs?: string[] } = {},
 ): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
   const env = {
     ...process.env,
@@ -28,7 +29,8 @@ export async function startServer(
   const logPath = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.log`)
   const logFile = openSync(logPath, 'w')
   const command = canPin ? 'taskset' : process.execPath
-  const args = canPin ? ['-c', '1', process.execPath, SERVER] : [SERVER]
+  const nodeArgs = [...(options.nodeArgs ?? []), SERVER]
+  const args = canPin ? ['-c', '1', process.execPath, ...nodeArgs] : nodeArgs
   const child = spawn(command, args, { env, stdio: ['ignore', logFile, 'inherit'] })
   closeSync(logFile)
   let exited = false

@@ -75,12 +75,15 @@ export async function syncIdentities(
   contactId: string,
   desired: readonly Identity[],
 ): Promise<void> {
-  // Two indexed lookups rather than one query with an OR across them, which SQLite answers by
-  // scanning every identity of the organization.
-  const [own, holders] = await Promise.all([
-    identitiesHeldBy(trx, orgId, contactId),
-    findIdentityHolders(trx, orgId, desired),
-  ])
+  // What the contact holds first; other holders are looked up only for identities it does not
+  // hold yet, so the common write (identities unchanged) costs one indexed read, not two.
+  const own = await identitiesHeldBy(trx, orgId, contactId)
+  const ownKeys = new Set(own.map(keyOf))
+  const holders = await findIdentityHolders(
+    trx,
+    orgId,
+    desired.filter((identity) => !ownKeys.has(keyOf(identity))),
+  )
   const rows = [...own.map((row) => ({ ...row, contact_id: contactId })), ...holders]
   const wanted = new Set(desired.map(keyOf))
   const taken = rows.find((row) => row.contact_id !== contactId && wanted.has(keyOf(row)))

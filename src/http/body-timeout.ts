@@ -1,4 +1,3 @@
-import { PassThrough } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import { AppError } from '../errors.js'
 
@@ -7,29 +6,27 @@ import { AppError } from '../errors.js'
  * sends headers and then trickles (or never finishes) its body would hold a connection and a
  * request forever. This bounds the whole request, body included, by the same timeout: when it
  * runs out, the body read fails with a 408 in the usual error shape and the connection is closed.
+ * It adds one timer to a request whose body is still arriving, and nothing to the others.
  */
 export function boundBodyReading(app: FastifyInstance, requestTimeoutMs: number): void {
   app.addHook('preParsing', async (request, reply, payload) => {
-    // Most bodies arrive with their headers and are complete by now: nothing to guard.
     if (request.raw.complete) return payload
-    const guarded = new PassThrough()
     const timer = setTimeout(
       () => {
-        payload.unpipe(guarded)
+        if (request.raw.complete || reply.sent) return
         reply.header('connection', 'close')
-        guarded.destroy(new AppError('request_timeout', 'The request was not received in time'))
+        const timedOut = new AppError('request_timeout', 'The request was not received in time')
+        // The body reader listens for errors on the stream it reads; failing that stream is how
+        // the request ends in the error handler like any other failure.
+        if (payload.listenerCount('error') > 0) payload.emit('error', timedOut)
+        else request.raw.socket?.destroy()
       },
       Math.max(0, requestTimeoutMs - reply.elapsedTime),
     )
     const stop = () => clearTimeout(timer)
     payload.once('end', stop)
-    payload.once('close', stop)
-    guarded.once('close', stop)
-    // The request may be answered before its body is read (a 413, a refused key): the guard
-    // then has nothing left to do, and nobody left to hear its error.
+    // Answered before the body was read (a 413, a refused key): nothing is left to guard.
     reply.raw.once('close', stop)
-    guarded.on('error', () => {})
-    payload.pipe(guarded)
-    return guarded
+    return payload
   })
 }
