@@ -178,6 +178,8 @@ interface Measure {
   p99: number
   max: number
   errors: number
+  /** Answers other than 2xx, by status, so that a failing route says how it fails. */
+  failedStatuses: Record<string, number>
   non2xx: number
 }
 
@@ -194,6 +196,14 @@ function drive(url: string, request: autocannon.Request, seconds: number): Promi
           max: result.latency.max,
           errors: result.errors,
           non2xx: result.non2xx,
+          failedStatuses: Object.fromEntries(
+            Object.entries(
+              (result as unknown as { statusCodeStats?: Record<string, { count: number }> })
+                .statusCodeStats ?? {},
+            )
+              .filter(([status]) => !status.startsWith('2'))
+              .map(([status, { count }]) => [status, count]),
+          ),
         })
       },
     )
@@ -290,7 +300,14 @@ async function measure(
   }
   const peakRss = peakRssMb(server.pid)
   const routes = SCENARIOS.map(({ name }) => {
-    const of = (field: keyof Measure) => median(rounds.map((r) => r[name]?.[field] ?? Number.NaN))
+    const of = (field: 'rps' | 'p50' | 'p99' | 'max') =>
+      median(rounds.map((r) => r[name]?.[field] ?? Number.NaN))
+    const failedStatuses: Record<string, number> = {}
+    for (const round of rounds) {
+      for (const [status, count] of Object.entries(round[name]?.failedStatuses ?? {})) {
+        failedStatuses[status] = (failedStatuses[status] ?? 0) + count
+      }
+    }
     const ratio = median(rounds.map((r) => (r[name]?.rps ?? 0) / (r.ceiling?.rps ?? 1)))
     return {
       route: name,
@@ -300,6 +317,7 @@ async function measure(
       max_ms: of('max'),
       ratio_to_ceiling: Number(ratio.toFixed(3)),
       errors: rounds.reduce((sum, r) => sum + (r[name]?.errors ?? 0) + (r[name]?.non2xx ?? 0), 0),
+      failed_statuses: failedStatuses,
     }
   })
   const pgbenchTps = backend === 'postgres' ? Math.round(median(pgbenchRounds)) : null
@@ -421,7 +439,13 @@ const lines = [
 for (const result of results) {
   for (const r of result.routes) {
     lines.push(
-      `| ${result.backend} | ${r.route} | ${r.rps} | ${r.p50_ms} | ${r.p99_ms} | ${r.max_ms} | ${r.ratio_to_ceiling} | ${r.errors} |`,
+      `| ${result.backend} | ${r.route} | ${r.rps} | ${r.p50_ms} | ${r.p99_ms} | ${r.max_ms} | ${r.ratio_to_ceiling} | ${r.errors}${
+        Object.keys(r.failed_statuses).length > 0
+          ? ` (${Object.entries(r.failed_statuses)
+              .map(([status, count]) => `${count}× ${status}`)
+              .join(', ')})`
+          : ''
+      } |`,
     )
   }
 }

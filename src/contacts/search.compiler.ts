@@ -347,7 +347,12 @@ export function compileTextSearch(context: SearchContext, q: string, loc: (strin
     const pattern = `%${folded.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
     return sql<SqlBool>`${searchDocument()} like ${pattern}`
   }
-  return sql<SqlBool>`instr(${searchDocument()}, ${folded}) > 0`
+  const exact = sql<SqlBool>`instr(${searchDocument()}, ${folded}) > 0`
+  // The trigram index needs three characters; shorter text is looked for by reading the rows.
+  if ([...folded].length < 3) return exact
+  // The index narrows to candidates, the exact test decides: the result is the same either way.
+  const phrase = `"${folded.replaceAll('"', '""')}"`
+  return sql<SqlBool>`id in (select contact_id from contact_search where org_id = ${context.orgId} and rowid in (select rowid from contact_search_fts where contact_search_fts match ${phrase})) and ${exact}`
 }
 
 /** A sort key: the column, its direction, and whether it may be empty (empty sorts last). */

@@ -167,11 +167,17 @@ export async function listContactsPage(
 ): Promise<PageOf<Contact> & { next_cursor: string | null }> {
   const { conditions, keys, queryKey } = await prepare(engine, orgId, search, QUERY_ORIGINS)
   const base = liveContacts(engine.db, orgId, conditions)
+  // A deferred join: the offset is walked over ids only (from the index, without reading the
+  // rows it skips), and only the page's own rows are read in full.
+  const pageIds = ordered(engine.dialect, base.select('id'), keys)
+    .limit(search.size)
+    .offset((search.page - 1) * search.size)
   const [rows, counted] = await Promise.all([
-    ordered(engine.dialect, base.selectAll(), keys)
-      .limit(search.size)
-      .offset((search.page - 1) * search.size)
-      .execute(),
+    ordered(
+      engine.dialect,
+      engine.db.selectFrom('contacts').selectAll().where('org_id', '=', orgId).where('id', 'in', pageIds),
+      keys,
+    ).execute(),
     base.select((eb) => eb.fn.countAll<number | string | bigint>().as('total')).executeTakeFirstOrThrow(),
   ])
   const page = pageOf(rows.map(toContact), Number(counted.total), search)

@@ -377,9 +377,7 @@ const identitiesByContactIndex: Migration = {
  * the names and channel values, written by the service, so both backends agree on case and
  * Unicode. On PostgreSQL a trigram index (pg_trgm) over the search text answers substring
  * searches without a scan, with org_id leading it (btree_gin); a jsonb_path_ops index answers
- * custom field and user attribute equality. SQLite has no substring index in core (FTS5's trigram
- * tokenizer needs a table kept in step by triggers on the hot write path), so there `q` filters
- * the organization's contacts in index order and stops at a full page.
+ * custom field and user attribute equality. SQLite's text index comes in migration 009.
  */
 function searchIndexes(dialect: DialectName, extensionSchema: string | null): Migration {
   return {
@@ -496,6 +494,59 @@ function liveOrderIndex(dialect: DialectName): Migration {
   }
 }
 
+/**
+ * SQLite's substring index for `q`: an FTS5 trigram index over the same search text PostgreSQL
+ * indexes. contacts has no rowid (its key is (org_id, id)), so the text lives in a small rowid
+ * table that the FTS index points at. Triggers keep both in step with every write, in the same
+ * transaction; an update that leaves the searchable text as it was does no index work.
+ */
+function sqliteTextIndex(dialect: DialectName): Migration {
+  const document = (row: 'new' | 'old') =>
+    `coalesce(${row}.first_name_folded, '') || ' ' || coalesce(${row}.last_name_folded, '') || char(10) || coalesce(${row}.email_normalized, '') || char(10) || coalesce(${row}.channels_folded, '')`
+  return {
+    async up(db: Kysely<unknown>) {
+      if (dialect !== 'sqlite') return
+      const statements = [
+        `create table contact_search (
+          rowid integer primary key,
+          org_id text not null,
+          contact_id text not null,
+          document text not null
+        ) strict`,
+        'create unique index contact_search_contact_idx on contact_search (org_id, contact_id)',
+        `create virtual table contact_search_fts using fts5(
+          document, content = 'contact_search', content_rowid = 'rowid', tokenize = 'trigram'
+        )`,
+        `create trigger contact_search_fts_insert after insert on contact_search begin
+          insert into contact_search_fts (rowid, document) values (new.rowid, new.document);
+        end`,
+        `create trigger contact_search_fts_delete after delete on contact_search begin
+          insert into contact_search_fts (contact_search_fts, rowid, document) values ('delete', old.rowid, old.document);
+        end`,
+        `create trigger contact_search_fts_update after update of document on contact_search begin
+          insert into contact_search_fts (contact_search_fts, rowid, document) values ('delete', old.rowid, old.document);
+          insert into contact_search_fts (rowid, document) values (new.rowid, new.document);
+        end`,
+        `create trigger contacts_search_insert after insert on contacts begin
+          insert into contact_search (org_id, contact_id, document) values (new.org_id, new.id, ${document('new')});
+        end`,
+        `create trigger contacts_search_update
+          after update of first_name_folded, last_name_folded, email_normalized, channels_folded on contacts
+          when (${document('old')}) is not (${document('new')})
+        begin
+          update contact_search set document = ${document('new')} where org_id = new.org_id and contact_id = new.id;
+        end`,
+        `create trigger contacts_search_delete after delete on contacts begin
+          delete from contact_search where org_id = old.org_id and contact_id = old.id;
+        end`,
+        `insert into contact_search (org_id, contact_id, document)
+          select org_id, id, ${document('new').replaceAll('new.', '')} from contacts`,
+      ]
+      for (const statement of statements) await sql.raw(statement).execute(db)
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -506,6 +557,7 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
     '2026-11-27-006-identities-by-contact-index': atomic(dialect, identitiesByContactIndex),
     '2026-11-27-007-search': atomic(dialect, searchIndexes(dialect, extensionSchema)),
     '2026-11-27-008-live-order-index': atomic(dialect, liveOrderIndex(dialect)),
+    '2026-11-27-009-sqlite-text-index': atomic(dialect, sqliteTextIndex(dialect)),
   }
 }
 
