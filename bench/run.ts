@@ -298,6 +298,8 @@ async function measure(
     if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
     rounds.push(measures)
   }
+  const batch = await batchUpsertRate(server.url, key)
+  process.stdout.write(`${backend} batch upsert: ${batch} contacts/s\n`)
   const peakRss = peakRssMb(server.pid)
   const routes = SCENARIOS.map(({ name }) => {
     const of = (field: 'rps' | 'p50' | 'p99' | 'max') =>
@@ -326,10 +328,36 @@ async function measure(
     backend,
     contacts: CONTACTS,
     peak_rss_mb: Number(peakRss.toFixed(1)),
+    batch_upsert_contacts_per_second: batch,
     pgbench_tps: pgbenchTps,
     put_to_pgbench: pgbenchTps ? Number((putRps / pgbenchTps).toFixed(3)) : null,
     routes,
   }
+}
+
+const BATCH_CALLS = QUICK ? 10 : 100
+
+/** New contacts a second through POST /contact/batch/upsert, 1000 per call, calls one after another. */
+async function batchUpsertRate(url: string, key: string): Promise<number> {
+  const run = randomBytes(4).toString('hex')
+  const started = performance.now()
+  for (let call = 0; call < BATCH_CALLS; call++) {
+    const contacts = Array.from({ length: 1000 }, (_, i) => ({
+      email: `batch-${run}-${call}-${i}@bench.example`,
+      first_name: 'Batch',
+      user_attributes: { source: 'import' },
+    }))
+    const response = await fetch(`${url}/api/v1/contact/batch/upsert`, {
+      method: 'POST',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ contacts }),
+    })
+    const body = (await response.json()) as { data?: { created?: number } }
+    if (response.status !== 200 || body.data?.created !== 1000) {
+      throw new Error(`batch upsert answered ${response.status}: ${JSON.stringify(body).slice(0, 300)}`)
+    }
+  }
+  return Math.round((BATCH_CALLS * 1000) / ((performance.now() - started) / 1000))
 }
 
 /**
@@ -456,7 +484,7 @@ for (const result of results) {
       result.pgbench_tps
         ? `; pgbench (same UPDATE, prepared) ${result.pgbench_tps} tps, PUT / pgbench = ${result.put_to_pgbench}`
         : ''
-    }.`,
+    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s.`,
   )
 }
 const table = lines.join('\n')

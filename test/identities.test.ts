@@ -244,6 +244,44 @@ for (const backend of BACKENDS) {
         assert.deepEqual([twice.first_name, twice.last_name], ['Twice', 'Again'])
       })
 
+      test('a thousand new people are created at once with every identity, as one by one would', async () => {
+        const people = Array.from({ length: 1000 }, (_, i) => ({
+          email: `Bulk${i}@Example.com`,
+          phone_number: `+1650555${String(i).padStart(4, '0')}`,
+          external_id: `bulk-${i}`,
+          first_name: `Bulk ${i}`,
+          ...(i === 7 ? { email: 'not an email but a string' } : {}),
+        }))
+        people[3] = { ...people[3], bad: true } as never
+        const response = await request('POST', '/contact/batch/upsert', { contacts: people })
+        assert.equal(response.statusCode, 200, response.body)
+        const { results, created } = response.json().data
+        assert.equal(created, 1000)
+        assert.deepEqual(
+          results.map((r: { index: number }) => r.index),
+          people.map((_, i) => i),
+        )
+        // Every identity of every new contact was recorded: each finds its contact again.
+        for (const i of [0, 3, 7, 500, 999]) {
+          const id = results[i].id
+          for (const query of [
+            `email=${encodeURIComponent(people[i]?.email ?? '')}`,
+            `phone_number=${encodeURIComponent(people[i]?.phone_number ?? '')}`,
+            `external_id=bulk-${i}`,
+          ]) {
+            const again = await request('POST', `/contact/upsert?${query}`)
+            assert.equal(again.statusCode, 200, `${i} ${query}: ${again.body}`)
+            assert.equal(again.json().data.id, id)
+          }
+          const phone = (await get(id)).data.channels.telephone
+          assert.equal(phone, people[i]?.phone_number)
+        }
+        // Taking one of them again is a conflict, as for any contact.
+        const clash = await request('POST', '/contact', { email: 'bulk500@example.com' })
+        assert.equal(clash.statusCode, 409)
+        assert.equal(clash.json().existing_id, results[500].id)
+      })
+
       test('answers 200 when every item succeeds, and refuses more than 1000 items', async () => {
         const ok = await request('POST', '/contact/batch/upsert', {
           contacts: [{ email: 'all-good@example.com' }],

@@ -1,10 +1,19 @@
 import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
-import type { Database } from '../db/schema.js'
+import { isUniqueViolation } from '../db/errors.js'
+import type { ContactRow, Database, InsertableContactRow } from '../db/schema.js'
 import { toHttpError } from '../http/errors.js'
 import { validateBody } from '../http/validation.js'
+import { insertContacts } from './contacts.repository.js'
 import { UpsertBody } from './contacts.schemas.js'
-import { lostIdentityRace, prepareUpsert, upsertPrepared } from './contacts.service.js'
+import {
+  lostIdentityRace,
+  newRowOfUpsert,
+  prepareUpsert,
+  toContact,
+  upsertPrepared,
+} from './contacts.service.js'
+import { type Identity, identitiesOf } from './identities.js'
 
 export interface BatchItemResult {
   index: number
@@ -30,6 +39,93 @@ const failure = (index: number, error: unknown): BatchItemResult => {
  * person listed twice is created by the first and updated by the second.
  */
 export async function batchUpsert(db: Kysely<Database>, principal: Principal, items: readonly unknown[]) {
+  const fast = await createAllAtOnce(db, principal, items)
+  const results = fast ?? (await upsertOneByOne(db, principal, items))
+  const count = (status: BatchItemResult['status']) => results.filter((r) => r.status === status).length
+  return { created: count('created'), updated: count('updated'), failed: count('error'), results }
+}
+
+const CHUNK = 500
+
+/**
+ * The common bulk load (every item a new person, no two items the same person) done set-wise:
+ * one lookup for all identities, then multi-row inserts, in one transaction. Returns null when
+ * the batch is not of that kind, or when a concurrent writer took an identity meanwhile: the
+ * caller then applies it item by item, with the same results the item-by-item path always gives.
+ */
+async function createAllAtOnce(
+  db: Kysely<Database>,
+  principal: Principal,
+  items: readonly unknown[],
+): Promise<BatchItemResult[] | null> {
+  const results: BatchItemResult[] = []
+  const rows: { index: number; row: InsertableContactRow; identities: Identity[] }[] = []
+  const seen = new Set<string>()
+  for (const [index, item] of items.entries()) {
+    const issues = validateBody(UpsertBody, item)
+    if (issues.length > 0) {
+      results.push({
+        index,
+        status: 'error',
+        error: {
+          code: 'validation_failed',
+          detail: issues.map((issue) => ({ ...issue, loc: atItem(index, issue.loc) })),
+        },
+      })
+      continue
+    }
+    let prepared: Awaited<ReturnType<typeof prepareUpsert>>
+    try {
+      prepared = await prepareUpsert(db, principal, {}, item as UpsertBody, 'item')
+    } catch (error) {
+      results.push(failure(index, error))
+      continue
+    }
+    const row = newRowOfUpsert(principal.orgId, prepared)
+    // The identities the item looks up are among those its new row holds (email, telephone,
+    // external id), so the row's are the ones to check and to insert.
+    const identities = identitiesOf(toContact({ ...row, version: 0 } as ContactRow))
+    const keys = identities.map((identity) => `${identity.kind}\u0000${identity.value}`)
+    // The same person twice in one batch: the second item updates what the first creates.
+    if (keys.some((key) => seen.has(key))) return null
+    for (const key of keys) seen.add(key)
+    rows.push({ index, row, identities })
+  }
+  if (rows.length === 0) return null
+  const everyIdentity = rows.flatMap((r) => r.identities)
+  if (await anyHeld(db, principal.orgId, everyIdentity)) return null
+  try {
+    await db.transaction().execute(async (trx) => {
+      for (let i = 0; i < rows.length; i += CHUNK) {
+        await insertContacts(
+          trx,
+          rows.slice(i, i + CHUNK).map((r) => r.row),
+        )
+      }
+      const identityRows = rows.flatMap(({ row, identities }) =>
+        identities.map((identity) => ({
+          org_id: principal.orgId,
+          ...identity,
+          contact_id: row.id as string,
+          origin: 'field' as const,
+        })),
+      )
+      for (let i = 0; i < identityRows.length; i += CHUNK) {
+        await trx
+          .insertInto('contact_identities')
+          .values(identityRows.slice(i, i + CHUNK))
+          .execute()
+      }
+    })
+  } catch (error) {
+    if (isUniqueViolation(error)) return null
+    throw error
+  }
+  for (const { index, row } of rows) results.push({ index, status: 'created', id: row.id })
+  return results.sort((a, b) => a.index - b.index)
+}
+
+async function upsertOneByOne(db: Kysely<Database>, principal: Principal, items: readonly unknown[]) {
   const results: BatchItemResult[] = []
   const trx = await db.startTransaction().execute()
   try {
@@ -53,8 +149,7 @@ export async function batchUpsert(db: Kysely<Database>, principal: Principal, it
     await trx.rollback().execute()
     throw error
   }
-  const count = (status: BatchItemResult['status']) => results.filter((r) => r.status === status).length
-  return { created: count('created'), updated: count('updated'), failed: count('error'), results }
+  return results
 }
 
 async function upsertItem(
@@ -82,4 +177,27 @@ async function upsertItem(
       return failure(index, error)
     }
   }
+}
+
+/** Whether any of these identities is held by a contact of the organization (or its trash merges). */
+async function anyHeld(
+  db: Kysely<Database>,
+  orgId: string,
+  identities: readonly Identity[],
+): Promise<boolean> {
+  for (const kind of ['email', 'phone', 'external_id'] as const) {
+    const values = identities.filter((identity) => identity.kind === kind).map((identity) => identity.value)
+    for (let i = 0; i < values.length; i += CHUNK) {
+      const held = await db
+        .selectFrom('contact_identities')
+        .select('value')
+        .where('org_id', '=', orgId)
+        .where('kind', '=', kind)
+        .where('value', 'in', values.slice(i, i + CHUNK))
+        .limit(1)
+        .executeTakeFirst()
+      if (held) return true
+    }
+  }
+  return false
 }

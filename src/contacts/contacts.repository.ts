@@ -94,6 +94,15 @@ export async function insertContact(db: Kysely<Database>, row: InsertableContact
   return db.insertInto('contacts').values(withSearchColumns(row)).returningAll().executeTakeFirstOrThrow()
 }
 
+/** Several new contacts in one statement (the bulk path of batch upserts). */
+export async function insertContacts(
+  db: Kysely<Database>,
+  rows: readonly InsertableContactRow[],
+): Promise<void> {
+  if (rows.length === 0) return
+  await db.insertInto('contacts').values(rows.map(withSearchColumns)).execute()
+}
+
 /** Updates a live contact. */
 export async function updateContact(
   db: Kysely<Database>,

@@ -137,7 +137,7 @@ const identitiesOfInput = (input: ContactUpdateBody) =>
     external_id: input.external_id ?? null,
   })
 
-function newContactRow(orgId: string, columns: UpdateableContactRow): InsertableContactRow {
+export function newContactRow(orgId: string, columns: UpdateableContactRow): InsertableContactRow {
   const now = nowTimestamp()
   return {
     first_name: null,
@@ -593,6 +593,16 @@ export async function prepareUpsert(
 }
 
 /** The part of an upsert that must run inside one transaction (or one savepoint of a batch). */
+/** The row an upsert creates when no contact holds its identities (its telephone set from phone_number). */
+export function newRowOfUpsert(
+  orgId: string,
+  { phone, input, columns }: PreparedUpsert,
+): InsertableContactRow {
+  const withPhone = { ...columns }
+  if (phone) withPhone.channels = JSON.stringify({ ...(input.channels ?? {}), telephone: phone })
+  return newContactRow(orgId, withPhone)
+}
+
 export async function upsertPrepared(
   trx: Kysely<Database>,
   orgId: string,
