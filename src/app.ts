@@ -153,7 +153,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       await limitByAddress(api, config, redis)
       await api.register(async (authenticated) => {
         await limitByKey(authenticated, config, redis)
-        authenticated.addHook('onRequest', apiKeyAuth(database.db))
+        authenticated.addHook('onRequest', apiKeyAuth(database))
         registerIdempotency(authenticated, database.db)
         const cursors = cursorCodecOnce(database.db)
         await authenticated.register(contactRoutes, {

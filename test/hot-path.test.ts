@@ -3,7 +3,7 @@ import { statSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
 import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
 import { createContact, updateContact } from '../src/contacts/contacts.service.js'
-import { STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
+import { openDatabase, STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
 
@@ -26,6 +26,23 @@ for (const backend of BACKENDS) {
       }
       await revokeApiKey(t.database.db, victim.keyId)
       assert.equal((await t.call(victim.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 401)
+    })
+
+    test('a key revoked through another connection is refused on the very next request', async () => {
+      const victim = await t.createOrg()
+      for (let i = 0; i < 5; i++) {
+        assert.equal((await t.call(victim.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 200)
+      }
+      // As the CLI or another server process would: a connection of its own.
+      const elsewhere = openDatabase(t.testDatabase.url)
+      try {
+        await revokeApiKey(elsewhere.db, victim.keyId)
+      } finally {
+        await elsewhere.close()
+      }
+      assert.equal((await t.call(victim.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 401)
+      // Other keys keep working.
+      assert.equal((await t.call(org.key, { method: 'GET', url: '/api/v1/contact' })).statusCode, 200)
     })
 
     test('the prepared statement cache stays bounded however many distinct statements run', async () => {

@@ -97,6 +97,7 @@ export async function revokeApiKey(
 ): Promise<{ id: string; org_id: string }> {
   if (!isUuid(id)) throw new AppError('api_key_not_found', `no API key with id "${id}"`)
   const revoked = await apiKeys.revokeApiKey(db, id.toLowerCase(), nowTimestamp())
+  forgetPrincipals(db)
   if (revoked) return revoked
   const existing = await apiKeys.findApiKeyById(db, id.toLowerCase())
   if (existing) return { id: existing.id, org_id: existing.org_id } // already revoked: revoking is idempotent
@@ -115,8 +116,31 @@ export async function revokeApiKeyInOrganization(
 ): Promise<void> {
   if (!isUuid(id)) throw new AppError('api_key_not_found', 'API key not found')
   const revoked = await apiKeys.revokeApiKey(db, id.toLowerCase(), nowTimestamp(), { orgId, ...scope })
+  forgetPrincipals(db)
   if (!revoked) throw new AppError('api_key_not_found', 'API key not found')
 }
+
+interface CachedPrincipal {
+  principal: Principal
+  lastUsed: number
+}
+
+interface PrincipalCache {
+  /** The database's foreign-write counter the entries were read under. */
+  counter: number
+  entries: Map<string, CachedPrincipal>
+}
+
+/**
+ * Keys found valid, per database, for where the database can say that nobody else wrote to it
+ * since (SQLite, through data_version): a key revoked by another process changes that counter,
+ * and a key revoked through this process clears the cache, so a revoked key is refused from its
+ * next request on either way. Where no such signal exists (PostgreSQL) nothing is cached.
+ */
+const principalCaches = new WeakMap<Kysely<Database>, PrincipalCache>()
+const PRINCIPAL_CACHE_LIMIT = 10_000
+
+const forgetPrincipals = (db: Kysely<Database>) => principalCaches.delete(db)
 
 /** How often last_used_at is written: a write per request would double the cost of a read. */
 const LAST_USED_RESOLUTION_MS = 60_000
@@ -125,16 +149,41 @@ const LAST_USED_RESOLUTION_MS = 60_000
  * Resolves a presented key to its principal, or null. Unknown and revoked keys take the same path
  * and give the same answer, so a caller cannot tell a revoked key from one that never existed.
  */
-export async function authenticateApiKey(db: Kysely<Database>, presented: string): Promise<Principal | null> {
+export async function authenticateApiKey(
+  db: Kysely<Database>,
+  presented: string,
+  foreignWriteCounter: () => number | null = () => null,
+): Promise<Principal | null> {
   if (!API_KEY_PATTERN.test(presented)) return null
   const hash = hashApiKey(presented)
+  const counter = foreignWriteCounter()
+  let cache = counter === null ? undefined : principalCaches.get(db)
+  // Another process wrote since these entries were read (a revocation, perhaps): drop them all.
+  if (cache && cache.counter !== counter) cache = undefined
+  const cached = cache?.entries.get(hash)
+  if (cached) {
+    touchWhenDue(db, cached.principal, cached)
+    return cached.principal
+  }
   const row = await apiKeys.findActiveApiKeyByHash(db, hash)
   if (!row || !hashesMatch(row.key_hash, hash)) return null
-  const now = Date.now()
-  const lastUsed = row.last_used_at === null ? 0 : new Date(row.last_used_at).getTime()
-  if (now - lastUsed > LAST_USED_RESOLUTION_MS) {
-    // Recording use is bookkeeping: it must never fail or slow the request it describes.
-    apiKeys.touchApiKey(db, row.org_id, row.id, new Date(now).toISOString()).catch(() => {})
+  const principal: Principal = { actorId: row.id, orgId: row.org_id, role: row.role }
+  const entry = { principal, lastUsed: row.last_used_at === null ? 0 : new Date(row.last_used_at).getTime() }
+  touchWhenDue(db, principal, entry)
+  if (counter !== null) {
+    if (!cache || cache.entries.size >= PRINCIPAL_CACHE_LIMIT) {
+      cache = { counter, entries: new Map() }
+      principalCaches.set(db, cache)
+    }
+    cache.entries.set(hash, entry)
   }
-  return { actorId: row.id, orgId: row.org_id, role: row.role }
+  return principal
+}
+
+function touchWhenDue(db: Kysely<Database>, principal: Principal, entry: { lastUsed: number }) {
+  const now = Date.now()
+  if (now - entry.lastUsed <= LAST_USED_RESOLUTION_MS) return
+  entry.lastUsed = now
+  // Recording use is bookkeeping: it must never fail or slow the request it describes.
+  apiKeys.touchApiKey(db, principal.orgId, principal.actorId, new Date(now).toISOString()).catch(() => {})
 }

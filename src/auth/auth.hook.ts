@@ -1,7 +1,6 @@
 import type { FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
-import type { Kysely } from 'kysely'
 import { authenticateApiKey, type Principal } from '../api-keys/api-keys.service.js'
-import type { Database } from '../db/schema.js'
+import type { DatabaseHandle } from '../db/database.js'
 import { AppError } from '../errors.js'
 
 declare module 'fastify' {
@@ -22,11 +21,11 @@ function presentedKey(request: FastifyRequest): string | undefined {
 }
 
 /** Authentication for /api/v1: the key in `X-API-Key` or, as in the original, `?api_key=`. */
-export function apiKeyAuth(db: Kysely<Database>): onRequestAsyncHookHandler {
+export function apiKeyAuth(database: DatabaseHandle): onRequestAsyncHookHandler {
   return async (request) => {
     const key = presentedKey(request)
     if (key === undefined) throw new AppError('not_authenticated', 'Not authenticated')
-    const principal = await authenticateApiKey(db, key)
+    const principal = await authenticateApiKey(database.db, key, database.foreignWriteCounter)
     if (!principal) throw new AppError('invalid_api_key', 'Invalid API key')
     if (request.routeOptions.config.writes && principal.role !== 'full_access') {
       throw new AppError('read_only_key', 'This API key is read-only and cannot change data')

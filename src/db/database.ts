@@ -16,6 +16,12 @@ export interface DatabaseHandle {
   readonly dialect: DialectName
   /** Number of prepared statements currently kept (SQLite); 0 on PostgreSQL. */
   statementCacheSize(): number
+  /**
+   * A number that changes whenever another connection or process commits to the database
+   * (SQLite's data_version), for caches that must notice writes made elsewhere; null where no
+   * such signal exists (PostgreSQL), where nothing may be cached on its strength.
+   */
+  foreignWriteCounter(): number | null
   close(): Promise<void>
 }
 
@@ -99,10 +105,12 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   database.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
   const cache = withStatementCache(database, STATEMENT_CACHE_CAPACITY)
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cache.wrapped }) })
+  const dataVersion = database.prepare('pragma data_version').pluck()
   return {
     db,
     dialect: 'sqlite',
     statementCacheSize: cache.size,
+    foreignWriteCounter: () => dataVersion.get() as number,
     async close() {
       // Fold the WAL back into the database file, so a stopped service leaves one tidy file.
       if (database.open) database.pragma('wal_checkpoint(TRUNCATE)')
@@ -127,6 +135,7 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
     db,
     dialect: 'postgres',
     statementCacheSize: () => 0,
+    foreignWriteCounter: () => null,
     async close() {
       await db.destroy()
     },
