@@ -337,6 +337,23 @@ async function measure(
 
 const BATCH_CALLS = QUICK ? 10 : 100
 
+/** Batch upserts of 1000 new people each, for --profile batch. */
+const BATCH_SCENARIO: Scenario = {
+  name: 'batch',
+  request: (key) => ({
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': key },
+    setupRequest: (req) => {
+      const run = randomBytes(6).toString('hex')
+      const contacts = Array.from({ length: 1000 }, (_, i) => ({
+        email: `p-${run}-${i}@bench.example`,
+        first_name: 'Batch',
+      }))
+      return { ...req, path: '/api/v1/contact/batch/upsert', body: JSON.stringify({ contacts }) }
+    },
+  }),
+}
+
 /** New contacts a second through POST /contact/batch/upsert, 1000 per call, calls one after another. */
 async function batchUpsertRate(url: string, key: string): Promise<number> {
   const run = randomBytes(4).toString('hex')
@@ -365,7 +382,7 @@ async function batchUpsertRate(url: string, key: string): Promise<number> {
  * where its time went, by function and by package, instead of the benchmark table.
  */
 async function profileRoute(backend: 'sqlite' | 'postgres', routeName: string) {
-  const scenario = SCENARIOS.find((s) => s.name === routeName)
+  const scenario = [...SCENARIOS, BATCH_SCENARIO].find((s) => s.name === routeName)
   if (!scenario)
     throw new Error(`no route "${routeName}"; routes: ${SCENARIOS.map((s) => s.name).join(', ')}`)
   const database = await scratchDatabase(backend, 'contacts-bench')

@@ -212,6 +212,25 @@ for (const backend of BACKENDS) {
       })
     })
 
+    test('simultaneous writes to one contact that add the same phone number all succeed', async () => {
+      const contact = await create({ email: 'same-person@example.com' })
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          request('PUT', `/contact/${contact.id}`, {
+            channels: { telephone: '+15550199999' },
+            last_name: `W${i}`,
+          }),
+        ),
+      )
+      assert.deepEqual(
+        answers.map((answer) => answer.statusCode),
+        Array(8).fill(200),
+        answers.map((answer) => answer.body).join('\n'),
+      )
+      const found = await request('POST', '/contact/upsert?phone_number=%2B15550199999')
+      assert.equal(found.json().data.id, contact.id)
+    })
+
     describe('batch upsert', () => {
       test('gives one outcome per item and commits the good items despite the bad ones', async () => {
         const existing = await create({ email: 'batch-existing@example.com', first_name: 'Before' })

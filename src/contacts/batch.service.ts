@@ -1,18 +1,12 @@
 import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
 import { isUniqueViolation } from '../db/errors.js'
-import type { ContactRow, Database, InsertableContactRow } from '../db/schema.js'
+import type { Database, InsertableContactRow } from '../db/schema.js'
 import { toHttpError } from '../http/errors.js'
 import { validateBody } from '../http/validation.js'
 import { insertContacts } from './contacts.repository.js'
 import { UpsertBody } from './contacts.schemas.js'
-import {
-  lostIdentityRace,
-  newRowOfUpsert,
-  prepareUpsert,
-  toContact,
-  upsertPrepared,
-} from './contacts.service.js'
+import { lostIdentityRace, newRowOfUpsert, prepareUpsert, upsertPrepared } from './contacts.service.js'
 import { type Identity, identitiesOf } from './identities.js'
 
 export interface BatchItemResult {
@@ -84,7 +78,11 @@ async function createAllAtOnce(
     const row = newRowOfUpsert(principal.orgId, prepared)
     // The identities the item looks up are among those its new row holds (email, telephone,
     // external id), so the row's are the ones to check and to insert.
-    const identities = identitiesOf(toContact({ ...row, version: 0 } as ContactRow))
+    const identities = identitiesOf({
+      email: row.email ?? null,
+      channels: JSON.parse(row.channels as string) as Record<string, unknown>,
+      external_id: row.external_id ?? null,
+    })
     const keys = identities.map((identity) => `${identity.kind}\u0000${identity.value}`)
     // The same person twice in one batch: the second item updates what the first creates.
     if (keys.some((key) => seen.has(key))) return null

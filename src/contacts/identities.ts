@@ -106,7 +106,9 @@ export async function syncIdentities(
       .execute()
   }
   if (missing.length > 0) {
-    await trx
+    // Another writer may have recorded one of them meanwhile, for this very contact (two updates
+    // of one person at once) or for another: the first is no conflict, the second is.
+    const inserted = await trx
       .insertInto('contact_identities')
       .values(
         missing.map((identity) => ({
@@ -116,7 +118,15 @@ export async function syncIdentities(
           origin: 'field' as const,
         })),
       )
+      .onConflict((oc) => oc.columns(['org_id', 'kind', 'value']).doNothing())
+      .returning(['kind', 'value'])
       .execute()
+    if (inserted.length < missing.length) {
+      const done = new Set(inserted.map(keyOf))
+      const raced = missing.filter((identity) => !done.has(keyOf(identity)))
+      const other = (await findIdentityHolders(trx, orgId, raced)).find((row) => row.contact_id !== contactId)
+      if (other) throw new IdentityConflictError(other, other.contact_id)
+    }
   }
 }
 

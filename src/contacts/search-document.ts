@@ -36,7 +36,11 @@ export function withSearchColumns<T extends UpdateableContactRow>(columns: T): T
   if ('last_name' in columns) result.last_name_folded = foldOrNull(columns.last_name)
   if ('channels' in columns && columns.channels !== undefined) {
     const channels =
-      typeof columns.channels === 'string' ? JSON.parse(columns.channels) : (columns.channels ?? {})
+      columns.channels === '{}'
+        ? {}
+        : typeof columns.channels === 'string'
+          ? JSON.parse(columns.channels)
+          : (columns.channels ?? {})
     result.channels_folded = channelsSearchText(channels)
   }
   return result
