@@ -1,9 +1,10 @@
-import type { Kysely, SelectQueryBuilder } from 'kysely'
+import type { Kysely } from 'kysely'
+import { findCustomFieldTypesOf } from '../custom-fields/custom-fields.repository.js'
 import type { DialectName } from '../db/database.js'
 import type { CustomFieldType, Database } from '../db/schema.js'
 import { ValidationFailedError, type ValidationIssue } from '../errors.js'
 import { type CursorCodec, queryKeyOf, readCursor } from '../shared/cursor.js'
-import { type PageOf, pageOf } from '../shared/schemas.js'
+import { type CursorPageOf, type PageOf, pageOf } from '../shared/schemas.js'
 import type { Contact } from './contacts.schemas.js'
 import { toContact } from './contacts.service.js'
 import {
@@ -11,11 +12,11 @@ import {
   compileFilter,
   compileTextSearch,
   cursorValuesOf,
-  orderByClauses,
   parseSort,
   type SearchContext,
   type SortKey,
 } from './search.compiler.js'
+import { countContacts, findContacts, findContactsAtOffset } from './search.repository.js'
 import type { Filter, FilterCondition, FilterOperator, ListQuery } from './search.schemas.js'
 
 export interface Search {
@@ -28,12 +29,6 @@ export interface SearchEngine {
   db: Kysely<Database>
   dialect: DialectName
   cursors: () => Promise<CursorCodec>
-}
-
-export interface CursorPageOf<T> {
-  items: T[]
-  limit: number
-  next_cursor: string | null
 }
 
 /** Where each part of a search came from, for 422s that point at the right parameter. */
@@ -65,15 +60,6 @@ function mentionsCustomFields(filter: Filter | undefined): boolean {
   return filter.field.startsWith('custom_fields.')
 }
 
-async function customFieldTypes(db: Kysely<Database>, orgId: string): Promise<Map<string, CustomFieldType>> {
-  const rows = await db
-    .selectFrom('contact_custom_fields')
-    .select(['custom_field_name', 'custom_field_type'])
-    .where('org_id', '=', orgId)
-    .execute()
-  return new Map(rows.map((row) => [row.custom_field_name, row.custom_field_type]))
-}
-
 /** A prepared search: the WHERE conditions, the order, and the key its cursors are bound to. */
 interface PreparedSearch {
   conditions: ReturnType<typeof compileFilter>[]
@@ -91,7 +77,7 @@ async function prepare(
     dialect: engine.dialect,
     orgId,
     customFieldTypes: mentionsCustomFields(search.filter)
-      ? await customFieldTypes(engine.db, orgId)
+      ? await findCustomFieldTypesOf(engine.db, orgId)
       : new Map(),
   }
   const keys = parseSort(search.sort, origins.sort)
@@ -112,26 +98,6 @@ export function searchKey(orgId: string, search: Search, keys = parseSort(search
   ])
 }
 
-function liveContacts(
-  db: Kysely<Database>,
-  orgId: string,
-  conditions: readonly ReturnType<typeof compileFilter>[],
-) {
-  let query = db.selectFrom('contacts').where('org_id', '=', orgId).where('deleted_at', 'is', null)
-  for (const condition of conditions) query = query.where(condition)
-  return query
-}
-
-function ordered<O>(
-  dialect: DialectName,
-  query: SelectQueryBuilder<Database, 'contacts', O>,
-  keys: SortKey[],
-) {
-  let result = query
-  for (const clause of orderByClauses(dialect, keys)) result = result.orderBy(clause)
-  return result
-}
-
 /** One page of a search by cursor: keyset paging, so every page costs what the first does. */
 export async function searchContacts(
   engine: SearchEngine,
@@ -147,9 +113,7 @@ export async function searchContacts(
     const values = readCursor(codec, queryKey, search.cursor, origins.cursor)
     where.push(afterCursor(engine.dialect, keys, values))
   }
-  const rows = await ordered(engine.dialect, liveContacts(engine.db, orgId, where).selectAll(), keys)
-    .limit(limit + 1)
-    .execute()
+  const rows = await findContacts(engine.db, engine.dialect, orgId, where, keys, limit + 1).execute()
   const page = rows.slice(0, limit)
   const last = page.at(-1)
   return {
@@ -166,21 +130,19 @@ export async function listContactsPage(
   search: Search & { page: number; size: number },
 ): Promise<PageOf<Contact> & { next_cursor: string | null }> {
   const { conditions, keys, queryKey } = await prepare(engine, orgId, search, QUERY_ORIGINS)
-  const base = liveContacts(engine.db, orgId, conditions)
-  // A deferred join: the offset is walked over ids only (from the index, without reading the
-  // rows it skips), and only the page's own rows are read in full.
-  const pageIds = ordered(engine.dialect, base.select('id'), keys)
-    .limit(search.size)
-    .offset((search.page - 1) * search.size)
-  const [rows, counted] = await Promise.all([
-    ordered(
+  const [rows, total] = await Promise.all([
+    findContactsAtOffset(
+      engine.db,
       engine.dialect,
-      engine.db.selectFrom('contacts').selectAll().where('org_id', '=', orgId).where('id', 'in', pageIds),
+      orgId,
+      conditions,
       keys,
-    ).execute(),
-    base.select((eb) => eb.fn.countAll<number | string | bigint>().as('total')).executeTakeFirstOrThrow(),
+      search.size,
+      (search.page - 1) * search.size,
+    ),
+    countContacts(engine.db, orgId, conditions),
   ])
-  const page = pageOf(rows.map(toContact), Number(counted.total), search)
+  const page = pageOf(rows.map(toContact), total, search)
   const last = rows.at(-1)
   const more = last !== undefined && page.next_page !== null
   const codec = await engine.cursors()
@@ -244,7 +206,7 @@ export async function searchFromQuery(
         string,
         FilterOperator | undefined,
       ]
-      declared ??= column === 'custom_fields' ? await customFieldTypes(db, orgId) : undefined
+      declared ??= column === 'custom_fields' ? await findCustomFieldTypesOf(db, orgId) : undefined
       const type = column === 'custom_fields' ? declared?.get(key) : undefined
       const comparison = op === 'gt' || op === 'gte' || op === 'lt' || op === 'lte'
       const asNumber = type === 'number' || (type === undefined && comparison && NUMERIC.test(value))
@@ -276,7 +238,5 @@ export async function explainableSearch(
   search: Search & { limit?: number },
 ) {
   const { conditions, keys } = await prepare(engine, orgId, search, BODY_ORIGINS)
-  return ordered(engine.dialect, liveContacts(engine.db, orgId, conditions).selectAll(), keys)
-    .limit(search.limit ?? 50)
-    .compile()
+  return findContacts(engine.db, engine.dialect, orgId, conditions, keys, search.limit ?? 50).compile()
 }

@@ -62,3 +62,13 @@ export async function deleteCustomField(db: Kysely<Database>, orgId: string, id:
     .returning('id')
     .executeTakeFirst()
 }
+
+/** Every custom field definition of the organization, name to type. */
+export async function findCustomFieldTypesOf(db: Kysely<Database>, orgId: string) {
+  const rows = await db
+    .selectFrom('contact_custom_fields')
+    .select(['custom_field_name', 'custom_field_type'])
+    .where('org_id', '=', orgId)
+    .execute()
+  return new Map(rows.map((row) => [row.custom_field_name, row.custom_field_type]))
+}

@@ -1,0 +1,69 @@
+import type { Kysely, RawBuilder, SelectQueryBuilder, SqlBool } from 'kysely'
+import type { DialectName } from '../db/database.js'
+import type { ContactRow, Database } from '../db/schema.js'
+import { orderByClauses, type SortKey } from './search.compiler.js'
+
+/** Compiled conditions of a search (see search.compiler.ts): bound parameters only. */
+export type SearchCondition = RawBuilder<SqlBool>
+
+function liveContacts(db: Kysely<Database>, orgId: string, conditions: readonly SearchCondition[]) {
+  let query = db.selectFrom('contacts').where('org_id', '=', orgId).where('deleted_at', 'is', null)
+  for (const condition of conditions) query = query.where(condition)
+  return query
+}
+
+function ordered<O>(
+  dialect: DialectName,
+  query: SelectQueryBuilder<Database, 'contacts', O>,
+  keys: SortKey[],
+) {
+  let result = query
+  for (const clause of orderByClauses(dialect, keys)) result = result.orderBy(clause)
+  return result
+}
+
+/** Up to `limit` live contacts matching every condition, in the sort's order. */
+export function findContacts(
+  db: Kysely<Database>,
+  dialect: DialectName,
+  orgId: string,
+  conditions: readonly SearchCondition[],
+  keys: SortKey[],
+  limit: number,
+) {
+  return ordered(dialect, liveContacts(db, orgId, conditions).selectAll(), keys).limit(limit)
+}
+
+/**
+ * A page by offset, as a deferred join: the offset is walked over ids only (from an index,
+ * without reading the rows it skips), and only the page's own rows are read in full.
+ */
+export async function findContactsAtOffset(
+  db: Kysely<Database>,
+  dialect: DialectName,
+  orgId: string,
+  conditions: readonly SearchCondition[],
+  keys: SortKey[],
+  limit: number,
+  offset: number,
+): Promise<ContactRow[]> {
+  const pageIds = ordered(dialect, liveContacts(db, orgId, conditions).select('id'), keys)
+    .limit(limit)
+    .offset(offset)
+  return ordered(
+    dialect,
+    db.selectFrom('contacts').selectAll().where('org_id', '=', orgId).where('id', 'in', pageIds),
+    keys,
+  ).execute()
+}
+
+export async function countContacts(
+  db: Kysely<Database>,
+  orgId: string,
+  conditions: readonly SearchCondition[],
+): Promise<number> {
+  const { total } = await liveContacts(db, orgId, conditions)
+    .select((eb) => eb.fn.countAll<number | string | bigint>().as('total'))
+    .executeTakeFirstOrThrow()
+  return Number(total)
+}
