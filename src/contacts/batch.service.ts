@@ -18,6 +18,20 @@ export interface BatchItemResult {
 
 const atItem = (index: number, loc: (string | number)[]) => ['body', 'contacts', index, ...loc.slice(1)]
 
+/** The outcome of an item that does not match the upsert body's schema, or null when it does. */
+function invalidItem(index: number, item: unknown): BatchItemResult | null {
+  const issues = validateBody(UpsertBody, item)
+  if (issues.length === 0) return null
+  return {
+    index,
+    status: 'error',
+    error: {
+      code: 'validation_failed',
+      detail: issues.map((issue) => ({ ...issue, loc: atItem(index, issue.loc) })),
+    },
+  }
+}
+
 const failure = (index: number, error: unknown): BatchItemResult => {
   const { code, detail, existing_id } = toHttpError(error).body
   const located = Array.isArray(detail)
@@ -56,16 +70,9 @@ async function createAllAtOnce(
   const rows: { index: number; row: InsertableContactRow; identities: Identity[] }[] = []
   const seen = new Set<string>()
   for (const [index, item] of items.entries()) {
-    const issues = validateBody(UpsertBody, item)
-    if (issues.length > 0) {
-      results.push({
-        index,
-        status: 'error',
-        error: {
-          code: 'validation_failed',
-          detail: issues.map((issue) => ({ ...issue, loc: atItem(index, issue.loc) })),
-        },
-      })
+    const invalid = invalidItem(index, item)
+    if (invalid) {
+      results.push(invalid)
       continue
     }
     let prepared: Awaited<ReturnType<typeof prepareUpsert>>
@@ -128,16 +135,9 @@ async function upsertOneByOne(db: Kysely<Database>, principal: Principal, items:
   const trx = await db.startTransaction().execute()
   try {
     for (const [index, item] of items.entries()) {
-      const issues = validateBody(UpsertBody, item)
-      if (issues.length > 0) {
-        results.push({
-          index,
-          status: 'error',
-          error: {
-            code: 'validation_failed',
-            detail: issues.map((issue) => ({ ...issue, loc: atItem(index, issue.loc) })),
-          },
-        })
+      const invalid = invalidItem(index, item)
+      if (invalid) {
+        results.push(invalid)
         continue
       }
       results.push(await upsertItem(trx, principal, index, item as UpsertBody))

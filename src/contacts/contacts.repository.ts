@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
+import type { ListStart } from '../shared/list-paging.js'
 import { withSearchColumns } from './search-document.js'
 
 /** A live contact: not in the trash. */
@@ -58,12 +59,7 @@ export async function countContacts(db: Kysely<Database>, orgId: string): Promis
 }
 
 /** The trash, most recently deleted first: by offset (`page`) or after a position (`cursor`). */
-export async function listTrash(
-  db: Kysely<Database>,
-  orgId: string,
-  limit: number,
-  from: { offset: number } | { after: { time: string; id: string } | null },
-) {
+export async function listTrash(db: Kysely<Database>, orgId: string, limit: number, from: ListStart) {
   let query = db
     .selectFrom('contacts')
     .selectAll()

@@ -5,17 +5,16 @@ import { isUniqueViolation } from '../db/errors.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import { AppError, notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
 import type { VersionCondition } from '../http/etag.js'
-import { type CursorCodec, queryKeyOf, readTimeAndId, timeAndId } from '../shared/cursor.js'
+import { type CursorCodec, queryKeyOf } from '../shared/cursor.js'
 import { isUuid, uuidv7 } from '../shared/ids.js'
 import { assertJsonBounded } from '../shared/json-bounds.js'
+import { pageTimeOrderedList, type TimeOrderedList } from '../shared/list-paging.js'
 import {
-  type CursorPageOf,
   type ListPagingQuery,
   offsetOf,
   type PageOf,
   type PaginationQuery,
   pageOf,
-  pagingOf,
 } from '../shared/schemas.js'
 import { assertOwnOrganization } from '../shared/tenancy.js'
 import { formatNullableTimestamp, formatTimestamp, nowTimestamp, parseDateTime } from '../shared/time.js'
@@ -467,31 +466,19 @@ export async function listTrash(
 }
 
 /** The trash, paged as the API asks: original pages (with a cursor to continue) or by cursor. */
-export async function listTrashPaged(
+export function listTrashPaged(
   db: Kysely<Database>,
   cursors: () => Promise<CursorCodec>,
   orgId: string,
   query: ListPagingQuery,
-): Promise<(PageOf<TrashedContact> & { next_cursor: string | null }) | CursorPageOf<TrashedContact>> {
-  const paging = pagingOf(query)
-  const codec = await cursors()
-  const queryKey = queryKeyOf([orgId, 'trash'])
-  const positionOf = (item: { deleted_at: string; id: string }) => timeAndId(item.deleted_at, item.id)
-  if (paging.mode === 'page') {
-    const page = await listTrash(db, orgId, paging)
-    const last = page.items.at(-1)
-    const more = last !== undefined && page.next_page !== null
-    return { ...page, next_cursor: more ? codec.encode(queryKey, positionOf(last)) : null }
+) {
+  const list: TimeOrderedList<ContactRow, TrashedContact> = {
+    find: (limit, start) => contacts.listTrash(db, orgId, limit, start),
+    count: () => contacts.countTrash(db, orgId),
+    positionOf: (row) => ({ time: row.deleted_at ?? row.updated_at, id: row.id }),
+    toItem: toTrashedContact,
   }
-  const after = paging.cursor === undefined ? null : readTimeAndId(codec, queryKey, paging.cursor)
-  const rows = await contacts.listTrash(db, orgId, paging.limit + 1, { after })
-  const items = rows.slice(0, paging.limit).map(toTrashedContact)
-  const last = items.at(-1)
-  return {
-    items,
-    limit: paging.limit,
-    next_cursor: rows.length > paging.limit && last ? codec.encode(queryKey, positionOf(last)) : null,
-  }
+  return pageTimeOrderedList(list, query, cursors, queryKeyOf([orgId, 'trash']))
 }
 
 /** Erases what has been in the trash longer than the retention period; returns how many. */

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import type { Database, InsertableCustomFieldRow } from '../db/schema.js'
+import type { ListStart } from '../shared/list-paging.js'
 
 export async function insertCustomField(db: Kysely<Database>, row: InsertableCustomFieldRow): Promise<void> {
   await db.insertInto('contact_custom_fields').values(row).execute()
@@ -24,12 +25,7 @@ export async function findCustomFieldTypes(db: Kysely<Database>, orgId: string, 
 }
 
 /** Definitions, oldest first: by offset (`page`) or after a position (`cursor`). */
-export async function listCustomFields(
-  db: Kysely<Database>,
-  orgId: string,
-  limit: number,
-  from: { offset: number } | { after: { time: string; id: string } | null },
-) {
+export async function listCustomFields(db: Kysely<Database>, orgId: string, limit: number, from: ListStart) {
   let query = db
     .selectFrom('contact_custom_fields')
     .selectAll()

@@ -2,16 +2,15 @@ import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
 import type { CustomFieldRow, CustomFieldType, Database, InsertableCustomFieldRow } from '../db/schema.js'
 import { AppError, notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
-import { type CursorCodec, queryKeyOf, readTimeAndId, timeAndId } from '../shared/cursor.js'
+import { type CursorCodec, queryKeyOf } from '../shared/cursor.js'
 import { uuidv7 } from '../shared/ids.js'
+import { pageTimeOrderedList, type TimeOrderedList } from '../shared/list-paging.js'
 import {
-  type CursorPageOf,
   type ListPagingQuery,
   offsetOf,
   type PageOf,
   type PaginationQuery,
   pageOf,
-  pagingOf,
 } from '../shared/schemas.js'
 import { assertOwnOrganization } from '../shared/tenancy.js'
 import { nowTimestamp } from '../shared/time.js'
@@ -62,35 +61,19 @@ export async function listCustomFields(
 }
 
 /** Definitions, paged as the API asks: original pages (with a cursor to continue) or by cursor. */
-export async function listCustomFieldsPaged(
+export function listCustomFieldsPaged(
   db: Kysely<Database>,
   cursors: () => Promise<CursorCodec>,
   orgId: string,
   query: ListPagingQuery,
-): Promise<(PageOf<CustomField> & { next_cursor: string | null }) | CursorPageOf<CustomField>> {
-  const paging = pagingOf(query)
-  const codec = await cursors()
-  const queryKey = queryKeyOf([orgId, 'custom_fields'])
-  const positionOf = (row: CustomFieldRow) => timeAndId(row.created_at, row.id)
-  if (paging.mode === 'page') {
-    const [rows, total] = await Promise.all([
-      customFields.listCustomFields(db, orgId, paging.size, { offset: offsetOf(paging) }),
-      customFields.countCustomFields(db, orgId),
-    ])
-    const page = pageOf(rows.map(toCustomField), total, paging)
-    const last = rows.at(-1)
-    const more = last !== undefined && page.next_page !== null
-    return { ...page, next_cursor: more ? codec.encode(queryKey, positionOf(last)) : null }
+) {
+  const list: TimeOrderedList<CustomFieldRow, CustomField> = {
+    find: (limit, start) => customFields.listCustomFields(db, orgId, limit, start),
+    count: () => customFields.countCustomFields(db, orgId),
+    positionOf: (row) => ({ time: row.created_at, id: row.id }),
+    toItem: toCustomField,
   }
-  const after = paging.cursor === undefined ? null : readTimeAndId(codec, queryKey, paging.cursor)
-  const rows = await customFields.listCustomFields(db, orgId, paging.limit + 1, { after })
-  const page = rows.slice(0, paging.limit)
-  const last = page.at(-1)
-  return {
-    items: page.map(toCustomField),
-    limit: paging.limit,
-    next_cursor: rows.length > paging.limit && last ? codec.encode(queryKey, positionOf(last)) : null,
-  }
+  return pageTimeOrderedList(list, query, cursors, queryKeyOf([orgId, 'custom_fields']))
 }
 
 export async function deleteCustomField(db: Kysely<Database>, orgId: string, id: string) {
