@@ -19,6 +19,7 @@ import { limitByAddress, limitByKey, rateLimitStore } from './http/rate-limits.j
 import { validatorCompiler } from './http/validation.js'
 import { type SetupState, settingsRoutes } from './settings/settings.routes.js'
 import { cursorCodecOnce } from './shared/cursor.js'
+import { assertBodyNesting } from './shared/json-bounds.js'
 import { ErrorResponse, ValidationErrorResponse } from './shared/schemas.js'
 import { countUsers } from './users/users.service.js'
 
@@ -108,6 +109,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return reply.code(status).send(body)
   })
   boundBodyReading(app, config.requestTimeoutMs)
+  app.addHook('preValidation', async (request) => {
+    if (typeof request.body === 'object' && request.body !== null) assertBodyNesting(request.body)
+  })
   app.setNotFoundHandler((_request, reply) =>
     reply.code(404).send({ detail: 'Not Found', code: 'route_not_found' satisfies ErrorCode }),
   )

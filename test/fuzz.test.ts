@@ -113,8 +113,17 @@ const searchLike = fc.record(
   { requiredKeys: [] },
 )
 
+/** Bodies nested far deeper than any call stack, in each place that holds objects. */
+const abyss = fc
+  .tuple(
+    fc.integer({ min: 50, max: 20_000 }),
+    fc.constantFrom('channels', 'user_attributes', 'custom_fields', 'filter', 'contacts', 'not'),
+  )
+  .map(([levels, key]) => `{"${key}":${'{"not":'.repeat(levels)}1${'}'.repeat(levels)}}`)
+
 const body = fc.oneof(
   contactLike.map((value) => JSON.stringify(value)),
+  abyss,
   searchLike.map((value) => JSON.stringify(value)),
   fc.jsonValue({ maxDepth: 4 }).map((value) => JSON.stringify(value)),
   fc.string({ maxLength: 60 }),

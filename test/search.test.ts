@@ -437,6 +437,17 @@ for (const backend of BACKENDS) {
         or: Array.from({ length: 101 }, () => ({ field: 'first_name', op: 'exists' as const })),
       }
       assert.equal((await search({ filter: wide })).statusCode, 422)
+      // Nested far deeper than any call stack: still a 422, not a crash.
+      for (const levels of [5_000, 50_000]) {
+        const body = `{"filter":${'{"not":'.repeat(levels)}{"field":"first_name","op":"exists"}${'}'.repeat(levels)}}`
+        const response = await t.call(org.key, {
+          method: 'POST',
+          url: '/api/v1/contact/search',
+          payload: body,
+          headers: { 'content-type': 'application/json' },
+        })
+        assert.equal(response.statusCode, 422, `${levels} levels: ${response.body.slice(0, 200)}`)
+      }
       const fine: Filter = {
         or: Array.from({ length: 100 }, () => ({ field: 'first_name', op: 'exists' as const })),
       }

@@ -232,6 +232,22 @@ for (const backend of BACKENDS) {
       await rejects({ method: 'PUT', url: `/api/v1/contact/${id}`, payload: { user_attributes: wide } }, 422)
       const large = { list: Array.from({ length: 3000 }, (_, i) => i) }
       await rejects({ method: 'PUT', url: `/api/v1/contact/${id}`, payload: { custom_fields: large } }, 422)
+      // Nested deeper than any call stack, on every route that merges or walks objects.
+      const abyss = `{"user_attributes":${'{"a":'.repeat(50_000)}1${'}'.repeat(50_000)},"unknown":${'['.repeat(20_000)}${']'.repeat(20_000)}}`
+      for (const [method, url] of [
+        ['PATCH', `/api/v1/contact/${id}`],
+        ['PUT', `/api/v1/contact/${id}`],
+        ['POST', '/api/v1/contact'],
+      ] as const) {
+        const response = await t.call(org.key, {
+          method,
+          url,
+          payload: abyss,
+          // Retries are told apart by a digest of the body, which must not be where it breaks.
+          headers: { 'content-type': 'application/json', 'idempotency-key': `deep-${method}` },
+        })
+        assert.equal(response.statusCode, 422, `${method} ${url}: ${response.body.slice(0, 200)}`)
+      }
     })
 
     test('an unknown route is 404 in the error shape', async () => {

@@ -344,6 +344,11 @@ export async function patchContact(
   ifMatch?: VersionCondition,
 ): Promise<VersionedContact> {
   assertOwnOrganization(principal, patch.org_id)
+  // Merging is recursive: a patch nested deeper than any stored object can be is refused first.
+  for (const column of OBJECT_COLUMNS) {
+    if (patch[column] !== undefined && patch[column] !== null)
+      assertJsonBounded(patch[column], ['body', column])
+  }
   const contactId = id.toLowerCase()
   for (let attempt = 1; attempt <= PATCH_ATTEMPTS; attempt++) {
     const current = await contacts.findContactById(db, principal.orgId, contactId)

@@ -303,22 +303,28 @@ function compileNode(
   }
 }
 
-function measure(node: Filter, depth = 1): { depth: number; conditions: number } {
-  const children = 'and' in node ? node.and : 'or' in node ? node.or : 'not' in node ? [node.not] : null
-  if (!children) return { depth, conditions: 1 }
-  return children
-    .map((child) => measure(child, depth + 1))
-    .reduce(
-      (total, m) => ({ depth: Math.max(total.depth, m.depth), conditions: total.conditions + m.conditions }),
-      {
-        depth,
-        conditions: 0,
-      },
-    )
+/**
+ * Depth and number of conditions of a filter tree, walked without recursion: a body can nest
+ * far deeper than the call stack, and must get its 422 rather than crash the check.
+ */
+function measure(filter: unknown): { depth: number; conditions: number } {
+  let depth = 0
+  let conditions = 0
+  const pending: [unknown, number][] = [[filter, 1]]
+  while (pending.length > 0) {
+    const [node, level] = pending.pop() as [unknown, number]
+    depth = Math.max(depth, level)
+    if (depth > MAX_FILTER_DEPTH || conditions > MAX_FILTER_CONDITIONS) break
+    if (typeof node !== 'object' || node === null) continue
+    const children = 'and' in node ? node.and : 'or' in node ? node.or : 'not' in node ? [node.not] : null
+    if (children === null) conditions += 1
+    else if (Array.isArray(children)) for (const child of children) pending.push([child, level + 1])
+  }
+  return { depth, conditions }
 }
 
-/** The WHERE clause of a filter, after checking its size. `loc` names where the filter came from. */
-export function compileFilter(context: SearchContext, filter: Filter, loc: (string | number)[]): Where {
+/** The size bounds of a filter, checked before anything else reads it. */
+export function assertFilterBounded(filter: unknown, loc: (string | number)[]): void {
   const { depth, conditions } = measure(filter)
   const issues: ValidationIssue[] = []
   if (depth > MAX_FILTER_DEPTH)
@@ -330,6 +336,11 @@ export function compileFilter(context: SearchContext, filter: Filter, loc: (stri
       type: 'value_error',
     })
   if (issues.length > 0) throw new ValidationFailedError(issues)
+}
+
+/** The WHERE clause of a filter, after checking its size. `loc` names where the filter came from. */
+export function compileFilter(context: SearchContext, filter: Filter, loc: (string | number)[]): Where {
+  assertFilterBounded(filter, loc)
   return compileNode(context, filter, false, loc)
 }
 

@@ -26,3 +26,29 @@ export function assertJsonBounded(value: unknown, loc: (string | number)[]): voi
   }
   walk(value, 1)
 }
+
+/** Deeper than any body a route accepts (a filter of 8 levels is about 20 JSON levels). */
+export const MAX_BODY_DEPTH = 32
+
+/**
+ * Refuses a request body nested deeper than any route accepts, walking it without recursion.
+ * Everything that later reads a body recursively (the validator, hashing for idempotency,
+ * merge patches) can then rely on a bounded depth instead of running out of stack.
+ */
+export function assertBodyNesting(body: unknown): void {
+  const pending: [unknown, number][] = [[body, 1]]
+  while (pending.length > 0) {
+    const [node, depth] = pending.pop() as [unknown, number]
+    if (node === null || typeof node !== 'object') continue
+    if (depth > MAX_BODY_DEPTH) {
+      throw new ValidationFailedError([
+        {
+          loc: ['body'],
+          msg: `The body is nested more than ${MAX_BODY_DEPTH} levels deep`,
+          type: 'too_deep',
+        },
+      ])
+    }
+    for (const child of Array.isArray(node) ? node : Object.values(node)) pending.push([child, depth + 1])
+  }
+}
