@@ -34,7 +34,6 @@ import {
 import type { VersionedContact } from './contacts.service.js'
 import * as contacts from './contacts.service.js'
 import { findDuplicates, mergeContacts } from './merge.service.js'
-import { assertFilterBounded } from './search.compiler.js'
 import { ContactCursorPage, ContactListResult, ListQuery, SearchBody } from './search.schemas.js'
 import {
   listContactsPage,
@@ -102,12 +101,6 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
   app.post(
     '/contact/search',
     {
-      // The schema is recursive; a filter nested thousands deep would exhaust the validator's
-      // stack, so its size is checked first, without recursion.
-      preValidation: async (request) => {
-        const body = request.body as { filter?: unknown } | null
-        if (body && typeof body === 'object') assertFilterBounded(body.filter, ['body', 'filter'])
-      },
       schema: {
         tags,
         operationId: 'search_contacts_api_v1_contact_search_post',

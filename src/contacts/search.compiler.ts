@@ -324,7 +324,7 @@ function measure(filter: unknown): { depth: number; conditions: number } {
 }
 
 /** The size bounds of a filter, checked before anything else reads it. */
-export function assertFilterBounded(filter: unknown, loc: (string | number)[]): void {
+function assertFilterBounded(filter: unknown, loc: (string | number)[]): void {
   const { depth, conditions } = measure(filter)
   const issues: ValidationIssue[] = []
   if (depth > MAX_FILTER_DEPTH)

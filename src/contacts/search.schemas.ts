@@ -5,7 +5,6 @@ import {
   DateTime,
   ListResult,
   OptionalPagination,
-  PageWithCursor,
   Uuid,
 } from '../shared/schemas.js'
 import { Contact } from './contacts.schemas.js'
@@ -151,6 +150,5 @@ export const ListQuery = Type.Object(
 )
 export type ListQuery = Static<typeof ListQuery>
 
-export const ContactPage = PageWithCursor(Contact)
 export const ContactCursorPage = CursorPage(Contact)
 export const ContactListResult = ListResult(Contact)

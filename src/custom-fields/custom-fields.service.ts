@@ -5,13 +5,7 @@ import { AppError, notFound, ValidationFailedError, type ValidationIssue } from 
 import { type CursorCodec, queryKeyOf } from '../shared/cursor.js'
 import { uuidv7 } from '../shared/ids.js'
 import { pageTimeOrderedList, type TimeOrderedList } from '../shared/list-paging.js'
-import {
-  type ListPagingQuery,
-  offsetOf,
-  type PageOf,
-  type PaginationQuery,
-  pageOf,
-} from '../shared/schemas.js'
+import type { ListPagingQuery } from '../shared/schemas.js'
 import { assertOwnOrganization } from '../shared/tenancy.js'
 import { nowTimestamp } from '../shared/time.js'
 import * as customFields from './custom-fields.repository.js'
@@ -46,18 +40,6 @@ export async function createCustomField(
   }
   await customFields.insertCustomField(db, row)
   return toCustomField(row)
-}
-
-export async function listCustomFields(
-  db: Kysely<Database>,
-  orgId: string,
-  pagination: PaginationQuery,
-): Promise<PageOf<CustomField>> {
-  const [rows, total] = await Promise.all([
-    customFields.listCustomFields(db, orgId, pagination.size, { offset: offsetOf(pagination) }),
-    customFields.countCustomFields(db, orgId),
-  ])
-  return pageOf(rows.map(toCustomField), total, pagination)
 }
 
 /** Definitions, paged as the API asks: original pages (with a cursor to continue) or by cursor. */
