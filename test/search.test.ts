@@ -697,7 +697,7 @@ describe('differential: random filters agree on SQLite, PostgreSQL and the refer
       ) as fc.Arbitrary<Filter>
       const filter: fc.Arbitrary<Filter> = fc.letrec<{ node: Filter }>((tie) => ({
         node: fc.oneof(
-          { depthSize: 'small', withCrossShrink: true },
+          { depthSize: 'small', withCrossShrink: true, maxDepth: 6 },
           condition,
           fc.record({ and: fc.array(tie('node'), { minLength: 1, maxLength: 3 }) }),
           fc.record({ or: fc.array(tie('node'), { minLength: 1, maxLength: 3 }) }),
