@@ -22,6 +22,8 @@ import { cursorCodecOnce } from './shared/cursor.js'
 import { assertBodyNesting } from './shared/json-bounds.js'
 import { ErrorResponse, ValidationErrorResponse } from './shared/schemas.js'
 import { countUsers } from './users/users.service.js'
+import { targetPolicy } from './webhooks/targets.js'
+import { webhookRoutes } from './webhooks/webhooks.routes.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -165,6 +167,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           engine: { db: database.db, dialect: database.dialect, cursors },
         })
         await authenticated.register(customFieldRoutes, { db: database.db, cursors })
+        await authenticated.register(webhookRoutes, {
+          db: database.db,
+          cursors,
+          policy: targetPolicy(config.webhookAllowedNetworks),
+        })
       })
     },
     { prefix: '/api/v1' },

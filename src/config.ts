@@ -1,5 +1,6 @@
 import { type Static, Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { targetPolicy } from './webhooks/targets.js'
 
 /**
  * Every setting the service reads, declared once. The server, the CLI and the tests all build a
@@ -31,6 +32,19 @@ export const ConfigSchema = Type.Object({
   rateLimitPerKey: Type.Integer({ minimum: 1, default: 1200 }),
   rateLimitPerAddress: Type.Integer({ minimum: 1, default: 3000 }),
   rateLimitWindowMs: Type.Integer({ minimum: 1000, default: 60_000 }),
+  /** Whether this process delivers webhooks (any number of processes may). */
+  webhookDispatcher: Type.Boolean({ default: true }),
+  /** Internal networks (CIDRs, comma-separated) webhooks may be sent to; none by default. */
+  webhookAllowedNetworks: Type.String({ default: '' }),
+  webhookTimeoutMs: Type.Integer({ minimum: 100, maximum: 120_000, default: 10_000 }),
+  webhookConcurrency: Type.Integer({ minimum: 1, maximum: 1000, default: 16 }),
+  webhookPollIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000, default: 1_000 }),
+  webhookRetryBaseMs: Type.Integer({ minimum: 1, default: 10_000 }),
+  webhookRetryMaxDelayMs: Type.Integer({ minimum: 1, default: 3_600_000 }),
+  /** How long a delivery is retried; the default keeps trying for 24 hours. */
+  webhookRetryWindowMs: Type.Integer({ minimum: 0, default: 86_400_000 }),
+  /** How long a webhook may fail every delivery before it is disabled. */
+  webhookDisableAfterMs: Type.Integer({ minimum: 0, default: 86_400_000 }),
 })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
@@ -54,6 +68,15 @@ const ENVIRONMENT_KEYS = {
   RATE_LIMIT_PER_KEY: 'rateLimitPerKey',
   RATE_LIMIT_PER_ADDRESS: 'rateLimitPerAddress',
   RATE_LIMIT_WINDOW_MS: 'rateLimitWindowMs',
+  WEBHOOK_DISPATCHER: 'webhookDispatcher',
+  WEBHOOK_ALLOWED_NETWORKS: 'webhookAllowedNetworks',
+  WEBHOOK_TIMEOUT_MS: 'webhookTimeoutMs',
+  WEBHOOK_CONCURRENCY: 'webhookConcurrency',
+  WEBHOOK_POLL_INTERVAL_MS: 'webhookPollIntervalMs',
+  WEBHOOK_RETRY_BASE_MS: 'webhookRetryBaseMs',
+  WEBHOOK_RETRY_MAX_DELAY_MS: 'webhookRetryMaxDelayMs',
+  WEBHOOK_RETRY_WINDOW_MS: 'webhookRetryWindowMs',
+  WEBHOOK_DISABLE_AFTER_MS: 'webhookDisableAfterMs',
 } as const satisfies Record<string, keyof Config>
 
 export class ConfigError extends Error {}
@@ -75,5 +98,25 @@ export function loadConfig(
     const variable = Object.entries(ENVIRONMENT_KEYS).find(([, k]) => k === key)?.[0] ?? key
     throw new ConfigError(`invalid ${variable}: ${firstError.message}`)
   }
-  return Object.freeze(withDefaults as Config)
+  const config = withDefaults as Config
+  try {
+    targetPolicy(config.webhookAllowedNetworks)
+  } catch (error) {
+    throw new ConfigError(`invalid WEBHOOK_ALLOWED_NETWORKS: ${(error as Error).message}`)
+  }
+  return Object.freeze(config)
+}
+
+/** The dispatcher's settings of a service configuration. */
+export function dispatcherOptionsOf(config: Config) {
+  return {
+    policy: targetPolicy(config.webhookAllowedNetworks),
+    concurrency: config.webhookConcurrency,
+    pollIntervalMs: config.webhookPollIntervalMs,
+    timeoutMs: config.webhookTimeoutMs,
+    retryBaseMs: config.webhookRetryBaseMs,
+    retryMaxDelayMs: config.webhookRetryMaxDelayMs,
+    retryWindowMs: config.webhookRetryWindowMs,
+    disableAfterMs: config.webhookDisableAfterMs,
+  }
 }

@@ -24,6 +24,8 @@ export const ERROR_CATALOGUE = {
     description: 'The contact was merged into another; `merged_into` names the survivor.',
   },
   route_not_found: { status: 404, description: 'No route matches this method and path.' },
+  webhook_not_found: { status: 404, description: 'No webhook with this id in your organization.' },
+  delivery_not_found: { status: 404, description: 'No delivery with this id for this webhook.' },
   custom_field_exists: {
     status: 409,
     description: 'A custom field with this name already exists in the organization.',
@@ -34,6 +36,10 @@ export const ERROR_CATALOGUE = {
       'Another contact already holds this email, phone number or external id; `existing_id` names it.',
   },
   contact_not_in_trash: { status: 409, description: 'Only a contact in the trash can be restored.' },
+  delivery_pending: {
+    status: 409,
+    description: 'The event is still being delivered to this webhook; redeliver it once that delivery ends.',
+  },
   organization_exists: { status: 409, description: 'An organization with this name already exists.' },
   conflict: { status: 409, description: 'The change conflicts with data stored meanwhile; retry it.' },
   precondition_failed: {

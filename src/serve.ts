@@ -1,9 +1,10 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import type { Config } from './config.js'
+import { type Config, dispatcherOptionsOf } from './config.js'
 import { purgeTrash } from './contacts/contacts.service.js'
 import { databaseOptionsOf, openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
+import { startDispatcher } from './webhooks/dispatcher.js'
 
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
 
@@ -32,12 +33,17 @@ export async function startServer(config: Config): Promise<void> {
       .catch((err) => app.log.error({ err }, 'emptying the trash failed'))
   void purge()
   const purgeTimer = setInterval(purge, TRASH_PURGE_INTERVAL_MS).unref()
+  const dispatcher = config.webhookDispatcher
+    ? startDispatcher(database.db, dispatcherOptionsOf(config), app.log.child({ component: 'webhooks' }))
+    : null
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an uncaught error')
     else app.log.info({ signal }, 'shutting down')
     clearInterval(purgeTimer)
     closing = true
     await app.close()
+    // Deliveries in flight finish (bounded by the webhook timeout) and are recorded.
+    await dispatcher?.stop()
     await database.close()
   })
   await app.listen({ host: config.host, port: config.port })

@@ -64,7 +64,12 @@ for (const backend of BACKENDS) {
 
     if (backend.name === 'sqlite') {
       test('the SQLite WAL stays under 64 MiB through 200,000 updates', async () => {
-        const principal = { actorId: org.keyId, orgId: org.id, role: 'full_access' as const }
+        const principal = {
+          actorType: 'api_key' as const,
+          actorId: org.keyId,
+          orgId: org.id,
+          role: 'full_access' as const,
+        }
         const contacts = []
         for (let i = 0; i < 100; i++)
           contacts.push(await createContact(t.database.db, principal, { first_name: `W${i}` }))

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
 import type { ApiKeyRole, Database, InsertableApiKeyRow } from '../db/schema.js'
 import { AppError } from '../errors.js'
+import type { Actor } from '../events/events.service.js'
 import { isUuid, uuidv7 } from '../shared/ids.js'
 import { formatNullableTimestamp, formatTimestamp, nowTimestamp } from '../shared/time.js'
 import { API_KEY_PATTERN, generateApiKey, hashApiKey, hashesMatch } from './api-key-secret.js'
@@ -25,10 +26,11 @@ export interface ApiKeySummary {
  * Who a request acts as, once authenticated: an API key, or a person signed in to the Settings
  * pages (whose role in the organization lets them write).
  */
-export interface Principal {
-  /** The API key's id or the user's id: who is answerable for the change. */
+/** Who is calling: an API key, or a member through the Settings page; answerable for each change. */
+export interface Principal extends Actor {
+  actorType: 'api_key' | 'user'
+  /** The API key's id or the user's id. */
   actorId: string
-  orgId: string
   role: ApiKeyRole
 }
 
@@ -167,7 +169,7 @@ export async function authenticateApiKey(
   }
   const row = await apiKeys.findActiveApiKeyByHash(db, hash)
   if (!row || !hashesMatch(row.key_hash, hash)) return null
-  const principal: Principal = { actorId: row.id, orgId: row.org_id, role: row.role }
+  const principal: Principal = { actorType: 'api_key', actorId: row.id, orgId: row.org_id, role: row.role }
   const entry = { principal, lastUsed: row.last_used_at === null ? 0 : new Date(row.last_used_at).getTime() }
   touchWhenDue(db, principal, entry)
   if (counter !== null) {

@@ -1,12 +1,19 @@
 import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
 import { isUniqueViolation } from '../db/errors.js'
-import type { Database, InsertableContactRow } from '../db/schema.js'
+import type { ContactRow, Database, InsertableContactRow } from '../db/schema.js'
+import { recordEvents } from '../events/events.service.js'
 import { toHttpError } from '../http/errors.js'
 import { validateBody } from '../http/validation.js'
 import { insertContacts } from './contacts.repository.js'
 import { UpsertBody } from './contacts.schemas.js'
-import { lostIdentityRace, newRowOfUpsert, prepareUpsert, upsertPrepared } from './contacts.service.js'
+import {
+  lostIdentityRace,
+  newRowOfUpsert,
+  prepareUpsert,
+  toContact,
+  upsertPrepared,
+} from './contacts.service.js'
 import { type Identity, identitiesOf } from './identities.js'
 
 export interface BatchItemResult {
@@ -121,6 +128,14 @@ async function createAllAtOnce(
           .values(identityRows.slice(i, i + CHUNK))
           .execute()
       }
+      await recordEvents(
+        trx,
+        principal,
+        rows.map(({ row }) => ({
+          type: 'contact.created' as const,
+          contact: toContact({ ...row, version: 1 } as ContactRow),
+        })),
+      )
     })
   } catch (error) {
     if (isUniqueViolation(error)) return null
@@ -165,7 +180,7 @@ async function upsertItem(
   for (let attempt = 1; ; attempt++) {
     const savepoint = await trx.savepoint('batch_item').execute()
     try {
-      const { created, contact } = await upsertPrepared(savepoint, principal.orgId, prepared)
+      const { created, contact } = await upsertPrepared(savepoint, principal, prepared)
       await savepoint.releaseSavepoint('batch_item').execute()
       return { index, status: created ? 'created' : 'updated', id: contact.id }
     } catch (error) {

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely'
+import { dialectOf } from '../db/database.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import type { ListStart } from '../shared/list-paging.js'
 import { withSearchColumns } from './search-document.js'
@@ -14,6 +15,27 @@ export async function findContactById(db: Kysely<Database>, orgId: string, id: s
     .executeTakeFirst()
 }
 
+/**
+ * A contact about to be written, locked until the transaction ends (on PostgreSQL; a SQLite
+ * transaction holds the whole database), so that what the event log records as its previous
+ * values is what the write replaced. Live only, unless `includeTrash`.
+ */
+export async function findContactForUpdate(
+  trx: Kysely<Database>,
+  orgId: string,
+  id: string,
+  options: { includeTrash?: boolean } = {},
+) {
+  return trx
+    .selectFrom('contacts')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('id', '=', id)
+    .$if(!options.includeTrash, (query) => query.where('deleted_at', 'is', null))
+    .$if(dialectOf(trx) === 'postgres', (query) => query.forUpdate())
+    .executeTakeFirst()
+}
+
 /** Live or in the trash (restore and erase reach both). */
 export async function findContactIncludingTrash(db: Kysely<Database>, orgId: string, id: string) {
   return db
@@ -24,7 +46,12 @@ export async function findContactIncludingTrash(db: Kysely<Database>, orgId: str
     .executeTakeFirst()
 }
 
-export async function findLiveContacts(db: Kysely<Database>, orgId: string, ids: readonly string[]) {
+export async function findLiveContacts(
+  db: Kysely<Database>,
+  orgId: string,
+  ids: readonly string[],
+  options: { lock?: boolean } = {},
+) {
   if (ids.length === 0) return []
   return db
     .selectFrom('contacts')
@@ -32,6 +59,8 @@ export async function findLiveContacts(db: Kysely<Database>, orgId: string, ids:
     .where('org_id', '=', orgId)
     .where('id', 'in', ids)
     .where('deleted_at', 'is', null)
+    .orderBy('id')
+    .$if(options.lock === true && dialectOf(db) === 'postgres', (query) => query.forUpdate())
     .execute()
 }
 
@@ -197,6 +226,18 @@ export async function updateContactAtVersion(
     .where('deleted_at', 'is', null)
     .returningAll()
     .executeTakeFirst()
+}
+
+/** The contacts merged into these (directly or through earlier merges, which are flattened). */
+export async function findMergedInto(db: Kysely<Database>, orgId: string, survivorIds: readonly string[]) {
+  if (survivorIds.length === 0) return []
+  const rows = await db
+    .selectFrom('contact_merges')
+    .select('merged_id')
+    .where('org_id', '=', orgId)
+    .where('survivor_id', 'in', [...survivorIds])
+    .execute()
+  return rows.map((row) => row.merged_id)
 }
 
 export async function findMergeSurvivor(db: Kysely<Database>, orgId: string, mergedId: string) {

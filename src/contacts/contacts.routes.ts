@@ -4,6 +4,7 @@ import type { FastifyReply } from 'fastify'
 import type { Kysely } from 'kysely'
 import { principalOf } from '../auth/auth.hook.js'
 import type { Database } from '../db/schema.js'
+import { HistoryPage, HistoryQuery } from '../events/events.schemas.js'
 import { etagOf, parseIfMatch } from '../http/etag.js'
 import {
   Envelope,
@@ -179,10 +180,7 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request) =>
-      envelope(
-        'deleted',
-        await contacts.deleteContacts(db, principalOf(request).orgId, request.body.contact_ids),
-      ),
+      envelope('deleted', await contacts.deleteContacts(db, principalOf(request), request.body.contact_ids)),
   )
 
   app.get(
@@ -342,6 +340,33 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
       envelope('retrieved', await findDuplicates(db, principalOf(request).orgId, request.params.contact_id)),
   )
 
+  app.get(
+    '/contact/:contact_id/history',
+    {
+      schema: {
+        tags,
+        operationId: 'read_contact_history_api_v1_contact__contact_id__history_get',
+        summary: "A contact's history",
+        description:
+          "Every recorded change to the contact, newest first, a page at a time (`limit`, then `next_cursor` as `cursor`): created, updated (with each changed field's previous and current value), deleted, restored, merged, erased, with who made it. The events are the ones webhooks deliver, in the same shape. History outlives the contact: an erased contact's events remain without their data.",
+        params: ContactIdParams,
+        querystring: HistoryQuery,
+        response: { 200: Envelope(HistoryPage, 'retrieved'), ...errorResponses(401, 404, 422) },
+      },
+    },
+    async (request) =>
+      envelope(
+        'retrieved',
+        await contacts.contactHistory(
+          db,
+          engine.cursors,
+          principalOf(request).orgId,
+          request.params.contact_id,
+          request.query,
+        ),
+      ),
+  )
+
   app.post(
     '/contact/:contact_id/restore',
     {
@@ -361,7 +386,7 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
         reply,
         200,
         'updated',
-        await contacts.restoreContact(db, principalOf(request).orgId, request.params.contact_id),
+        await contacts.restoreContact(db, principalOf(request), request.params.contact_id),
       ),
   )
 
@@ -380,10 +405,7 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request) =>
-      envelope(
-        'deleted',
-        await contacts.eraseContact(db, principalOf(request).orgId, request.params.contact_id),
-      ),
+      envelope('deleted', await contacts.eraseContact(db, principalOf(request), request.params.contact_id)),
   )
 
   app.delete(
@@ -405,7 +427,7 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
       const ifMatch = parseIfMatch(request.headers['if-match'])
       return envelope(
         'deleted',
-        await contacts.deleteContact(db, principalOf(request).orgId, request.params.contact_id, ifMatch),
+        await contacts.deleteContact(db, principalOf(request), request.params.contact_id, ifMatch),
       )
     },
   )

@@ -4,6 +4,16 @@ import { assertCustomFieldTypes } from '../custom-fields/custom-fields.service.j
 import { isUniqueViolation } from '../db/errors.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import { AppError, notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
+import { scrubContactEvents } from '../events/events.repository.js'
+import type { HistoryQuery } from '../events/events.schemas.js'
+import {
+  type Actor,
+  ERASED_EVENT_DATA,
+  contactHistory as historyOf,
+  recordEvent,
+  recordEvents,
+  systemActor,
+} from '../events/events.service.js'
 import type { VersionCondition } from '../http/etag.js'
 import { type CursorCodec, queryKeyOf } from '../shared/cursor.js'
 import { isUuid, uuidv7 } from '../shared/ids.js'
@@ -193,10 +203,11 @@ async function withIdentityRace<T>(
   }
 }
 
-async function insertWithIdentities(trx: Kysely<Database>, row: InsertableContactRow) {
+async function insertWithIdentities(trx: Kysely<Database>, actor: Actor, row: InsertableContactRow) {
   const inserted = await contacts.insertContact(trx, row)
   const contact = toContact(inserted)
   await syncIdentities(trx, inserted.org_id, inserted.id, identitiesOf(contact))
+  await recordEvent(trx, actor, { type: 'contact.created', contact })
   return contact
 }
 
@@ -213,7 +224,7 @@ export async function createContact(
     principal.orgId,
     null,
     () => identitiesOfInput(input),
-    () => db.transaction().execute((trx) => insertWithIdentities(trx, row)),
+    () => db.transaction().execute((trx) => insertWithIdentities(trx, principal, row)),
   )
 }
 
@@ -235,24 +246,27 @@ export async function listContacts(
   return pageOf(rows.map(toContact), total, pagination)
 }
 
-/** Applies changes to a live contact and keeps its identities in step, in one transaction. */
+/**
+ * Applies changes to a live contact, keeps its identities in step and records the event, in one
+ * transaction. Nothing is written (undefined) when the contact is gone or not at the version expected.
+ */
 async function applyChanges(
   db: Kysely<Database>,
-  orgId: string,
+  actor: Actor,
   id: string,
   columns: UpdateableContactRow,
   expectedVersion?: number,
 ): Promise<ContactRow | undefined> {
+  const orgId = actor.orgId
   columns.updated_at = nowTimestamp()
-  const update = (executor: Kysely<Database>) =>
-    expectedVersion === undefined
-      ? contacts.updateContact(executor, orgId, id, columns)
-      : contacts.updateContactAtVersion(executor, orgId, id, expectedVersion, columns)
-  // The common write touches no identity and needs no transaction: one statement, one round trip.
-  if (!touchesIdentities(columns)) return update(db)
   return db.transaction().execute(async (trx) => {
-    const row = await update(trx)
-    if (row) await syncIdentities(trx, orgId, id, identitiesOf(toContact(row)))
+    const before = await contacts.findContactForUpdate(trx, orgId, id)
+    if (!before || (expectedVersion !== undefined && before.version !== expectedVersion)) return undefined
+    const row = await contacts.updateContact(trx, orgId, id, columns)
+    if (!row) return undefined
+    const contact = toContact(row)
+    if (touchesIdentities(columns)) await syncIdentities(trx, orgId, id, identitiesOf(contact))
+    await recordEvent(trx, actor, { type: 'contact.updated', before: toContact(before), contact })
     return row
   })
 }
@@ -307,7 +321,7 @@ export async function updateContact(
     principal.orgId,
     contactId,
     () => identitiesOfInput(input),
-    () => applyChanges(db, principal.orgId, contactId, columns, expected),
+    () => applyChanges(db, principal, contactId, columns, expected),
   )
   if (!row) throw await refusedWrite(db, principal.orgId, contactId, expected)
   return toContact(row)
@@ -370,7 +384,7 @@ export async function patchContact(
       principal.orgId,
       contactId,
       () => identitiesOfInput(input),
-      () => applyChanges(db, principal.orgId, contactId, columns, current.version),
+      () => applyChanges(db, principal, contactId, columns, current.version),
     )
     if (row) return toContact(row)
     if (Array.isArray(ifMatch)) throw preconditionFailed()
@@ -380,32 +394,38 @@ export async function patchContact(
   throw new AppError('conflict', 'The contact kept changing while the patch was applied; retry it')
 }
 
-/** Moves a contact to the trash and frees its identities for other contacts. */
-async function trash(trx: Kysely<Database>, orgId: string, id: string, expected?: number): Promise<boolean> {
-  const held = await identitiesHeldBy(trx, orgId, id)
-  const moved = await contacts.moveToTrash(trx, orgId, id, nowTimestamp(), JSON.stringify(held), expected)
-  if (moved) await releaseIdentities(trx, orgId, [id])
-  return moved !== undefined
+/** Moves a live contact (locked by the caller) to the trash and frees its identities for others. */
+async function trash(trx: Kysely<Database>, actor: Actor, row: ContactRow): Promise<void> {
+  const held = await identitiesHeldBy(trx, actor.orgId, row.id)
+  await contacts.moveToTrash(trx, actor.orgId, row.id, nowTimestamp(), JSON.stringify(held))
+  await releaseIdentities(trx, actor.orgId, [row.id])
+  await recordEvent(trx, actor, { type: 'contact.deleted', contact: toContact(row) })
 }
 
 export async function deleteContact(
   db: Kysely<Database>,
-  orgId: string,
+  actor: Actor,
   id: string,
   ifMatch?: VersionCondition,
 ): Promise<{ id: string }> {
+  const { orgId } = actor
   const contactId = id.toLowerCase()
   const expected = await expectedVersion(db, orgId, contactId, ifMatch)
-  const deleted = await db.transaction().execute((trx) => trash(trx, orgId, contactId, expected))
+  const deleted = await db.transaction().execute(async (trx) => {
+    const row = await contacts.findContactForUpdate(trx, orgId, contactId)
+    if (!row || (expected !== undefined && row.version !== expected)) return false
+    await trash(trx, actor, row)
+    return true
+  })
   if (!deleted) throw await refusedWrite(db, orgId, contactId, expected)
   return { id: contactId }
 }
 
-export async function deleteContacts(db: Kysely<Database>, orgId: string, ids: readonly string[]) {
+export async function deleteContacts(db: Kysely<Database>, actor: Actor, ids: readonly string[]) {
   const requested = [...new Set(ids.map((id) => id.toLowerCase()))]
   const deleted = await db.transaction().execute(async (trx) => {
-    const live = await contacts.findLiveContacts(trx, orgId, requested)
-    for (const row of live) await trash(trx, orgId, row.id)
+    const live = await contacts.findLiveContacts(trx, actor.orgId, requested, { lock: true })
+    for (const row of live) await trash(trx, actor, row)
     return new Set(live.map((row) => row.id))
   })
   return { deleted: deleted.size, not_found: requested.filter((id) => !deleted.has(id)) }
@@ -417,12 +437,13 @@ export async function deleteContacts(db: Kysely<Database>, orgId: string, ids: r
  */
 export async function restoreContact(
   db: Kysely<Database>,
-  orgId: string,
+  actor: Actor,
   id: string,
 ): Promise<VersionedContact> {
+  const { orgId } = actor
   const contactId = id.toLowerCase()
   return db.transaction().execute(async (trx) => {
-    const row = await contacts.findContactIncludingTrash(trx, orgId, contactId)
+    const row = await contacts.findContactForUpdate(trx, orgId, contactId, { includeTrash: true })
     if (!row) throw await missingContact(trx, orgId, contactId)
     if (row.deleted_at === null) throw new AppError('contact_not_in_trash', 'The contact is not in the trash')
     const held = JSON.parse(row.trashed_identities ?? '[]') as (Identity & { origin: 'field' | 'merged' })[]
@@ -436,16 +457,34 @@ export async function restoreContact(
     }
     const restored = await contacts.takeOutOfTrash(trx, orgId, contactId)
     if (!restored) throw notFound('contact_not_found', 'Contact')
-    return toContact(restored)
+    const contact = toContact(restored)
+    await recordEvent(trx, actor, { type: 'contact.restored', contact })
+    return contact
   })
 }
 
+/**
+ * Erases contacts for good: their rows and identities, and what their events (and the events of
+ * contacts merged into them) say about them; each leaves one `contact.erased` event behind.
+ */
+async function eraseForGood(trx: Kysely<Database>, actor: Actor, ids: readonly string[]) {
+  const mergedInto = await contacts.findMergedInto(trx, actor.orgId, ids)
+  await scrubContactEvents(trx, actor.orgId, [...ids, ...mergedInto], ERASED_EVENT_DATA)
+  await contacts.eraseContacts(trx, actor.orgId, ids)
+  await recordEvents(
+    trx,
+    actor,
+    ids.map((contactId) => ({ type: 'contact.erased' as const, contactId })),
+  )
+}
+
 /** Removes a contact and its personal data for good, whether live or in the trash. */
-export async function eraseContact(db: Kysely<Database>, orgId: string, id: string): Promise<{ id: string }> {
+export async function eraseContact(db: Kysely<Database>, actor: Actor, id: string): Promise<{ id: string }> {
+  const { orgId } = actor
   const contactId = id.toLowerCase()
   const erased = await db.transaction().execute(async (trx) => {
-    const row = await contacts.findContactIncludingTrash(trx, orgId, contactId)
-    if (row) await contacts.eraseContacts(trx, orgId, [contactId])
+    const row = await contacts.findContactForUpdate(trx, orgId, contactId, { includeTrash: true })
+    if (row) await eraseForGood(trx, actor, [contactId])
     return row !== undefined
   })
   if (!erased) throw await missingContact(db, orgId, contactId)
@@ -486,6 +525,25 @@ export function listTrashPaged(
   return pageTimeOrderedList(list, query, cursors, queryKeyOf([orgId, 'trash']))
 }
 
+/**
+ * A contact's history, newest first. Readable while any of its events remain, so also after it
+ * was erased (events without data) or merged away; 404 only when there is no trace of it.
+ */
+export async function contactHistory(
+  db: Kysely<Database>,
+  cursors: () => Promise<CursorCodec>,
+  orgId: string,
+  id: string,
+  query: HistoryQuery,
+) {
+  const contactId = id.toLowerCase()
+  const page = await historyOf(db, cursors, orgId, contactId, query, async () =>
+    Boolean(await contacts.findContactIncludingTrash(db, orgId, contactId)),
+  )
+  if (!page) throw await missingContact(db, orgId, contactId)
+  return page
+}
+
 /** Erases what has been in the trash longer than the retention period; returns how many. */
 export async function purgeTrash(
   db: Kysely<Database>,
@@ -499,7 +557,7 @@ export async function purgeTrash(
     for (;;) {
       const ids = await contacts.findTrashedBefore(db, orgId, cutoff, 500)
       if (ids.length === 0) break
-      await db.transaction().execute((trx) => contacts.eraseContacts(trx, orgId, ids))
+      await db.transaction().execute((trx) => eraseForGood(trx, systemActor(orgId), ids))
       purged += ids.length
     }
   }
@@ -530,7 +588,7 @@ export async function upsertContact(
   const prepared = await prepareUpsert(db, principal, query, body)
   for (let attempt = 1; ; attempt++) {
     try {
-      return await db.transaction().execute((trx) => upsertPrepared(trx, principal.orgId, prepared))
+      return await db.transaction().execute((trx) => upsertPrepared(trx, principal, prepared))
     } catch (error) {
       if (!lostIdentityRace(error) || attempt >= UPSERT_ATTEMPTS) throw error
     }
@@ -597,9 +655,10 @@ export function newRowOfUpsert(
 
 export async function upsertPrepared(
   trx: Kysely<Database>,
-  orgId: string,
+  actor: Actor,
   { lookup, phone, input, columns: prepared }: PreparedUpsert,
 ): Promise<{ created: boolean; contact: VersionedContact }> {
+  const orgId = actor.orgId
   const columns = { ...prepared }
   const found = await findIdentityHolders(trx, orgId, lookup)
   const holders = [...new Set(found.map((row) => row.contact_id))]
@@ -613,7 +672,7 @@ export async function upsertPrepared(
       },
     )
   }
-  const existing = holders[0] ? await contacts.findContactById(trx, orgId, holders[0]) : undefined
+  const existing = holders[0] ? await contacts.findContactForUpdate(trx, orgId, holders[0]) : undefined
   // An identity the contact holds besides its own email or telephone (say, an address taken over
   // in a merge) only found it: writing it over that field would drop the identity the field held.
   const heldElsewhere = (kind: Identity['kind'], own: string | null) =>
@@ -636,10 +695,12 @@ export async function upsertPrepared(
     columns.channels = JSON.stringify({ ...base, telephone: phone })
   }
   if (!existing)
-    return { created: true, contact: await insertWithIdentities(trx, newContactRow(orgId, columns)) }
+    return { created: true, contact: await insertWithIdentities(trx, actor, newContactRow(orgId, columns)) }
   columns.updated_at = nowTimestamp()
   const row = await contacts.updateContact(trx, orgId, existing.id, columns)
   if (!row) throw notFound('contact_not_found', 'Contact')
-  await syncIdentities(trx, orgId, row.id, identitiesOf(toContact(row)))
-  return { created: false, contact: toContact(row) }
+  const contact = toContact(row)
+  await syncIdentities(trx, orgId, row.id, identitiesOf(contact))
+  await recordEvent(trx, actor, { type: 'contact.updated', before: toContact(existing), contact })
+  return { created: false, contact }
 }

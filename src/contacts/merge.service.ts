@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
 import type { ContactRow, Database } from '../db/schema.js'
 import { AppError, ValidationFailedError } from '../errors.js'
+import { recordEvent } from '../events/events.service.js'
 import { nowTimestamp } from '../shared/time.js'
 import * as contacts from './contacts.repository.js'
 import type { Contact, Duplicate, MergeBody } from './contacts.schemas.js'
@@ -96,7 +97,7 @@ export async function mergeContacts(
     ])
   }
   return db.transaction().execute(async (trx) => {
-    const rows = await contacts.findLiveContacts(trx, orgId, [primaryId, ...duplicateIds])
+    const rows = await contacts.findLiveContacts(trx, orgId, [primaryId, ...duplicateIds], { lock: true })
     const primary = rows.find((row) => row.id === primaryId)
     const missing = [primaryId, ...duplicateIds].filter((id) => !rows.some((row) => row.id === id))
     if (!primary || missing.length > 0) {
@@ -153,7 +154,14 @@ export async function mergeContacts(
       )
       .execute()
     await trx.deleteFrom('contacts').where('org_id', '=', orgId).where('id', 'in', duplicateIds).execute()
-    return toContact(merged)
+    const contact = toContact(merged)
+    await recordEvent(trx, principal, {
+      type: 'contact.merged',
+      before: toContact(primary),
+      contact,
+      mergedIds: duplicateIds,
+    })
+    return contact
   })
 }
 

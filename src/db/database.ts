@@ -1,7 +1,16 @@
 import { mkdirSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
-import { Kysely, PostgresDialect, type SqliteDatabase, SqliteDialect, type SqliteStatement } from 'kysely'
+import {
+  CompiledQuery,
+  type Driver,
+  Kysely,
+  PostgresAdapter,
+  PostgresDialect,
+  type SqliteDatabase,
+  SqliteDialect,
+  type SqliteStatement,
+} from 'kysely'
 import pg from 'pg'
 import type { Database } from './schema.js'
 
@@ -26,6 +35,26 @@ export interface DatabaseHandle {
 }
 
 export class DatabaseUrlError extends Error {}
+
+/** The backend behind a Kysely instance (or a transaction of one), for the few dialect-specific queries. */
+export const dialectOf = (db: Kysely<Database>): DialectName =>
+  db.getExecutor().adapter instanceof PostgresAdapter ? 'postgres' : 'sqlite'
+
+/**
+ * Every transaction of this service writes, and most read before they write. SQLite's plain
+ * BEGIN takes the write lock only at the first write, and when another process committed in
+ * between, that upgrade fails at once (SQLITE_BUSY_SNAPSHOT) instead of waiting; BEGIN IMMEDIATE
+ * takes the lock first, so a transaction waits its turn (busy_timeout) and then sees the latest data.
+ */
+class WriteLockingSqliteDialect extends SqliteDialect {
+  override createDriver(): Driver {
+    const driver = super.createDriver()
+    driver.beginTransaction = async (connection) => {
+      await connection.executeQuery(CompiledQuery.raw('begin immediate'))
+    }
+    return driver
+  }
+}
 
 /** The contract's `DATABASE_URL` forms: `sqlite:PATH`, `file:PATH`, `postgres://…`, `postgresql://…`. */
 export function parseDatabaseUrl(url: string): DatabaseLocation {
@@ -104,7 +133,7 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   database.pragma('foreign_keys = ON')
   database.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
   const cache = withStatementCache(database, STATEMENT_CACHE_CAPACITY)
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cache.wrapped }) })
+  const db = new Kysely<Database>({ dialect: new WriteLockingSqliteDialect({ database: cache.wrapped }) })
   const dataVersion = database.prepare('pragma data_version').pluck()
   return {
     db,

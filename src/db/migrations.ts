@@ -547,6 +547,136 @@ function sqliteTextIndex(dialect: DialectName): Migration {
   }
 }
 
+/**
+ * The contact event log (history and the source of webhook deliveries), the webhooks, and their
+ * deliveries with every attempt. `seq` orders events in the order they were committed for any
+ * one contact: an event is appended while its contact's row is locked by the same transaction.
+ */
+function eventsAndWebhooks(dialect: DialectName): Migration {
+  const t = columnTypes(dialect)
+  const postgres = dialect === 'postgres'
+  return {
+    async up(db: Kysely<unknown>) {
+      let events: CreateTableBuilder<'contact_events', string> = db.schema.createTable('contact_events')
+      // SQLite numbers rows itself only through its rowid, which must be the whole primary key.
+      events = postgres
+        ? events.addColumn('seq', 'bigint', (c) => c.notNull().generatedAlwaysAsIdentity())
+        : events.addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+      events = events
+        .addColumn('org_id', t.uuid, (c) => c.notNull())
+        .addColumn('id', t.uuid, (c) => c.notNull())
+        .addColumn('contact_id', t.uuid, (c) => c.notNull())
+        .addColumn('type', 'text', (c) =>
+          c
+            .notNull()
+            .check(
+              sql`type in ('contact.created', 'contact.updated', 'contact.deleted', 'contact.restored', 'contact.merged', 'contact.erased')`,
+            ),
+        )
+        .addColumn('actor_type', 'text', (c) =>
+          c.notNull().check(sql`actor_type in ('api_key', 'user', 'system')`),
+        )
+        .addColumn('actor_id', 'text')
+        .addColumn('created_at', t.timestamp, (c) => c.notNull())
+        // Kept as text, not jsonb, so that a delivery's body keeps the field order it was written in.
+        .addColumn('data', 'text', (c) => c.notNull())
+      if (postgres) events = events.addPrimaryKeyConstraint('contact_events_pk', ['org_id', 'seq'])
+      await finishTable(dialect, events).execute()
+      await db.schema
+        .createIndex('contact_events_id_idx')
+        .on('contact_events')
+        .columns(['org_id', 'id'])
+        .unique()
+        .execute()
+      await db.schema
+        .createIndex('contact_events_contact_idx')
+        .on('contact_events')
+        .columns(['org_id', 'contact_id', 'seq'])
+        .execute()
+
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('webhooks')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('id', t.uuid, (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('endpoint', 'text', (c) => c.notNull())
+          .addColumn('enabled', 'integer', (c) => c.notNull().check(sql`enabled in (0, 1)`))
+          // JSON list of the event types sent.
+          .addColumn('events', 'text', (c) => c.notNull())
+          .addColumn('secret', 'text', (c) => c.notNull())
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addColumn('updated_at', t.timestamp, (c) => c.notNull())
+          .addColumn('failing_since', t.timestamp)
+          .addColumn('disabled_at', t.timestamp)
+          .addColumn('disabled_reason', 'text')
+          .addPrimaryKeyConstraint('webhooks_pk', ['org_id', 'id']),
+      ).execute()
+
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('webhook_deliveries')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('id', t.uuid, (c) => c.notNull())
+          .addColumn('webhook_id', t.uuid, (c) => c.notNull())
+          .addColumn('event_seq', postgres ? 'bigint' : 'integer', (c) => c.notNull())
+          .addColumn('contact_id', t.uuid, (c) => c.notNull())
+          .addColumn('status', 'text', (c) =>
+            c.notNull().check(sql`status in ('pending', 'succeeded', 'failed')`),
+          )
+          .addColumn('attempts', 'integer', (c) => c.notNull())
+          .addColumn('next_attempt_at', t.timestamp, (c) => c.notNull())
+          // A dispatcher holds a delivery until lease_until; only the holder of lease_token may record its outcome.
+          .addColumn('lease_until', t.timestamp)
+          .addColumn('lease_token', 'text')
+          .addColumn('last_status_code', 'integer')
+          .addColumn('last_error', 'text')
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addColumn('completed_at', t.timestamp)
+          .addColumn('redelivery_of', t.uuid)
+          .addPrimaryKeyConstraint('webhook_deliveries_pk', ['org_id', 'id']),
+      ).execute()
+      await db.schema
+        .createIndex('webhook_deliveries_log_idx')
+        .on('webhook_deliveries')
+        .columns(['org_id', 'webhook_id', 'id'])
+        .execute()
+      // The dispatcher's two questions, over the (small) set of pending deliveries only: which are
+      // due, and whether an earlier event of the same contact is still to be delivered first.
+      await db.schema
+        .createIndex('webhook_deliveries_due_idx')
+        .on('webhook_deliveries')
+        .columns(['org_id', 'next_attempt_at'])
+        .where(sql.ref('status'), '=', 'pending')
+        .execute()
+      await db.schema
+        .createIndex('webhook_deliveries_order_idx')
+        .on('webhook_deliveries')
+        .columns(['org_id', 'webhook_id', 'contact_id', 'event_seq'])
+        .where(sql.ref('status'), '=', 'pending')
+        .execute()
+
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('webhook_delivery_attempts')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('delivery_id', t.uuid, (c) => c.notNull())
+          .addColumn('attempt', 'integer', (c) => c.notNull())
+          .addColumn('webhook_id', t.uuid, (c) => c.notNull())
+          .addColumn('attempted_at', t.timestamp, (c) => c.notNull())
+          .addColumn('status_code', 'integer')
+          .addColumn('error', 'text')
+          .addColumn('duration_ms', 'integer', (c) => c.notNull())
+          .addPrimaryKeyConstraint('webhook_delivery_attempts_pk', ['org_id', 'delivery_id', 'attempt']),
+        { withoutRowid: true },
+      ).execute()
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -558,6 +688,7 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
     '2026-11-27-007-search': atomic(dialect, searchIndexes(dialect, extensionSchema)),
     '2026-11-27-008-live-order-index': atomic(dialect, liveOrderIndex(dialect)),
     '2026-11-27-009-sqlite-text-index': atomic(dialect, sqliteTextIndex(dialect)),
+    '2026-11-27-010-events-and-webhooks': atomic(dialect, eventsAndWebhooks(dialect)),
   }
 }
 

@@ -131,6 +131,80 @@ export interface IdempotencyKeyTable {
   created_at: Timestamp
 }
 
+export type ContactEventType =
+  | 'contact.created'
+  | 'contact.updated'
+  | 'contact.deleted'
+  | 'contact.restored'
+  | 'contact.merged'
+  | 'contact.erased'
+
+export type ActorType = 'api_key' | 'user' | 'system'
+
+/** Integers PostgreSQL hands back as text (bigint) and SQLite as a number. */
+export type SequenceColumn = ColumnType<number | string, never, never>
+
+export interface ContactEventTable {
+  seq: SequenceColumn
+  org_id: string
+  id: string
+  contact_id: string
+  type: ContactEventType
+  actor_type: ActorType
+  actor_id: string | null
+  created_at: Timestamp
+  /** JSON text: the event's `data` as delivered, without the contact id and actor. */
+  data: string
+}
+
+export interface WebhookTable {
+  org_id: string
+  id: string
+  name: string
+  endpoint: string
+  /** 1 or 0 (an integer on both backends). */
+  enabled: number
+  /** JSON list of ContactEventType. */
+  events: string
+  secret: string
+  created_at: Timestamp
+  updated_at: Timestamp
+  failing_since: Timestamp | null
+  disabled_at: Timestamp | null
+  disabled_reason: string | null
+}
+
+export type DeliveryStatus = 'pending' | 'succeeded' | 'failed'
+
+export interface WebhookDeliveryTable {
+  org_id: string
+  id: string
+  webhook_id: string
+  event_seq: ColumnType<number | string, number | string, number | string>
+  contact_id: string
+  status: DeliveryStatus
+  attempts: number
+  next_attempt_at: Timestamp
+  lease_until: Timestamp | null
+  lease_token: string | null
+  last_status_code: number | null
+  last_error: string | null
+  created_at: Timestamp
+  completed_at: Timestamp | null
+  redelivery_of: string | null
+}
+
+export interface WebhookDeliveryAttemptTable {
+  org_id: string
+  delivery_id: string
+  attempt: number
+  webhook_id: string
+  attempted_at: Timestamp
+  status_code: number | null
+  error: string | null
+  duration_ms: number
+}
+
 export interface Database {
   organizations: OrganizationTable
   api_keys: ApiKeyTable
@@ -143,6 +217,10 @@ export interface Database {
   users: UserTable
   memberships: MembershipTable
   sessions: SessionTable
+  contact_events: ContactEventTable
+  webhooks: WebhookTable
+  webhook_deliveries: WebhookDeliveryTable
+  webhook_delivery_attempts: WebhookDeliveryAttemptTable
 }
 
 export type OrganizationRow = Selectable<OrganizationTable>
@@ -154,3 +232,7 @@ export type InsertableContactRow = Insertable<ContactTable>
 export type UpdateableContactRow = Updateable<ContactTable>
 export type CustomFieldRow = Selectable<CustomFieldTable>
 export type InsertableCustomFieldRow = Insertable<CustomFieldTable>
+export type ContactEventRow = Selectable<ContactEventTable>
+export type WebhookRow = Selectable<WebhookTable>
+export type WebhookDeliveryRow = Selectable<WebhookDeliveryTable>
+export type WebhookDeliveryAttemptRow = Selectable<WebhookDeliveryAttemptTable>

@@ -267,7 +267,7 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, tr
     request.page = {
       session,
       role: current.role,
-      principal: { actorId: session.userId, orgId: current.org_id, role: 'full_access' },
+      principal: { actorType: 'user', actorId: session.userId, orgId: current.org_id, role: 'full_access' },
       chrome: {
         user: { name: session.name, email: session.email },
         csrf: session.csrfToken,
@@ -465,7 +465,7 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, tr
       try {
         if (!isUuid(request.params.id))
           throw new AppError('contact_not_found', 'There is no such contact in the trash.')
-        await contacts.restoreContact(db, page.principal.orgId, request.params.id)
+        await contacts.restoreContact(db, page.principal, request.params.id)
       } catch (error) {
         if (!(error instanceof AppError)) throw error
         const trash = await contacts.listTrash(db, page.principal.orgId, pagingOf({}))
@@ -548,7 +548,7 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, tr
     const page = pageOf(request)
     const contact = await findContact(page, request.params.id)
     if (!contact) return contactNotFound(reply)
-    await contacts.deleteContact(db, page.principal.orgId, contact.id)
+    await contacts.deleteContact(db, page.principal, contact.id)
     return reply.redirect('/settings/contacts', 303)
   })
 

@@ -2,10 +2,11 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import type { DestinationStream } from 'pino'
 import * as apiKeys from '../../src/api-keys/api-keys.service.js'
 import { buildApp } from '../../src/app.js'
-import { type Config, loadConfig } from '../../src/config.js'
+import { type Config, dispatcherOptionsOf, loadConfig } from '../../src/config.js'
 import { type DatabaseHandle, databaseOptionsOf, openDatabase } from '../../src/db/database.js'
 import { migrateToLatest } from '../../src/db/migrations.js'
 import * as organizations from '../../src/organizations/organizations.service.js'
+import { startDispatcher } from '../../src/webhooks/dispatcher.js'
 import type { TestBackend, TestDatabase } from './backends.js'
 
 export interface TestOrg {
@@ -32,7 +33,7 @@ let orgCounter = 0
 /** The real app, on a fresh database of the backend, with the real migrations. */
 export async function startTestApp(
   backend: TestBackend,
-  options: { logStream?: DestinationStream; config?: Partial<Config> } = {},
+  options: { logStream?: DestinationStream; config?: Partial<Config>; dispatcher?: boolean } = {},
 ) {
   const testDatabase = await backend.createDatabase()
   // Suites send thousands of requests a minute with one key; the limits have tests of their own.
@@ -51,6 +52,10 @@ export async function startTestApp(
   await migrateToLatest(database)
   const app = await buildApp(config, { database, logStream: options.logStream })
   await app.ready()
+  // As `serve` runs it: the webhook dispatcher beside the app, on the same database.
+  const dispatcher = options.dispatcher
+    ? startDispatcher(database.db, dispatcherOptionsOf(config), app.log)
+    : null
 
   const testApp: TestApp = {
     app,
@@ -80,6 +85,7 @@ export async function startTestApp(
       return app.inject({ ...rest, url: withKey })
     },
     async close() {
+      await dispatcher?.stop()
       await app.close()
       await database.close()
       await testDatabase.drop()

@@ -1,0 +1,162 @@
+import { type Kysely, sql } from 'kysely'
+import { dialectOf } from '../db/database.js'
+import type { ActorType, ContactEventRow, ContactEventType, Database } from '../db/schema.js'
+import { uuidv7 } from '../shared/ids.js'
+
+export interface NewContactEvent {
+  org_id: string
+  id: string
+  contact_id: string
+  type: ContactEventType
+  actor_type: ActorType
+  actor_id: string | null
+  created_at: string
+  data: string
+}
+
+const CHUNK = 500
+
+/**
+ * Appends events and, in the same statement on PostgreSQL (the same transaction on SQLite),
+ * queues one delivery of each to every enabled webhook of the organization that takes its type.
+ * Queuing is only rows: the HTTP requests are the dispatcher's, never the writer's.
+ */
+export async function appendEvents(
+  trx: Kysely<Database>,
+  events: readonly NewContactEvent[],
+): Promise<number> {
+  let queued = 0
+  for (let i = 0; i < events.length; i += CHUNK) {
+    const chunk = events.slice(i, i + CHUNK)
+    queued +=
+      dialectOf(trx) === 'postgres' ? await appendOnPostgres(trx, chunk) : await appendOnSqlite(trx, chunk)
+  }
+  return queued
+}
+
+/** Returns how many deliveries were queued. */
+async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
+  const [result] = await trx
+    .with('e', (db) =>
+      db
+        .insertInto('contact_events')
+        .values([...events])
+        .returning(['seq', 'org_id', 'id', 'contact_id', 'type', 'created_at']),
+    )
+    .insertInto('webhook_deliveries')
+    .columns([
+      'org_id',
+      'id',
+      'webhook_id',
+      'event_seq',
+      'contact_id',
+      'status',
+      'attempts',
+      'next_attempt_at',
+      'created_at',
+    ])
+    .expression((eb) =>
+      eb
+        .selectFrom('e')
+        .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
+        .select([
+          'e.org_id',
+          sql<string>`gen_random_uuid()`.as('id'),
+          'w.id as webhook_id',
+          'e.seq',
+          'e.contact_id',
+          sql<'pending'>`'pending'`.as('status'),
+          sql<number>`0`.as('attempts'),
+          'e.created_at as next_attempt_at',
+          'e.created_at',
+        ])
+        .where('w.enabled', '=', 1)
+        .where(sql<boolean>`w.events::jsonb @> jsonb_build_array(e.type)`),
+    )
+    .execute()
+  return Number(result?.numInsertedOrUpdatedRows ?? 0)
+}
+
+async function appendOnSqlite(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
+  const inserted = await trx
+    .insertInto('contact_events')
+    .values([...events])
+    .returning(['seq', 'id'])
+    .execute()
+  const orgIds = [...new Set(events.map((event) => event.org_id))]
+  const webhooks = await trx
+    .selectFrom('webhooks')
+    .select(['org_id', 'id', 'events'])
+    .where('org_id', 'in', orgIds)
+    .where('enabled', '=', 1)
+    .execute()
+  if (webhooks.length === 0) return 0
+  const seqOf = new Map(inserted.map((row) => [row.id, row.seq]))
+  const deliveries = events.flatMap((event) =>
+    webhooks
+      .filter((webhook) => webhook.org_id === event.org_id)
+      .filter((webhook) => (JSON.parse(webhook.events) as string[]).includes(event.type))
+      .map((webhook) => ({
+        org_id: event.org_id,
+        id: uuidv7(),
+        webhook_id: webhook.id,
+        event_seq: seqOf.get(event.id) as number,
+        contact_id: event.contact_id,
+        status: 'pending' as const,
+        attempts: 0,
+        next_attempt_at: event.created_at,
+        created_at: event.created_at,
+      })),
+  )
+  for (let i = 0; i < deliveries.length; i += CHUNK) {
+    await trx
+      .insertInto('webhook_deliveries')
+      .values(deliveries.slice(i, i + CHUNK))
+      .execute()
+  }
+  return deliveries.length
+}
+
+/** One contact's events, newest first, from before a position (the seq of the last one seen). */
+export async function listContactEvents(
+  db: Kysely<Database>,
+  orgId: string,
+  contactId: string,
+  limit: number,
+  beforeSeq: number | null,
+): Promise<ContactEventRow[]> {
+  let query = db
+    .selectFrom('contact_events')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('contact_id', '=', contactId)
+    .orderBy('seq', 'desc')
+    .limit(limit)
+  if (beforeSeq !== null) query = query.where('seq', '<', beforeSeq)
+  return query.execute()
+}
+
+export async function findEventBySeq(db: Kysely<Database>, orgId: string, seq: number | string) {
+  return db
+    .selectFrom('contact_events')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('seq', '=', seq as number)
+    .executeTakeFirst()
+}
+
+/** Replaces what the events of these contacts say about them with a note that it was erased. */
+export async function scrubContactEvents(
+  trx: Kysely<Database>,
+  orgId: string,
+  contactIds: readonly string[],
+  replacement: string,
+) {
+  if (contactIds.length === 0) return
+  await trx
+    .updateTable('contact_events')
+    .set({ data: replacement })
+    .where('org_id', '=', orgId)
+    .where('contact_id', 'in', [...contactIds])
+    .execute()
+}

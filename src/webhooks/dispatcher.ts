@@ -1,0 +1,383 @@
+import http from 'node:http'
+import https from 'node:https'
+import { isIP } from 'node:net'
+import type { FastifyBaseLogger } from 'fastify'
+import { type Kysely, sql } from 'kysely'
+import type { Database } from '../db/schema.js'
+import { toContactEvent } from '../events/events.service.js'
+import { uuidv7 } from '../shared/ids.js'
+import {
+  DELIVERY_ID_HEADER,
+  EVENT_ID_HEADER,
+  EVENT_TYPE_HEADER,
+  SIGNATURE_HEADER,
+  signatureHeader,
+} from './signature.js'
+import { ForbiddenTargetError, guardedLookup, type TargetPolicy } from './targets.js'
+import { onDeliveriesQueued } from './wakeup.js'
+import { type ClaimedDelivery, claimDueDeliveries, findEventsBySeq } from './webhooks.repository.js'
+
+export interface DispatcherOptions {
+  policy: TargetPolicy
+  /** Deliveries in flight at once. */
+  concurrency: number
+  pollIntervalMs: number
+  /** Longest wait for an endpoint's answer. */
+  timeoutMs: number
+  retryBaseMs: number
+  retryMaxDelayMs: number
+  /** How long after its event a delivery is retried before it is given up. */
+  retryWindowMs: number
+  /** How long a webhook may fail every delivery before it is disabled. */
+  disableAfterMs: number
+}
+
+export interface Dispatcher {
+  /** Look for due deliveries now rather than at the next poll. */
+  wake(): void
+  /** Stops claiming, waits for the deliveries in flight and records them. */
+  stop(): Promise<void>
+}
+
+interface Outcome {
+  delivery: ClaimedDelivery
+  attemptedAt: Date
+  statusCode: number | null
+  error: string | null
+  durationMs: number
+}
+
+const USER_AGENT = 'contacts-webhooks/1'
+
+/** Exponential backoff with jitter: about base·2^(n-1), capped, each delay drawn from its upper half. */
+export function retryDelayMs(attempt: number, baseMs: number, maxDelayMs: number, random = Math.random) {
+  const ceiling = Math.min(maxDelayMs, baseMs * 2 ** Math.min(attempt - 1, 40))
+  return Math.round(ceiling / 2 + random() * (ceiling / 2))
+}
+
+/** Sends one body; resolves with the status code or the reason there was none. Never rejects. */
+function post(
+  endpoint: string,
+  body: string,
+  headers: Record<string, string>,
+  options: { timeoutMs: number; policy: TargetPolicy; agents: { http: http.Agent; https: https.Agent } },
+): Promise<{ statusCode: number | null; error: string | null }> {
+  return new Promise((resolve) => {
+    let url: URL
+    try {
+      url = new URL(endpoint)
+    } catch {
+      return resolve({ statusCode: null, error: 'the endpoint is not a valid URL' })
+    }
+    const host = url.hostname.replace(/^\[|\]$/g, '')
+    // A literal address skips DNS, where the guard sits, so it is judged here.
+    if (isIP(host) !== 0 && !options.policy.allows(host)) {
+      return resolve({ statusCode: null, error: `${host} is an internal address` })
+    }
+    const secure = url.protocol === 'https:'
+    const request = (secure ? https : http).request(url, {
+      method: 'POST',
+      headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+      agent: secure ? options.agents.https : options.agents.http,
+      lookup: guardedLookup(options.policy) as never,
+      timeout: options.timeoutMs,
+    })
+    const timer = setTimeout(
+      () => request.destroy(new Error(`no answer within ${options.timeoutMs} ms`)),
+      options.timeoutMs,
+    )
+    request.on('timeout', () => request.destroy(new Error(`no answer within ${options.timeoutMs} ms`)))
+    request.on('response', (response) => {
+      clearTimeout(timer)
+      // The answer's body is not needed; reading it lets the connection be reused.
+      response.resume()
+      const statusCode = response.statusCode ?? 0
+      const ok = statusCode >= 200 && statusCode < 300
+      resolve({
+        statusCode,
+        error: ok
+          ? null
+          : statusCode >= 300 && statusCode < 400
+            ? `redirect to ${response.headers.location ?? '(no location)'} not followed`
+            : `HTTP ${statusCode}`,
+      })
+    })
+    request.on('error', (error) => {
+      clearTimeout(timer)
+      const reason =
+        error instanceof ForbiddenTargetError
+          ? error.message
+          : (error as Error).message || 'connection failed'
+      resolve({ statusCode: null, error: reason })
+    })
+    request.end(body)
+  })
+}
+
+/**
+ * Delivers queued events to webhooks, at least once and in order per contact and webhook. Claims
+ * due deliveries (leased, so that several processes can run dispatchers on one PostgreSQL),
+ * sends each one signed, and records outcomes in batches: a success completes the delivery, a
+ * failure schedules a retry with backoff until the retry window has passed, and a webhook whose
+ * deliveries have all failed for `disableAfterMs` is disabled with the reason.
+ */
+export function startDispatcher(
+  db: Kysely<Database>,
+  options: DispatcherOptions,
+  log: FastifyBaseLogger,
+): Dispatcher {
+  const agents = {
+    http: new http.Agent({ keepAlive: true, maxSockets: options.concurrency }),
+    https: new https.Agent({ keepAlive: true, maxSockets: options.concurrency }),
+  }
+  // A lease outlasts the longest delivery, so nobody else takes a delivery while it is in flight.
+  const leaseMs = options.timeoutMs * 2 + 1_000
+  let stopped = false
+  let inFlight = 0
+  let pumping = false
+  let pumpAgain = false
+  const outcomes: Outcome[] = []
+  let flushing: Promise<void> | null = null
+  const inFlightDone = new Set<Promise<void>>()
+
+  const schedulePump = (delayMs: number) => {
+    if (stopped) return
+    setTimeout(() => void pump(), delayMs).unref()
+  }
+  const pollTimer = setInterval(() => void pump(), options.pollIntervalMs)
+  pollTimer.unref()
+  const unsubscribe = onDeliveriesQueued(() => schedulePump(5))
+
+  async function pump(): Promise<void> {
+    if (stopped) return
+    if (pumping) {
+      pumpAgain = true
+      return
+    }
+    pumping = true
+    try {
+      do {
+        pumpAgain = false
+        const free = options.concurrency - inFlight
+        if (free <= 0) break
+        const now = new Date()
+        const claimed = await claimDueDeliveries(
+          db,
+          now.toISOString(),
+          new Date(now.getTime() + leaseMs).toISOString(),
+          uuidv7(),
+          free,
+        )
+        if (claimed.length > 0) await startDeliveries(claimed)
+        if (claimed.length === free) pumpAgain = true
+      } while (pumpAgain && !stopped)
+    } catch (err) {
+      log.error({ err }, 'webhook dispatcher could not claim deliveries')
+    } finally {
+      pumping = false
+    }
+  }
+
+  async function startDeliveries(claimed: ClaimedDelivery[]) {
+    const byOrg = new Map<string, ClaimedDelivery[]>()
+    for (const delivery of claimed)
+      byOrg.set(delivery.org_id, [...(byOrg.get(delivery.org_id) ?? []), delivery])
+    for (const [orgId, deliveries] of byOrg) {
+      const events = await findEventsBySeq(
+        db,
+        orgId,
+        deliveries.map((d) => d.event_seq),
+      )
+      const eventBySeq = new Map(events.map((event) => [String(event.seq), event]))
+      for (const delivery of deliveries) {
+        const event = eventBySeq.get(String(delivery.event_seq))
+        if (!event) continue
+        inFlight += 1
+        const done = send(delivery, JSON.stringify(toContactEvent(event)), event.id, event.type).finally(
+          () => {
+            inFlight -= 1
+            inFlightDone.delete(done)
+            schedulePump(0)
+          },
+        )
+        inFlightDone.add(done)
+      }
+    }
+  }
+
+  async function send(delivery: ClaimedDelivery, body: string, eventId: string, eventType: string) {
+    const attemptedAt = new Date()
+    const started = performance.now()
+    const result = await post(
+      delivery.endpoint,
+      body,
+      {
+        'content-type': 'application/json',
+        'user-agent': USER_AGENT,
+        [SIGNATURE_HEADER]: signatureHeader(delivery.secret, body, Math.floor(attemptedAt.getTime() / 1000)),
+        [EVENT_ID_HEADER]: eventId,
+        [EVENT_TYPE_HEADER]: eventType,
+        [DELIVERY_ID_HEADER]: delivery.id,
+      },
+      { timeoutMs: options.timeoutMs, policy: options.policy, agents },
+    )
+    outcomes.push({ delivery, attemptedAt, ...result, durationMs: Math.round(performance.now() - started) })
+    scheduleFlush()
+  }
+
+  function scheduleFlush() {
+    if (flushing) return
+    flushing = (async () => {
+      // Outcomes arriving together are recorded together, in one transaction.
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      while (outcomes.length > 0) {
+        const batch = outcomes.splice(0, 500)
+        try {
+          await recordOutcomes(db, batch, options)
+        } catch (err) {
+          // The leases run out and the deliveries are sent again: at least once, never lost.
+          log.error({ err, count: batch.length }, 'webhook dispatcher could not record delivery outcomes')
+        }
+      }
+    })().finally(() => {
+      flushing = null
+      if (outcomes.length > 0) scheduleFlush()
+    })
+  }
+
+  void pump()
+  return {
+    wake: () => schedulePump(0),
+    async stop() {
+      stopped = true
+      clearInterval(pollTimer)
+      unsubscribe()
+      await Promise.allSettled([...inFlightDone])
+      while (flushing) await flushing
+      agents.http.destroy()
+      agents.https.destroy()
+    },
+  }
+}
+
+const SUCCEEDED = (statusCode: number | null) => statusCode !== null && statusCode >= 200 && statusCode < 300
+
+/** Records a batch of attempts and what follows from them, in one transaction. */
+async function recordOutcomes(db: Kysely<Database>, batch: readonly Outcome[], options: DispatcherOptions) {
+  const now = new Date()
+  const nowIso = now.toISOString()
+  await db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto('webhook_delivery_attempts')
+      .values(
+        batch.map((outcome) => ({
+          org_id: outcome.delivery.org_id,
+          delivery_id: outcome.delivery.id,
+          attempt: outcome.delivery.attempts + 1,
+          webhook_id: outcome.delivery.webhook_id,
+          attempted_at: outcome.attemptedAt.toISOString(),
+          status_code: outcome.statusCode,
+          error: outcome.error,
+          duration_ms: outcome.durationMs,
+        })),
+      )
+      // A dispatcher that lost its lease (it was presumed dead) may report an attempt number
+      // another one already used; the first report stands.
+      .onConflict((oc) => oc.doNothing())
+      .execute()
+
+    const successes = new Map<string, Outcome[]>()
+    for (const outcome of batch.filter((o) => SUCCEEDED(o.statusCode))) {
+      const { org_id, lease_token } = outcome.delivery
+      const key = `${org_id}\u0000${lease_token}\u0000${outcome.statusCode}`
+      successes.set(key, [...(successes.get(key) ?? []), outcome])
+    }
+    for (const group of successes.values()) {
+      const [first] = group as [Outcome, ...Outcome[]]
+      await trx
+        .updateTable('webhook_deliveries')
+        .set((eb) => ({
+          status: 'succeeded',
+          attempts: eb('attempts', '+', 1),
+          last_status_code: first.statusCode,
+          last_error: null,
+          completed_at: nowIso,
+          lease_until: null,
+          lease_token: null,
+        }))
+        .where('org_id', '=', first.delivery.org_id)
+        .where(
+          'id',
+          'in',
+          group.map((o) => o.delivery.id),
+        )
+        .where('lease_token', '=', first.delivery.lease_token)
+        .execute()
+    }
+    const healthy = new Map<string, Set<string>>()
+    for (const outcome of batch.filter((o) => SUCCEEDED(o.statusCode))) {
+      const ids = healthy.get(outcome.delivery.org_id) ?? new Set<string>()
+      ids.add(outcome.delivery.webhook_id)
+      healthy.set(outcome.delivery.org_id, ids)
+    }
+    for (const [orgId, webhookIds] of healthy) {
+      await trx
+        .updateTable('webhooks')
+        .set({ failing_since: null })
+        .where('org_id', '=', orgId)
+        .where('id', 'in', [...webhookIds])
+        .where('failing_since', 'is not', null)
+        .execute()
+    }
+
+    for (const outcome of batch.filter((o) => !SUCCEEDED(o.statusCode))) {
+      const { delivery } = outcome
+      const attempts = delivery.attempts + 1
+      const giveUp = now.getTime() >= new Date(delivery.created_at).getTime() + options.retryWindowMs
+      const next = new Date(
+        now.getTime() + retryDelayMs(attempts, options.retryBaseMs, options.retryMaxDelayMs),
+      ).toISOString()
+      await trx
+        .updateTable('webhook_deliveries')
+        .set({
+          status: giveUp ? 'failed' : 'pending',
+          attempts,
+          last_status_code: outcome.statusCode,
+          last_error: outcome.error,
+          next_attempt_at: giveUp ? nowIso : next,
+          completed_at: giveUp ? nowIso : null,
+          lease_until: null,
+          lease_token: null,
+        })
+        .where('org_id', '=', delivery.org_id)
+        .where('id', '=', delivery.id)
+        .where('lease_token', '=', delivery.lease_token)
+        .execute()
+      const webhook = await trx
+        .updateTable('webhooks')
+        .set({ failing_since: sql<string>`coalesce(failing_since, ${nowIso})` })
+        .where('org_id', '=', delivery.org_id)
+        .where('id', '=', delivery.webhook_id)
+        .returning(['failing_since', 'enabled'])
+        .executeTakeFirst()
+      if (
+        webhook &&
+        webhook.enabled === 1 &&
+        webhook.failing_since !== null &&
+        now.getTime() - new Date(webhook.failing_since).getTime() >= options.disableAfterMs
+      ) {
+        const hours = Math.round((options.disableAfterMs / 3_600_000) * 10) / 10
+        await trx
+          .updateTable('webhooks')
+          .set({
+            enabled: 0,
+            disabled_at: nowIso,
+            disabled_reason: `Disabled after every delivery failed for ${hours} hours (since ${new Date(webhook.failing_since).toISOString()}); the last attempt: ${outcome.error ?? 'no answer'}. Fix the endpoint, then enable the webhook again; pending deliveries resume.`,
+          })
+          .where('org_id', '=', delivery.org_id)
+          .where('id', '=', delivery.webhook_id)
+          .execute()
+      }
+    }
+  })
+}

@@ -1,0 +1,256 @@
+import type { Insertable, Kysely, Updateable } from 'kysely'
+import { dialectOf } from '../db/database.js'
+import type { Database, WebhookDeliveryRow, WebhookTable } from '../db/schema.js'
+
+export async function insertWebhook(db: Kysely<Database>, row: Insertable<WebhookTable>) {
+  await db.insertInto('webhooks').values(row).execute()
+}
+
+export async function findWebhook(db: Kysely<Database>, orgId: string, id: string) {
+  return db
+    .selectFrom('webhooks')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('id', '=', id)
+    .executeTakeFirst()
+}
+
+/** Newest first, after the (created_at, id) of the last one seen. */
+export async function listWebhooks(
+  db: Kysely<Database>,
+  orgId: string,
+  limit: number,
+  after: { time: string; id: string } | null,
+) {
+  let query = db
+    .selectFrom('webhooks')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(limit)
+  if (after)
+    query = query.where((eb) => eb(eb.refTuple('created_at', 'id'), '<', eb.tuple(after.time, after.id)))
+  return query.execute()
+}
+
+export async function updateWebhook(
+  db: Kysely<Database>,
+  orgId: string,
+  id: string,
+  changes: Updateable<WebhookTable>,
+) {
+  return db
+    .updateTable('webhooks')
+    .set(changes)
+    .where('org_id', '=', orgId)
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirst()
+}
+
+/** The webhook with its deliveries and their attempts. */
+export async function deleteWebhook(trx: Kysely<Database>, orgId: string, id: string): Promise<boolean> {
+  await trx
+    .deleteFrom('webhook_delivery_attempts')
+    .where('org_id', '=', orgId)
+    .where('webhook_id', '=', id)
+    .execute()
+  await trx
+    .deleteFrom('webhook_deliveries')
+    .where('org_id', '=', orgId)
+    .where('webhook_id', '=', id)
+    .execute()
+  const deleted = await trx
+    .deleteFrom('webhooks')
+    .where('org_id', '=', orgId)
+    .where('id', '=', id)
+    .executeTakeFirst()
+  return Number(deleted.numDeletedRows) > 0
+}
+
+const deliveryColumns = [
+  'd.org_id',
+  'd.id',
+  'd.webhook_id',
+  'd.event_seq',
+  'd.contact_id',
+  'd.status',
+  'd.attempts',
+  'd.next_attempt_at',
+  'd.lease_until',
+  'd.lease_token',
+  'd.last_status_code',
+  'd.last_error',
+  'd.created_at',
+  'd.completed_at',
+  'd.redelivery_of',
+  'e.id as event_id',
+  'e.type as event_type',
+] as const
+
+const deliveriesWithEvents = (db: Kysely<Database>) =>
+  db
+    .selectFrom('webhook_deliveries as d')
+    .innerJoin('contact_events as e', (join) =>
+      join.onRef('e.org_id', '=', 'd.org_id').onRef('e.seq', '=', 'd.event_seq'),
+    )
+    .select(deliveryColumns)
+
+export type DeliveryWithEventRow = Awaited<ReturnType<typeof findDelivery>> & {}
+
+/** One webhook's deliveries, newest first (by creation, then id), after the last one seen. */
+export async function listDeliveries(
+  db: Kysely<Database>,
+  orgId: string,
+  webhookId: string,
+  limit: number,
+  after: { time: string; id: string } | null,
+  status: WebhookDeliveryRow['status'] | undefined,
+) {
+  let query = deliveriesWithEvents(db)
+    .where('d.org_id', '=', orgId)
+    .where('d.webhook_id', '=', webhookId)
+    .orderBy('d.created_at', 'desc')
+    .orderBy('d.id', 'desc')
+    .limit(limit)
+  if (status) query = query.where('d.status', '=', status)
+  if (after)
+    query = query.where((eb) => eb(eb.refTuple('d.created_at', 'd.id'), '<', eb.tuple(after.time, after.id)))
+  return query.execute()
+}
+
+export async function findDelivery(db: Kysely<Database>, orgId: string, webhookId: string, id: string) {
+  return deliveriesWithEvents(db)
+    .where('d.org_id', '=', orgId)
+    .where('d.webhook_id', '=', webhookId)
+    .where('d.id', '=', id)
+    .executeTakeFirst()
+}
+
+export async function listAttempts(db: Kysely<Database>, orgId: string, deliveryId: string) {
+  return db
+    .selectFrom('webhook_delivery_attempts')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('delivery_id', '=', deliveryId)
+    .orderBy('attempt')
+    .execute()
+}
+
+export async function hasPendingDelivery(
+  db: Kysely<Database>,
+  orgId: string,
+  webhookId: string,
+  eventSeq: number | string,
+) {
+  const row = await db
+    .selectFrom('webhook_deliveries')
+    .select('id')
+    .where('org_id', '=', orgId)
+    .where('webhook_id', '=', webhookId)
+    .where('event_seq', '=', eventSeq)
+    .where('status', '=', 'pending')
+    .executeTakeFirst()
+  return row !== undefined
+}
+
+export async function insertDelivery(db: Kysely<Database>, row: Insertable<Database['webhook_deliveries']>) {
+  await db.insertInto('webhook_deliveries').values(row).execute()
+}
+
+/** A delivery a dispatcher holds, with what it needs to send it. */
+export interface ClaimedDelivery {
+  org_id: string
+  id: string
+  webhook_id: string
+  event_seq: number | string
+  contact_id: string
+  attempts: number
+  created_at: Date | string
+  lease_token: string
+  endpoint: string
+  secret: string
+}
+
+/**
+ * Takes up to `limit` deliveries that are due, whose webhook is enabled, and that have no earlier
+ * event of the same contact still to deliver to the same webhook (so each contact's events
+ * arrive in order), and leases them to this dispatcher until `leaseUntil`. On PostgreSQL the
+ * rows are chosen with FOR UPDATE SKIP LOCKED, so concurrent dispatchers in other processes
+ * take disjoint sets without waiting for each other; a leased row is not due for anyone else
+ * until its lease runs out (when its dispatcher died mid-delivery).
+ */
+export async function claimDueDeliveries(
+  db: Kysely<Database>,
+  now: string,
+  leaseUntil: string,
+  leaseToken: string,
+  limit: number,
+): Promise<ClaimedDelivery[]> {
+  return db.transaction().execute(async (trx) => {
+    const due = await trx
+      .selectFrom('webhook_deliveries as d')
+      .innerJoin('webhooks as w', (join) =>
+        join.onRef('w.org_id', '=', 'd.org_id').onRef('w.id', '=', 'd.webhook_id'),
+      )
+      .select([
+        'd.org_id',
+        'd.id',
+        'd.webhook_id',
+        'd.event_seq',
+        'd.contact_id',
+        'd.attempts',
+        'd.created_at',
+        'w.endpoint',
+        'w.secret',
+      ])
+      .where('d.status', '=', 'pending')
+      .where('d.next_attempt_at', '<=', now)
+      .where((eb) => eb.or([eb('d.lease_until', 'is', null), eb('d.lease_until', '<=', now)]))
+      .where('w.enabled', '=', 1)
+      .where(({ not, exists, selectFrom }) =>
+        not(
+          exists(
+            selectFrom('webhook_deliveries as p')
+              .select('p.id')
+              .whereRef('p.org_id', '=', 'd.org_id')
+              .whereRef('p.webhook_id', '=', 'd.webhook_id')
+              .whereRef('p.contact_id', '=', 'd.contact_id')
+              .where('p.status', '=', 'pending')
+              .whereRef('p.event_seq', '<', 'd.event_seq'),
+          ),
+        ),
+      )
+      .orderBy('d.next_attempt_at')
+      .orderBy('d.event_seq')
+      .limit(limit)
+      .$if(dialectOf(trx) === 'postgres', (query) => query.forUpdate('d').skipLocked())
+      .execute()
+    if (due.length === 0) return []
+    const byOrg = new Map<string, string[]>()
+    for (const row of due) byOrg.set(row.org_id, [...(byOrg.get(row.org_id) ?? []), row.id])
+    for (const [orgId, ids] of byOrg) {
+      await trx
+        .updateTable('webhook_deliveries')
+        .set({ lease_until: leaseUntil, lease_token: leaseToken })
+        .where('org_id', '=', orgId)
+        .where('id', 'in', ids)
+        .execute()
+    }
+    return due.map((row) => ({ ...row, lease_token: leaseToken }))
+  })
+}
+
+export async function findEventsBySeq(
+  db: Kysely<Database>,
+  orgId: string,
+  seqs: readonly (number | string)[],
+) {
+  return db
+    .selectFrom('contact_events')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('seq', 'in', [...seqs] as number[])
+    .execute()
+}

@@ -1,0 +1,411 @@
+import assert from 'node:assert/strict'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
+import { BACKENDS } from './helpers/backends.js'
+import { type Receiver, startReceiver } from './helpers/receiver.js'
+
+const README = fileURLToPath(new URL('../../README.md', import.meta.url))
+const LOOPBACK = '127.0.0.0/8,::1/128'
+
+type Verify = (secret: string, signatureHeader: string, rawBody: string, toleranceSeconds?: number) => boolean
+
+/** The verification snippet exactly as the README documents it, loaded as a module. */
+async function readmeVerifier(): Promise<Verify> {
+  const readme = await readFile(README, 'utf8')
+  const marker = readme.indexOf('<!-- webhook-verification -->')
+  assert.ok(marker >= 0, 'the README documents webhook verification')
+  const block = /```js\n([\s\S]*?)```/.exec(readme.slice(marker))?.[1]
+  assert.ok(block, 'the README has the snippet')
+  const dir = await mkdtemp(join(tmpdir(), 'verify-'))
+  const file = join(dir, 'verify.mjs')
+  await writeFile(file, block)
+  try {
+    return ((await import(file)) as { verifyWebhook: Verify }).verifyWebhook
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function eventually<T>(
+  read: () => Promise<T>,
+  ok: (value: T) => boolean,
+  what: string,
+  timeoutMs = 15_000,
+) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await read()
+    if (ok(value)) return value
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}: ${JSON.stringify(value)}`)
+    await sleep(25)
+  }
+}
+
+for (const backend of BACKENDS) {
+  describe(`webhook management on ${backend.name}`, { skip: backend.skip }, () => {
+    let t: TestApp
+    let org: TestOrg
+    let other: TestOrg
+    before(async () => {
+      // No networks allowed: the operator's default.
+      t = await startTestApp(backend)
+      org = await t.createOrg()
+      other = await t.createOrg()
+    })
+    after(() => t?.close())
+
+    const call = (method: string, url: string, payload?: unknown, key = org.key) =>
+      t.call(key, { method: method as 'GET', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+
+    test('targets inside the network are refused with a 422 that names the endpoint', async () => {
+      for (const endpoint of [
+        'http://127.0.0.1:8080/hook',
+        'http://localhost/hook',
+        'http://[::1]/hook',
+        'http://[::ffff:127.0.0.1]/hook',
+        'http://0.0.0.0/hook',
+        'http://10.1.2.3/hook',
+        'http://172.20.0.5/hook',
+        'http://192.168.1.10/hook',
+        'http://169.254.169.254/latest/meta-data',
+        'http://[fd00::1]/hook',
+        'http://[fe80::1]/hook',
+        'ftp://example.com/hook',
+        'http://user:secret@93.184.216.34/hook',
+        'not a url',
+      ]) {
+        const response = await call('POST', '/outbound_webhook', { endpoint })
+        assert.equal(response.statusCode, 422, endpoint)
+        assert.deepEqual(response.json().detail[0].loc, ['body', 'endpoint'], endpoint)
+      }
+      assert.equal((await call('GET', '/outbound_webhook/list')).json().data.items.length, 0)
+    })
+
+    test('create, list, get, update, rotate and delete; the secret is shown only when made', async () => {
+      const created = await call('POST', '/outbound_webhook', {
+        endpoint: 'https://93.184.216.34/hooks/contacts',
+        name: 'CRM',
+        enabled: true,
+      })
+      assert.equal(created.statusCode, 201, created.body)
+      const webhook = created.json().data
+      assert.match(webhook.secret, /^whsec_[\w-]{43}$/)
+      assert.equal(webhook.secret_hint, `whsec_…${webhook.secret.slice(-4)}`)
+      assert.deepEqual(webhook.events, [
+        'contact.created',
+        'contact.updated',
+        'contact.deleted',
+        'contact.restored',
+        'contact.merged',
+        'contact.erased',
+      ])
+      assert.equal(webhook.org_id, org.id)
+      assert.equal(webhook.enabled, true)
+
+      for (const path of ['/outbound_webhook/list', '/outbound_webhook']) {
+        const list = (await call('GET', path)).json().data
+        assert.deepEqual(
+          list.items.map((w: { id: string }) => w.id),
+          [webhook.id],
+        )
+        assert.equal(list.items[0].secret, undefined)
+      }
+      const fetched = (await call('GET', `/outbound_webhook/${webhook.id}`)).json().data
+      assert.equal(fetched.secret, undefined)
+      assert.equal(fetched.name, 'CRM')
+
+      const updated = await call('PUT', `/outbound_webhook/${webhook.id}`, {
+        name: 'CRM sync',
+        events: ['contact.updated', 'contact.created'],
+        enabled: false,
+      })
+      assert.equal(updated.statusCode, 200, updated.body)
+      assert.deepEqual(updated.json().data.events, ['contact.created', 'contact.updated'])
+      assert.equal(updated.json().data.enabled, false)
+      const refused = await call('PUT', `/outbound_webhook/${webhook.id}`, { endpoint: 'http://10.0.0.1/' })
+      assert.equal(refused.statusCode, 422)
+      assert.equal(
+        (await call('GET', `/outbound_webhook/${webhook.id}`)).json().data.endpoint,
+        webhook.endpoint,
+      )
+
+      const rotated = (await call('POST', `/outbound_webhook/${webhook.id}/rotate_secret`)).json().data
+      assert.notEqual(rotated.secret, webhook.secret)
+
+      assert.equal(
+        (await call('GET', `/outbound_webhook/${webhook.id}`, undefined, other.key)).statusCode,
+        404,
+      )
+      assert.equal(
+        (await call('DELETE', `/outbound_webhook/${webhook.id}`, undefined, other.key)).statusCode,
+        404,
+      )
+      assert.equal((await call('DELETE', `/outbound_webhook/${webhook.id}`)).statusCode, 200)
+      const gone = await call('GET', `/outbound_webhook/${webhook.id}`)
+      assert.equal(gone.statusCode, 404)
+      assert.equal(gone.json().code, 'webhook_not_found')
+    })
+
+    test('a read_only key can look at webhooks but not change them', async () => {
+      const response = await call(
+        'POST',
+        '/outbound_webhook',
+        { endpoint: 'https://93.184.216.34/' },
+        org.readOnlyKey,
+      )
+      assert.equal(response.statusCode, 403)
+      assert.equal((await call('GET', '/outbound_webhook/list', undefined, org.readOnlyKey)).statusCode, 200)
+    })
+  })
+
+  describe(`webhook deliveries on ${backend.name}`, { skip: backend.skip }, () => {
+    let t: TestApp
+    let org: TestOrg
+    let receiver: Receiver
+    let verifyWebhook: Verify
+    before(async () => {
+      t = await startTestApp(backend, {
+        dispatcher: true,
+        config: {
+          webhookAllowedNetworks: LOOPBACK,
+          webhookPollIntervalMs: 50,
+          webhookRetryBaseMs: 40,
+          webhookRetryMaxDelayMs: 150,
+          webhookTimeoutMs: 500,
+        },
+      })
+      org = await t.createOrg()
+      receiver = await startReceiver()
+      verifyWebhook = await readmeVerifier()
+    })
+    after(async () => {
+      await t?.close()
+      await receiver?.close()
+    })
+
+    const call = (method: string, url: string, payload?: unknown) =>
+      t.call(org.key, { method: method as 'GET', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+    const webhookTo = async (path: string, body: object = {}) => {
+      const response = await call('POST', '/outbound_webhook', {
+        endpoint: `${receiver.url}${path}`,
+        ...body,
+      })
+      assert.equal(response.statusCode, 201, response.body)
+      return response.json().data as { id: string; secret: string }
+    }
+    const contact = async (body: object) => {
+      const response = await call('POST', '/contact', body)
+      assert.equal(response.statusCode, 201, response.body)
+      return response.json().data.id as string
+    }
+    const at = (path: string) => () => receiver.received.filter((r) => r.path === path)
+
+    test('a delivery is the history event, signed as the README shows how to verify', async () => {
+      const webhook = await webhookTo('/signed', { events: ['contact.created'] })
+      const id = await contact({ first_name: 'Signed', email: 'signed@example.com' })
+      await receiver.until(() => at('/signed')().length >= 1)
+      const [delivery] = at('/signed')()
+      assert.ok(delivery)
+      const [event] = (await call('GET', `/contact/${id}/history`)).json().data.items
+      assert.deepEqual(JSON.parse(delivery.body), event)
+      assert.equal(delivery.headers['x-contacts-event-id'], event.id)
+      assert.equal(delivery.headers['x-contacts-event'], 'contact.created')
+      assert.equal(delivery.headers['content-type'], 'application/json')
+      const signature = String(delivery.headers['x-contacts-signature'])
+      assert.match(signature, /^t=\d+,v1=[0-9a-f]{64}$/)
+      assert.equal(verifyWebhook(webhook.secret, signature, delivery.body), true)
+      assert.equal(verifyWebhook(webhook.secret, signature, delivery.body.replace('Signed', 'Forged')), false)
+      assert.equal(verifyWebhook(`${webhook.secret}x`, signature, delivery.body), false)
+      const old = signature.replace(/t=\d+/, `t=${Math.floor(Date.now() / 1000) - 3600}`)
+      assert.equal(
+        verifyWebhook(webhook.secret, old, delivery.body),
+        false,
+        'a replayed timestamp is refused',
+      )
+    })
+
+    test('a receiver that fails three times gets the event on the fourth attempt, and never again', async () => {
+      const webhook = await webhookTo('/flaky', { events: ['contact.created'] })
+      receiver.decide = (request) => {
+        if (request.path !== '/flaky') return { status: 200 }
+        return { status: at('/flaky')().length <= 3 ? 500 : 200 }
+      }
+      await contact({ first_name: 'Flaky' })
+      await receiver.until(() => at('/flaky')().length >= 4)
+      await sleep(600)
+      const requests = at('/flaky')()
+      assert.equal(requests.length, 4, 'acknowledged once, never sent again')
+      assert.equal(new Set(requests.map((r) => r.eventId)).size, 1)
+      const log = await eventually(
+        async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
+        (items) => items[0]?.status === 'succeeded',
+        'the delivery to be recorded',
+      )
+      assert.equal(log.length, 1)
+      assert.equal(log[0].attempts, 4)
+      assert.equal(log[0].last_status_code, 200)
+      const detail = (await call('GET', `/outbound_webhook/${webhook.id}/logs/${log[0].id}`)).json().data
+      assert.deepEqual(
+        detail.attempts_log.map((a: { status_code: number }) => a.status_code),
+        [500, 500, 500, 200],
+      )
+      const gaps = requests
+        .slice(1)
+        .map((r, i) => r.receivedAt - (requests[i] as { receivedAt: number }).receivedAt)
+      assert.ok(
+        gaps.every((gap) => gap >= 15),
+        `retries wait (backoff): ${gaps.join(', ')} ms`,
+      )
+      assert.equal((await call('GET', `/outbound_webhook/${webhook.id}`)).json().data.failing_since, null)
+      receiver.decide = () => ({ status: 200 })
+    })
+
+    test("each contact's events arrive in order, even when deliveries are slow and concurrent", async () => {
+      await webhookTo('/ordered', { events: ['contact.updated'] })
+      receiver.decide = (request) =>
+        request.path === '/ordered'
+          ? { status: 200, delayMs: Math.floor(Math.random() * 25) }
+          : { status: 200 }
+      const ids = await Promise.all([1, 2, 3, 4].map((n) => contact({ first_name: `Ordered ${n}` })))
+      for (let i = 1; i <= 15; i++) {
+        await Promise.all(ids.map((id) => call('PUT', `/contact/${id}`, { last_name: String(i) })))
+      }
+      await receiver.until(() => at('/ordered')().length >= 60, 20_000)
+      for (const id of ids) {
+        const names = at('/ordered')()
+          .map((r) => JSON.parse(r.body))
+          .filter((event) => event.data.contact_id === id)
+          .map((event) => Number(event.data.contact.last_name))
+        assert.deepEqual(
+          names,
+          Array.from({ length: 15 }, (_, i) => i + 1),
+        )
+      }
+      receiver.decide = () => ({ status: 200 })
+    })
+
+    test('an endpoint that does not answer in time is retried, with the reason in the log', async () => {
+      const webhook = await webhookTo('/slow', { events: ['contact.created'] })
+      receiver.decide = (request) =>
+        request.path === '/slow' && at('/slow')().length === 1 ? 'hang' : { status: 200 }
+      await contact({ first_name: 'Slow' })
+      const log = await eventually(
+        async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
+        (items) => items[0]?.status === 'succeeded',
+        'the delivery to succeed after a timeout',
+      )
+      const detail = (await call('GET', `/outbound_webhook/${webhook.id}/logs/${log[0].id}`)).json().data
+      assert.match(detail.attempts_log[0].error, /no answer within 500 ms/)
+      assert.equal(detail.attempts_log.at(-1).status_code, 200)
+      receiver.decide = () => ({ status: 200 })
+    })
+
+    test('writes are not held up by a webhook that hangs', async () => {
+      await webhookTo('/hang', { events: ['contact.updated'] })
+      receiver.decide = (request) => (request.path === '/hang' ? 'hang' : { status: 200 })
+      const id = await contact({ first_name: 'Quick' })
+      const started = performance.now()
+      for (let i = 0; i < 20; i++)
+        assert.equal((await call('PUT', `/contact/${id}`, { last_name: `q${i}` })).statusCode, 200)
+      assert.ok(performance.now() - started < 5_000)
+      receiver.decide = () => ({ status: 200 })
+    })
+  })
+
+  describe(`failing webhooks on ${backend.name}`, { skip: backend.skip }, () => {
+    let t: TestApp
+    let org: TestOrg
+    let receiver: Receiver
+    before(async () => {
+      t = await startTestApp(backend, {
+        dispatcher: true,
+        config: {
+          webhookAllowedNetworks: LOOPBACK,
+          webhookPollIntervalMs: 50,
+          webhookRetryBaseMs: 40,
+          webhookRetryMaxDelayMs: 100,
+          // Stand-ins for the defaults' 24 hours.
+          webhookRetryWindowMs: 300,
+          webhookDisableAfterMs: 900,
+        },
+      })
+      org = await t.createOrg()
+      receiver = await startReceiver(() => ({ status: 503 }))
+    })
+    after(async () => {
+      await t?.close()
+      await receiver?.close()
+    })
+    const call = (method: string, url: string, payload?: unknown) =>
+      t.call(org.key, { method: method as 'GET', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+
+    test('a delivery is given up after the retry window; a webhook failing throughout is disabled, with the reason; enabling it and redelivering resume', async () => {
+      const created = await call('POST', '/outbound_webhook', { endpoint: `${receiver.url}/down` })
+      const webhook = created.json().data
+      const first = (await call('POST', '/contact', { first_name: 'First' })).json().data.id
+      const log = await eventually(
+        async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
+        (items) => items[0]?.status === 'failed',
+        'the first delivery to be given up',
+      )
+      assert.ok(log[0].attempts >= 2, 'retried before giving up')
+      assert.equal(log[0].last_status_code, 503)
+      assert.equal(log[0].next_attempt_at, null)
+      assert.notEqual((await call('GET', `/outbound_webhook/${webhook.id}`)).json().data.failing_since, null)
+
+      // Events keep failing until the endpoint has failed for the whole disable period.
+      const disabled = await eventually(
+        async () => {
+          await call('PUT', `/contact/${first}`, { last_name: String(Date.now()) })
+          return (await call('GET', `/outbound_webhook/${webhook.id}`)).json().data
+        },
+        (w) => w.enabled === false,
+        'the webhook to be disabled',
+      )
+      assert.match(disabled.disabled_reason, /failed for .* hours/)
+      assert.match(disabled.disabled_reason, /HTTP 503/)
+      assert.notEqual(disabled.disabled_at, null)
+
+      // Disabled: new events are not queued for it.
+      const before = (await call('GET', `/outbound_webhook/${webhook.id}/logs?limit=1000`)).json().data.items
+        .length
+      await call('PUT', `/contact/${first}`, { last_name: 'while disabled' })
+      await sleep(200)
+      const logAfter = (await call('GET', `/outbound_webhook/${webhook.id}/logs?limit=1000`)).json().data
+        .items
+      assert.equal(logAfter.length, before)
+
+      // The owner fixes the endpoint, enables the webhook, and redelivers what was given up.
+      receiver.decide = () => ({ status: 204 })
+      const enabled = (await call('PUT', `/outbound_webhook/${webhook.id}`, { enabled: true })).json().data
+      assert.equal(enabled.enabled, true)
+      assert.equal(enabled.disabled_reason, null)
+      const given = logAfter.find(
+        (d: { status: string; event: string }) => d.status === 'failed' && d.event === 'contact.created',
+      )
+      const redelivered = await call('POST', `/outbound_webhook/${webhook.id}/logs/${given.id}/redeliver`)
+      assert.equal(redelivered.statusCode, 201, redelivered.body)
+      assert.equal(redelivered.json().data.redelivery_of, given.id)
+      assert.equal(redelivered.json().data.event_id, given.event_id)
+      await receiver.until(
+        () =>
+          receiver.received.some(
+            (r) => r.eventId === given.event_id && (r as { status?: number }).status === 204,
+          ),
+        10_000,
+        'the redelivery',
+      )
+      const again = await call(
+        'POST',
+        `/outbound_webhook/${webhook.id}/logs/${redelivered.json().data.id}/redeliver`,
+      )
+      assert.ok([201, 409].includes(again.statusCode))
+    })
+  })
+}
