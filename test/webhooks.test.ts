@@ -394,10 +394,7 @@ for (const backend of BACKENDS) {
       assert.equal(redelivered.json().data.redelivery_of, given.id)
       assert.equal(redelivered.json().data.event_id, given.event_id)
       await receiver.until(
-        () =>
-          receiver.received.some(
-            (r) => r.eventId === given.event_id && (r as { status?: number }).status === 204,
-          ),
+        () => receiver.received.some((r) => r.eventId === given.event_id && r.status === 204),
         10_000,
         'the redelivery',
       )

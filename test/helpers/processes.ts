@@ -62,7 +62,7 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
     process: child,
     log: () => log,
     async stop() {
-      if (child.exitCode !== null) return
+      if (child.exitCode !== null || child.signalCode !== null) return
       child.kill('SIGTERM')
       await once(child, 'exit')
     },

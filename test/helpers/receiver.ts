@@ -8,6 +8,9 @@ export interface ReceivedRequest {
   body: string
   eventId: string
   receivedAt: number
+  /** When the answer was sent, and its status; unset while unanswered. */
+  answeredAt?: number
+  status?: number
 }
 
 /** What to do with a request: answer with a status after an optional delay, or never answer. */
@@ -54,8 +57,9 @@ export async function startReceiver(
         return
       }
       setTimeout(() => {
+        entry.answeredAt = Date.now()
+        entry.status = reply.status
         response.writeHead(reply.status, { 'content-type': 'text/plain' }).end('ok')
-        ;(entry as ReceivedRequest & { status?: number }).status = reply.status
         settle()
       }, reply.delayMs ?? 0)
     })
@@ -82,7 +86,7 @@ export async function startReceiver(
       })
     },
     acknowledged: (eventId: string) =>
-      received.filter((r) => r.eventId === eventId && (r as { status?: number }).status === 200).length,
+      received.filter((r) => r.eventId === eventId && r.status !== undefined && r.status < 300).length,
     async close() {
       for (const response of hanging) response.destroy()
       server.closeAllConnections()
