@@ -182,6 +182,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     setup: await firstRunSetup(database, app),
     secureCookies: config.secureCookies,
     trashRetentionDays: config.trashRetentionDays,
+    webhookPolicy: targetPolicy(config.webhookAllowedNetworks),
+    cursors: cursorCodecOnce(database.db),
   })
   return app
 }

@@ -300,6 +300,83 @@ for (const backend of BACKENDS) {
       assert.match(inFirst.body, /Alpha/)
     })
 
+    test('a contact edited on the Settings page records the member as the actor; the page shows the history', async () => {
+      const alice = await signIn('alice@a.example')
+      // An earlier test left Alice in her other organization.
+      await post(alice, '/settings/org', { org_id: orgA.id, _csrf: alice.csrf })
+      const aliceId = (
+        await t.database.db
+          .selectFrom('users')
+          .select('id')
+          .where('email', '=', 'alice@a.example')
+          .executeTakeFirstOrThrow()
+      ).id
+      const edit = await post(alice, `/settings/contacts/${contactA}`, {
+        first_name: 'Alpha',
+        last_name: 'Edited',
+        _csrf: alice.csrf,
+      })
+      assert.equal(edit.statusCode, 303, edit.body)
+      const history = await t.call(orgA.key, { method: 'GET', url: `/api/v1/contact/${contactA}/history` })
+      const [latest] = history.json().data.items
+      assert.equal(latest.event, 'contact.updated')
+      assert.deepEqual(latest.data.actor, { type: 'user', id: aliceId })
+      assert.deepEqual(latest.data.changes.last_name, { previous: null, current: 'Edited' })
+      const page = await get(alice, `/settings/contacts/${contactA}`)
+      assert.match(page.body, /<h2 id="history-title">History<\/h2>/)
+      assert.match(page.body, /Updated<\/strong> by Alice/)
+      assert.match(page.body, /<code>last_name<\/code>: — → &quot;Edited&quot;/)
+    })
+
+    test('owners manage webhooks on the Settings page, members only look, and internal endpoints are refused', async () => {
+      const alice = await signIn('alice@a.example')
+      // An earlier test left Alice in her other organization.
+      await post(alice, '/settings/org', { org_id: orgA.id, _csrf: alice.csrf })
+      const internal = await post(alice, '/settings/webhooks', {
+        endpoint: 'http://169.254.169.254/latest',
+        events: 'contact.created',
+        _csrf: alice.csrf,
+      })
+      assert.equal(internal.statusCode, 422)
+      assert.match(internal.body, /internal address/)
+      const created = await post(alice, '/settings/webhooks', {
+        name: 'Partner',
+        endpoint: 'https://93.184.216.34/hook',
+        events: 'contact.updated',
+        _csrf: alice.csrf,
+      })
+      assert.equal(created.statusCode, 201, created.body)
+      assert.match(created.body, /whsec_[\w-]{43}/)
+      const listed = await t.call(orgA.key, { method: 'GET', url: '/api/v1/outbound_webhook/list' })
+      const webhook = listed.json().data.items.find((w: { name: string }) => w.name === 'Partner')
+      assert.deepEqual(webhook.events, ['contact.updated'])
+
+      const mia = await signIn('mia@a.example')
+      assert.equal((await get(mia, `/settings/webhooks/${webhook.id}`)).statusCode, 200)
+      const forbidden = await post(mia, `/settings/webhooks/${webhook.id}/delete`, { _csrf: mia.csrf })
+      assert.equal(forbidden.statusCode, 403)
+      const bob = await signIn('bob@b.example')
+      assert.equal((await get(bob, `/settings/webhooks/${webhook.id}`)).statusCode, 404)
+
+      const off = await post(alice, `/settings/webhooks/${webhook.id}`, {
+        name: 'Partner',
+        endpoint: 'https://93.184.216.34/hook',
+        events: 'contact.updated',
+        _csrf: alice.csrf,
+      })
+      assert.equal(off.statusCode, 303, off.body)
+      const after = await t.call(orgA.key, { method: 'GET', url: `/api/v1/outbound_webhook/${webhook.id}` })
+      assert.equal(after.json().data.enabled, false)
+      assert.equal(
+        (await post(alice, `/settings/webhooks/${webhook.id}/delete`, { _csrf: alice.csrf })).statusCode,
+        303,
+      )
+      assert.equal(
+        (await t.call(orgA.key, { method: 'GET', url: `/api/v1/outbound_webhook/${webhook.id}` })).statusCode,
+        404,
+      )
+    })
+
     test('pages carry a restrictive content security policy', async () => {
       const page = await get(null, '/settings/login')
       assert.match(page.headers['content-security-policy'] as string, /script-src 'self'/)

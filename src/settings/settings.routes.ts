@@ -12,11 +12,17 @@ import * as contacts from '../contacts/contacts.service.js'
 import { findDuplicates, mergeContacts } from '../contacts/merge.service.js'
 import type { Database, MembershipRole } from '../db/schema.js'
 import { AppError, ValidationFailedError, type ValidationIssue } from '../errors.js'
+import { listContactEvents } from '../events/events.repository.js'
+import { EVENT_TYPES } from '../events/events.schemas.js'
+import { toContactEvent } from '../events/events.service.js'
 import { validateBody } from '../http/validation.js'
 import * as organizations from '../organizations/organizations.service.js'
 import * as sessions from '../sessions/sessions.service.js'
+import type { CursorCodec } from '../shared/cursor.js'
 import { isUuid } from '../shared/ids.js'
 import * as users from '../users/users.service.js'
+import type { TargetPolicy } from '../webhooks/targets.js'
+import * as webhooks from '../webhooks/webhooks.service.js'
 import type { SafeHtml } from './html.js'
 import * as views from './settings.views.js'
 
@@ -31,6 +37,9 @@ export interface SettingsOptions {
   setup: SetupState
   /** Mark cookies Secure even when the request reached us over plain HTTP (TLS ends at a proxy). */
   secureCookies: boolean
+  /** Where webhooks may point (the API's rule). */
+  webhookPolicy: TargetPolicy
+  cursors: () => Promise<CursorCodec>
 }
 
 interface PageContext {
@@ -47,7 +56,7 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     /** Which tab of the Settings navigation a page belongs to. */
-    section?: 'contacts' | 'trash' | 'keys' | 'members' | 'organizations'
+    section?: 'contacts' | 'trash' | 'keys' | 'webhooks' | 'members' | 'organizations'
   }
 }
 
@@ -86,7 +95,7 @@ const text = (request: FastifyRequest, name: string) => String(form(request)[nam
 
 export const settingsRoutes: FastifyPluginAsync<SettingsOptions> = async (
   app,
-  { db, setup, secureCookies, trashRetentionDays },
+  { db, setup, secureCookies, trashRetentionDays, webhookPolicy, cursors },
 ) => {
   await app.register(cookie)
   await app.register(formbody, { bodyLimit: 1024 * 1024 })
@@ -245,11 +254,19 @@ export const settingsRoutes: FastifyPluginAsync<SettingsOptions> = async (
     return reply.redirect('/settings/login', 303)
   })
 
-  await app.register(async (pages) => authenticatedPages(pages, db, trashRetentionDays))
+  await app.register(async (pages) =>
+    authenticatedPages(pages, db, trashRetentionDays, webhookPolicy, cursors),
+  )
 }
 
 /** Pages for a signed-in member of the current organization. */
-async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, trashRetentionDays: number) {
+async function authenticatedPages(
+  app: FastifyInstance,
+  db: Kysely<Database>,
+  trashRetentionDays: number,
+  webhookPolicy: TargetPolicy,
+  cursors: () => Promise<CursorCodec>,
+) {
   app.addHook('preHandler', async (request, reply) => {
     const session = request.settingsSession
     if (!session) return reply.redirect('/settings/login', 303)
@@ -379,6 +396,225 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, tr
     return reply.redirect('/settings/keys', 303)
   })
 
+  /** Who the ids in a history are: members by name, keys by name. */
+  const actorNames = async (orgId: string) =>
+    new Map([
+      ...(await users.membersOf(db, orgId)).map((m) => [m.id, m.name] as const),
+      ...(await apiKeys.listApiKeys(db, orgId)).map((k) => [k.id, `“${k.name}”`] as const),
+    ])
+
+  // Webhooks, through the API's service (and its checks of the endpoint)
+  const webhookList = async (orgId: string) =>
+    (await webhooks.listWebhooks(db, cursors, orgId, { limit: 1000 })).items
+  const webhookForm = (request: FastifyRequest) => {
+    const events = form(request).events as string | string[] | undefined
+    return {
+      name: text(request, 'name'),
+      endpoint: text(request, 'endpoint'),
+      events: [events ?? []]
+        .flat()
+        .filter((e): e is (typeof EVENT_TYPES)[number] => (EVENT_TYPES as readonly string[]).includes(e)),
+    }
+  }
+  const refusal = (error: unknown) => {
+    if (error instanceof ValidationFailedError) return error.issues.map((issue) => issue.msg).join('; ')
+    throw error
+  }
+  const requireManager = (page: PageContext, reply: FastifyReply) =>
+    managesOrganization(page.role)
+      ? null
+      : send(reply, views.messagePage('Not allowed', 'Only owners and admins change webhooks.'), 403)
+
+  app.get('/webhooks', { config: { section: 'webhooks' } }, async (request, reply) => {
+    const page = pageOf(request)
+    return send(
+      reply,
+      views.webhooksPage(page.chrome, {
+        webhooks: await webhookList(page.principal.orgId),
+        manages: managesOrganization(page.role),
+      }),
+    )
+  })
+
+  app.post('/webhooks', { config: { section: 'webhooks' } }, async (request, reply) => {
+    const page = pageOf(request)
+    const refused = requireManager(page, reply)
+    if (refused) return refused
+    const values = webhookForm(request)
+    const view = { manages: true, values: { ...values, events: values.events.join(',') } }
+    if (values.events.length === 0) {
+      const webhooks = await webhookList(page.principal.orgId)
+      return send(
+        reply,
+        views.webhooksPage(page.chrome, { ...view, webhooks, error: 'Choose at least one event.' }),
+        422,
+      )
+    }
+    try {
+      const created = await webhooks.createWebhook(db, webhookPolicy, page.principal, {
+        endpoint: values.endpoint,
+        events: values.events,
+        ...(values.name ? { name: values.name.slice(0, 200) } : {}),
+      })
+      request.log.info(
+        { webhookId: created.id, orgId: created.org_id },
+        'webhook created in the settings page',
+      )
+      const list = await webhookList(page.principal.orgId)
+      return send(reply, views.webhooksPage(page.chrome, { webhooks: list, manages: true, created }), 201)
+    } catch (error) {
+      const message = refusal(error)
+      const list = await webhookList(page.principal.orgId)
+      return send(reply, views.webhooksPage(page.chrome, { ...view, webhooks: list, error: message }), 422)
+    }
+  })
+
+  const webhookView = async (
+    page: PageContext,
+    id: string,
+    options: { error?: string; notice?: string; secret?: string } = {},
+  ) => {
+    if (!isUuid(id)) return null
+    let webhook: Awaited<ReturnType<typeof webhooks.getWebhook>>
+    try {
+      webhook = await webhooks.getWebhook(db, page.principal.orgId, id)
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'webhook_not_found') return null
+      throw error
+    }
+    const log = await webhooks.listDeliveries(db, cursors, page.principal.orgId, webhook.id, { limit: 50 })
+    return views.webhookPage(page.chrome, webhook, log.items, {
+      manages: managesOrganization(page.role),
+      ...options,
+    })
+  }
+  const webhookNotFound = (reply: FastifyReply) =>
+    send(reply, views.messagePage('Not found', 'There is no such webhook in this organization.'), 404)
+
+  app.get<{ Params: { id: string } }>(
+    '/webhooks/:id',
+    { config: { section: 'webhooks' } },
+    async (request, reply) => {
+      const view = await webhookView(pageOf(request), request.params.id, {
+        ...('saved' in (request.query as object) ? { notice: 'Saved.' } : {}),
+        ...('redelivered' in (request.query as object) ? { notice: 'Queued for delivery again.' } : {}),
+      })
+      return view ? send(reply, view) : webhookNotFound(reply)
+    },
+  )
+
+  app.post<{ Params: { id: string } }>(
+    '/webhooks/:id',
+    { config: { section: 'webhooks' } },
+    async (request, reply) => {
+      const page = pageOf(request)
+      const refused = requireManager(page, reply)
+      if (refused) return refused
+      if (!isUuid(request.params.id)) return webhookNotFound(reply)
+      const values = webhookForm(request)
+      try {
+        if (values.events.length === 0)
+          throw new ValidationFailedError([
+            { loc: ['body', 'events'], msg: 'Choose at least one event.', type: 'value_error' },
+          ])
+        await webhooks.updateWebhook(db, webhookPolicy, page.principal, request.params.id, {
+          endpoint: values.endpoint,
+          name: values.name.slice(0, 200) || new URL(values.endpoint).host,
+          events: values.events,
+          enabled: text(request, 'enabled') === 'on',
+        })
+        return reply.redirect(`/settings/webhooks/${request.params.id}?saved`, 303)
+      } catch (error) {
+        if (error instanceof AppError && error.code === 'webhook_not_found') return webhookNotFound(reply)
+        const view = await webhookView(page, request.params.id, { error: refusal(error) })
+        return view ? send(reply, view, 422) : webhookNotFound(reply)
+      }
+    },
+  )
+
+  app.post<{ Params: { id: string } }>(
+    '/webhooks/:id/rotate',
+    { config: { section: 'webhooks' } },
+    async (request, reply) => {
+      const page = pageOf(request)
+      const refused = requireManager(page, reply)
+      if (refused) return refused
+      if (!isUuid(request.params.id)) return webhookNotFound(reply)
+      try {
+        const rotated = await webhooks.rotateWebhookSecret(db, page.principal.orgId, request.params.id)
+        const view = await webhookView(page, rotated.id, {
+          secret: rotated.secret,
+          notice: 'New secret made.',
+        })
+        return view ? send(reply, view) : webhookNotFound(reply)
+      } catch (error) {
+        if (error instanceof AppError && error.code === 'webhook_not_found') return webhookNotFound(reply)
+        throw error
+      }
+    },
+  )
+
+  app.get<{ Params: { id: string } }>(
+    '/webhooks/:id/delete',
+    { config: { section: 'webhooks' } },
+    async (request, reply) => {
+      const page = pageOf(request)
+      const refused = requireManager(page, reply)
+      if (refused) return refused
+      if (!isUuid(request.params.id)) return webhookNotFound(reply)
+      const webhook = (await webhookList(page.principal.orgId)).find(
+        (w) => w.id === request.params.id.toLowerCase(),
+      )
+      if (!webhook) return webhookNotFound(reply)
+      return send(
+        reply,
+        views.confirmPage(
+          page.chrome,
+          'Delete webhook',
+          `Delete the webhook “${webhook.name}”? Deliveries to ${webhook.endpoint} stop at once and its delivery log is removed.`,
+          `/settings/webhooks/${webhook.id}/delete`,
+          'Delete webhook',
+          `/settings/webhooks/${webhook.id}`,
+        ),
+      )
+    },
+  )
+
+  app.post<{ Params: { id: string } }>('/webhooks/:id/delete', async (request, reply) => {
+    const page = pageOf(request)
+    const refused = requireManager(page, reply)
+    if (refused) return refused
+    if (!isUuid(request.params.id)) return webhookNotFound(reply)
+    try {
+      await webhooks.deleteWebhook(db, page.principal.orgId, request.params.id)
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'webhook_not_found') return webhookNotFound(reply)
+      throw error
+    }
+    return reply.redirect('/settings/webhooks', 303)
+  })
+
+  app.post<{ Params: { id: string; deliveryId: string } }>(
+    '/webhooks/:id/deliveries/:deliveryId/redeliver',
+    async (request, reply) => {
+      const page = pageOf(request)
+      const refused = requireManager(page, reply)
+      if (refused) return refused
+      if (!isUuid(request.params.id) || !isUuid(request.params.deliveryId)) return webhookNotFound(reply)
+      try {
+        await webhooks.redeliver(db, page.principal.orgId, request.params.id, request.params.deliveryId)
+      } catch (error) {
+        if (error instanceof AppError && error.code === 'delivery_not_found') return webhookNotFound(reply)
+        if (error instanceof AppError && error.code === 'delivery_pending') {
+          const view = await webhookView(page, request.params.id, { error: error.message })
+          return view ? send(reply, view, 409) : webhookNotFound(reply)
+        }
+        throw error
+      }
+      return reply.redirect(`/settings/webhooks/${request.params.id}?redelivered`, 303)
+    },
+  )
+
   // Contacts, through the same services (and the same validation) as the API
   app.get<{ Querystring: { page?: string } }>(
     '/contacts',
@@ -415,9 +651,13 @@ async function authenticatedPages(app: FastifyInstance, db: Kysely<Database>, tr
       const notice = query.merged
         ? 'Merged: this contact now holds the duplicate’s data and identities.'
         : undefined
+      const history = views.historySection(
+        (await listContactEvents(db, page.principal.orgId, contact.id, 20, null)).map(toContactEvent),
+        await actorNames(page.principal.orgId),
+      )
       return send(
         reply,
-        views.contactPage(page.chrome, contact, { saved: 'saved' in query, duplicates, notice }),
+        views.contactPage(page.chrome, contact, { saved: 'saved' in query, duplicates, notice, history }),
       )
     },
   )

@@ -2,7 +2,9 @@ import type { ApiKeySummary } from '../api-keys/api-keys.service.js'
 import type { Contact, Duplicate, TrashedContact } from '../contacts/contacts.schemas.js'
 import type { MembershipRole } from '../db/schema.js'
 import type { ValidationIssue } from '../errors.js'
+import type { ContactEvent } from '../events/events.schemas.js'
 import type { PageOf } from '../shared/schemas.js'
+import type { Delivery, Webhook } from '../webhooks/webhooks.schemas.js'
 import { html, type SafeHtml } from './html.js'
 
 export interface Chrome {
@@ -11,7 +13,7 @@ export interface Chrome {
   orgId: string
   role: MembershipRole
   organizations: { org_id: string; org_name: string; role: MembershipRole }[]
-  section: 'contacts' | 'trash' | 'keys' | 'members' | 'organizations'
+  section: 'contacts' | 'trash' | 'keys' | 'webhooks' | 'members' | 'organizations'
 }
 
 const date = (value: string | null) =>
@@ -49,6 +51,7 @@ function page(chrome: Chrome, title: string, content: SafeHtml): SafeHtml {
     ${link('contacts', '/settings/contacts', 'Contacts')}
     ${link('trash', '/settings/trash', 'Trash')}
     ${link('keys', '/settings/keys', 'API keys')}
+    ${link('webhooks', '/settings/webhooks', 'Webhooks')}
     ${link('members', '/settings/members', 'Members')}
     ${link('organizations', '/settings/organizations', 'Organizations')}
   </nav>
@@ -289,6 +292,7 @@ export function contactPage(
   chrome: Chrome,
   contact: Contact,
   options: {
+    history?: SafeHtml
     values?: Record<string, string>
     issues?: ValidationIssue[]
     saved?: boolean
@@ -340,7 +344,8 @@ ${errorBox(options.error)}
     <a class="button danger-outline" href="/settings/contacts/${contact.id}/delete">Delete contact</a>
   </div>
 </form>
-${duplicatesSection(chrome, contact, options.duplicates ?? [])}`,
+${duplicatesSection(chrome, contact, options.duplicates ?? [])}
+${options.history ?? ''}`,
   )
 }
 
@@ -473,6 +478,197 @@ ${errorBox(error)}
   ${field('name', 'Name', { required: true })}
   <button type="submit">Create organization</button>
 </form>
+</section>`,
+  )
+}
+
+const EVENT_LABELS: Record<string, string> = {
+  'contact.created': 'Created',
+  'contact.updated': 'Updated',
+  'contact.deleted': 'Deleted',
+  'contact.restored': 'Restored',
+  'contact.merged': 'Merged',
+  'contact.erased': 'Erased',
+}
+
+const actorLabel = (actor: { type: string; id: string | null }, names: Map<string, string>) =>
+  actor.type === 'system'
+    ? 'the service'
+    : actor.type === 'user'
+      ? (names.get(actor.id ?? '') ?? 'a former member')
+      : `API key ${names.get(actor.id ?? '') ?? (actor.id ?? '').slice(0, 8)}`
+
+const shown = (value: unknown) => (value === null || value === undefined ? '—' : JSON.stringify(value))
+
+/** The contact's latest events: what changed, from what to what, and who changed it. */
+export function historySection(events: ContactEvent[], names: Map<string, string>) {
+  return html`<section class="card" aria-labelledby="history-title">
+<h2 id="history-title">History</h2>
+${
+  events.length === 0
+    ? html`<p class="empty">No changes recorded yet.</p>`
+    : html`<ol class="history">
+${events.map((event) => {
+  const changes = ((event.data as { changes?: unknown }).changes ?? {}) as Record<
+    string,
+    { previous: unknown; current: unknown }
+  >
+  return html`<li>
+  <strong>${EVENT_LABELS[event.event] ?? event.event}</strong> by ${actorLabel(event.data.actor, names)} · ${date(event.created_at)}
+  ${
+    Object.keys(changes).length > 0
+      ? html`<ul>${Object.entries(changes).map(
+          ([field, change]) =>
+            html`<li><code>${field}</code>: ${shown(change.previous)} → ${shown(change.current)}</li>`,
+        )}</ul>`
+      : ''
+  }
+</li>`
+})}
+</ol>`
+}
+</section>`
+}
+
+const eventChoices = (selected: readonly string[]) =>
+  html`<fieldset class="field wide"><legend>Events to send</legend>${Object.entries(EVENT_LABELS).map(
+    ([type, label]) =>
+      html`<label class="check"><input type="checkbox" name="events" value="${type}"${selected.includes(type) ? html` checked` : ''}> ${label} <code>${type}</code></label>`,
+  )}</fieldset>`
+
+function webhookStatus(webhook: Webhook) {
+  if (!webhook.enabled && webhook.disabled_reason)
+    return html`<span class="badge danger">Disabled for failing</span>`
+  if (!webhook.enabled) return html`<span class="badge">Off</span>`
+  if (webhook.failing_since)
+    return html`<span class="badge warning">Failing since ${date(webhook.failing_since)}</span>`
+  return html`<span class="badge full_access">On</span>`
+}
+
+export interface WebhooksView {
+  webhooks: Webhook[]
+  manages: boolean
+  created?: Webhook & { secret: string }
+  error?: string
+  values?: Record<string, string>
+}
+
+export function webhooksPage(chrome: Chrome, view: WebhooksView) {
+  const values = view.values ?? {}
+  return page(
+    chrome,
+    'Webhooks',
+    html`<p class="lead">Webhooks receive every change to this organization's contacts, signed with the webhook's secret, retried for 24 hours, in order per contact.</p>
+${
+  view.created
+    ? html`<dialog id="new-secret" class="key-dialog" open data-modal aria-labelledby="new-secret-title">
+  <h2 id="new-secret-title">Signing secret of “${view.created.name}”</h2>
+  <p>Copy it now and keep it with your receiver. It is shown only this once.</p>
+  <div class="key-box"><code id="new-secret-value">${view.created.secret}</code>
+  <button type="button" class="secondary" data-copy="new-secret-value">Copy</button></div>
+  <p class="copied" role="status" aria-live="polite"></p>
+  <form method="dialog"><button type="submit" autofocus>Done</button></form>
+</dialog>`
+    : ''
+}
+${
+  view.manages
+    ? html`<section class="card">
+<h2>Add webhook</h2>
+${errorBox(view.error)}
+<form method="post" action="/settings/webhooks" class="grid-form">
+  ${csrfField(chrome.csrf)}
+  ${field('name', 'Name', { value: values.name, hint: 'Defaults to the endpoint’s host.' })}
+  ${field('endpoint', 'Endpoint URL', { type: 'url', required: true, value: values.endpoint })}
+  ${eventChoices(values.events ? values.events.split(',') : Object.keys(EVENT_LABELS))}
+  <div class="actions wide"><button type="submit">Add webhook</button></div>
+</form>
+</section>`
+    : html`<p>Owners and admins add and change webhooks.</p>`
+}
+<section class="card">
+<h2>Webhooks</h2>
+${
+  view.webhooks.length === 0
+    ? html`<p class="empty">No webhooks yet.</p>`
+    : html`<table id="webhooks-table">
+<thead><tr><th scope="col">Name</th><th scope="col">Endpoint</th><th scope="col">Status</th><th scope="col">Events</th></tr></thead>
+<tbody>
+${view.webhooks.map(
+  (w) => html`<tr>
+  <td><a href="/settings/webhooks/${w.id}">${w.name}</a></td>
+  <td><code>${w.endpoint}</code></td>
+  <td>${webhookStatus(w)}</td>
+  <td>${w.events.length === 6 ? 'All' : w.events.map((e) => EVENT_LABELS[e] ?? e).join(', ')}</td>
+</tr>`,
+)}
+</tbody></table>`
+}
+</section>`,
+  )
+}
+
+export function webhookPage(
+  chrome: Chrome,
+  webhook: Webhook,
+  deliveries: Delivery[],
+  options: { manages: boolean; error?: string; notice?: string; secret?: string },
+) {
+  return page(
+    chrome,
+    webhook.name,
+    html`<p class="lead"><a href="/settings/webhooks">← All webhooks</a> · ${webhookStatus(webhook)} · secret <code>${webhook.secret_hint}</code></p>
+${webhook.disabled_reason ? html`<p class="alert" role="alert">${webhook.disabled_reason}</p>` : ''}
+${options.notice ? html`<p class="notice" role="status">${options.notice}</p>` : ''}
+${
+  options.secret
+    ? html`<div class="card"><p>The new signing secret, shown only now:</p><div class="key-box"><code id="rotated-secret">${options.secret}</code>
+  <button type="button" class="secondary" data-copy="rotated-secret">Copy</button></div><p class="copied" role="status" aria-live="polite"></p></div>`
+    : ''
+}
+${errorBox(options.error)}
+${
+  options.manages
+    ? html`<form method="post" action="/settings/webhooks/${webhook.id}" class="card grid-form">
+  ${csrfField(chrome.csrf)}
+  ${field('name', 'Name', { required: true, value: webhook.name })}
+  ${field('endpoint', 'Endpoint URL', { type: 'url', required: true, value: webhook.endpoint })}
+  ${eventChoices(webhook.events)}
+  <label class="check wide"><input type="checkbox" name="enabled" value="on"${webhook.enabled ? html` checked` : ''}> Send events to this webhook</label>
+  <div class="actions wide">
+    <button type="submit">Save changes</button>
+    <button type="submit" class="secondary" formaction="/settings/webhooks/${webhook.id}/rotate">New secret</button>
+    <a class="button danger-outline" href="/settings/webhooks/${webhook.id}/delete">Delete webhook</a>
+  </div>
+</form>`
+    : ''
+}
+<section class="card">
+<h2>Deliveries</h2>
+${
+  deliveries.length === 0
+    ? html`<p class="empty">Nothing delivered yet.</p>`
+    : html`<table id="deliveries-table">
+<thead><tr><th scope="col">Event</th><th scope="col">Status</th><th scope="col">Attempts</th><th scope="col">Last answer</th><th scope="col">Created</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+<tbody>
+${deliveries.map(
+  (d) => html`<tr>
+  <td>${EVENT_LABELS[d.event] ?? d.event} <code>${d.contact_id.slice(0, 8)}…</code></td>
+  <td><span class="badge ${d.status === 'succeeded' ? 'full_access' : d.status === 'failed' ? 'danger' : ''}">${d.status}</span>${
+    d.next_attempt_at ? html` next ${date(d.next_attempt_at)}` : ''
+  }</td>
+  <td>${d.attempts}</td>
+  <td>${d.last_status_code ?? ''} ${d.last_error ?? ''}</td>
+  <td>${date(d.created_at)}</td>
+  <td>${
+    options.manages && d.status !== 'pending'
+      ? html`<form method="post" action="/settings/webhooks/${webhook.id}/deliveries/${d.id}/redeliver">${csrfField(chrome.csrf)}<button type="submit" class="link">Redeliver</button></form>`
+      : ''
+  }</td>
+</tr>`,
+)}
+</tbody></table>`
+}
 </section>`,
   )
 }
