@@ -25,7 +25,7 @@ import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { POSTGRES_URL, type ScratchDatabase, scratchDatabase } from '../test/helpers/scratch-database.js'
-import { canPin, startServer } from './server-process.js'
+import { canPin, startReceiver, startServer } from './server-process.js'
 
 const { values } = parseArgs({
   options: {
@@ -292,23 +292,43 @@ async function measure(
 ) {
   // Warm-up: every route once, so JIT and statement caches are warm before measuring.
   for (const scenario of SCENARIOS) await drive(server.url, scenario.request(key), WARMUP_SECONDS)
+  const receiver = await startReceiver()
+  const webhook = await webhookSwitch(server.url, key, receiver.url, database.url)
   const rounds: Record<string, Measure>[] = []
   const pgbenchRounds: number[] = []
-  for (let round = 1; round <= ROUNDS; round++) {
-    const measures: Record<string, Measure> = {}
-    for (const scenario of SCENARIOS) {
-      measures[scenario.name] = await drive(server.url, scenario.request(key), SECONDS)
-      process.stdout.write(
-        `${backend} round ${round} ${scenario.name}: ${Math.round(measures[scenario.name]?.rps ?? 0)} req/s\n`,
-      )
+  const webhookRounds: { backlog: number; drainSeconds: number }[] = []
+  try {
+    for (let round = 1; round <= ROUNDS; round++) {
+      const measures: Record<string, Measure> = {}
+      for (const scenario of SCENARIOS) {
+        measures[scenario.name] = await drive(server.url, scenario.request(key), SECONDS)
+        process.stdout.write(
+          `${backend} round ${round} ${scenario.name}: ${Math.round(measures[scenario.name]?.rps ?? 0)} req/s\n`,
+        )
+        if (scenario.name !== 'put') continue
+        // The same PUT with one enabled webhook: every update also queues a delivery, which the
+        // server's dispatcher sends to a receiver while the PUTs go on.
+        await webhook.enable(true)
+        measures.put_webhook = await drive(server.url, scenario.request(key), SECONDS)
+        const backlog = await webhook.pending()
+        const drainSeconds = await webhook.drain()
+        await webhook.enable(false)
+        webhookRounds.push({ backlog, drainSeconds })
+        process.stdout.write(
+          `${backend} round ${round} put_webhook: ${Math.round(measures.put_webhook.rps)} req/s, ${backlog} deliveries pending at the end, drained in ${drainSeconds} s\n`,
+        )
+      }
+      if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
+      rounds.push(measures)
     }
-    if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
-    rounds.push(measures)
+  } finally {
+    await webhook.close()
+    await receiver.stop()
   }
   const batch = await batchUpsertRate(server.url, key)
   process.stdout.write(`${backend} batch upsert: ${batch} contacts/s\n`)
   const peakRss = peakRssMb(server.pid)
-  const routes = SCENARIOS.map(({ name }) => {
+  const routes = [...SCENARIOS.map(({ name }) => name), 'put_webhook'].map((name) => {
     const of = (field: 'rps' | 'p50' | 'p99' | 'max') =>
       median(rounds.map((r) => r[name]?.[field] ?? Number.NaN))
     const failedStatuses: Record<string, number> = {}
@@ -338,7 +358,52 @@ async function measure(
     batch_upsert_contacts_per_second: batch,
     pgbench_tps: pgbenchTps,
     put_to_pgbench: pgbenchTps ? Number((putRps / pgbenchTps).toFixed(3)) : null,
+    put_webhook_to_put: Number(
+      median(rounds.map((r) => (r.put_webhook?.rps ?? 0) / (r.put?.rps ?? 1))).toFixed(3),
+    ),
+    webhook_backlog_at_end: median(webhookRounds.map((r) => r.backlog)),
+    webhook_drain_seconds: median(webhookRounds.map((r) => r.drainSeconds)),
     routes,
+  }
+}
+
+/**
+ * One webhook of the bench organization, pointing at the receiver, switched on only for the
+ * put_webhook runs; `pending` and `drain` read the delivery queue from the database itself.
+ */
+async function webhookSwitch(url: string, key: string, endpoint: string, databaseUrl: string) {
+  const call = async (method: string, path: string, body: unknown) => {
+    const response = await fetch(`${url}/api/v1${path}`, {
+      method,
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })
+    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`)
+    return ((await response.json()) as { data: { id: string } }).data
+  }
+  const { id } = await call('POST', '/outbound_webhook', { endpoint, name: 'bench', enabled: false })
+  const handle = openDatabase(databaseUrl)
+  const pending = async () =>
+    Number(
+      (
+        await handle.db
+          .selectFrom('webhook_deliveries')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('status', '=', 'pending')
+          .executeTakeFirstOrThrow()
+      ).n,
+    )
+  return {
+    enable: (enabled: boolean) => call('PUT', `/outbound_webhook/${id}`, { enabled }),
+    pending,
+    /** Seconds until every queued delivery was made (at most 120). */
+    async drain() {
+      const started = performance.now()
+      while ((await pending()) > 0 && performance.now() - started < 120_000)
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      return Number(((performance.now() - started) / 1000).toFixed(1))
+    },
+    close: () => handle.close(),
   }
 }
 
@@ -389,7 +454,9 @@ async function batchUpsertRate(url: string, key: string): Promise<number> {
  * where its time went, by function and by package, instead of the benchmark table.
  */
 async function profileRoute(backend: 'sqlite' | 'postgres', routeName: string) {
-  const scenario = [...SCENARIOS, BATCH_SCENARIO].find((s) => s.name === routeName)
+  // put_webhook: the PUT with one enabled webhook, its deliveries made while it runs.
+  const withWebhook = routeName === 'put_webhook'
+  const scenario = [...SCENARIOS, BATCH_SCENARIO].find((s) => s.name === (withWebhook ? 'put' : routeName))
   if (!scenario)
     throw new Error(`no route "${routeName}"; routes: ${SCENARIOS.map((s) => s.name).join(', ')}`)
   const database = await scratchDatabase(backend, 'contacts-bench')
@@ -397,11 +464,16 @@ async function profileRoute(backend: 'sqlite' | 'postgres', routeName: string) {
   try {
     const { key } = await seed(database.url)
     const server = await startServer(database.url, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profileDir] })
+    const receiver = withWebhook ? await startReceiver() : null
+    const webhook = receiver ? await webhookSwitch(server.url, key, receiver.url, database.url) : null
     try {
+      await webhook?.enable(true)
       await drive(server.url, scenario.request(key), WARMUP_SECONDS)
       const measured = await drive(server.url, scenario.request(key), 10)
       process.stdout.write(`${backend} ${routeName}: ${Math.round(measured.rps)} req/s while profiling\n`)
     } finally {
+      await webhook?.close()
+      await receiver?.stop()
       await server.stop()
     }
     const file = readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile'))
@@ -508,7 +580,7 @@ for (const result of results) {
       result.pgbench_tps
         ? `; pgbench (same UPDATE, prepared) ${result.pgbench_tps} tps, PUT / pgbench = ${result.put_to_pgbench}`
         : ''
-    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s.`,
+    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put} (deliveries pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later).`,
   )
 }
 const table = lines.join('\n')

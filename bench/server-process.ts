@@ -23,6 +23,8 @@ export async function startServer(
     DATABASE_POOL_SIZE: '20',
     RATE_LIMIT_PER_KEY: '1000000000',
     RATE_LIMIT_PER_ADDRESS: '1000000000',
+    // The benchmark's webhook receiver listens on loopback.
+    WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8',
   }
   // The access log goes to a file, as in production: a pipe read by this (busy) process would
   // make every log write wait for the load generator and measure that instead of the server.
@@ -58,4 +60,34 @@ export async function startServer(
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
   throw new Error(`the bench server did not start:\n${readFileSync(logPath, 'utf8')}`)
+}
+
+const RECEIVER = fileURLToPath(new URL('./receiver.js', import.meta.url))
+
+/** bench/receiver.ts in a child process, on the load generator's core when pinning. */
+export async function startReceiver(): Promise<{ url: string; stop(): Promise<void> }> {
+  const command = canPin ? 'taskset' : process.execPath
+  const args = canPin ? ['-c', '0', process.execPath, RECEIVER] : [RECEIVER]
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  let output = ''
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (chunk) => {
+    output += chunk
+  })
+  for (let waited = 0; waited < 10_000; waited += 20) {
+    const port = /listening (\d+)/.exec(output)?.[1]
+    if (port) {
+      return {
+        url: `http://127.0.0.1:${port}/hook`,
+        stop: () =>
+          new Promise((done) => {
+            child.once('exit', () => done())
+            child.kill('SIGTERM')
+          }),
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  child.kill('SIGKILL')
+  throw new Error('the bench webhook receiver did not start')
 }

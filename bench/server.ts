@@ -1,12 +1,11 @@
 /**
- * The server the benchmark drives: the production app from buildApp (same options, plugins,
- * hooks, logger at info, key authentication, rate limiter), plus one route that answers fixed JSON
- * through all of it, the ceiling every other route is measured against in the same round.
+ * The server the benchmark drives: the production server (the same start-up, options, plugins,
+ * hooks, logger at info, key authentication, rate limiter and webhook dispatcher), plus one route
+ * that answers fixed JSON through all of it, the ceiling every other route is measured against in
+ * the same round.
  */
-import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { databaseOptionsOf, openDatabase } from '../src/db/database.js'
-import { migrateToLatest } from '../src/db/migrations.js'
+import { startServer } from '../src/serve.js'
 
 const CEILING_BODY = {
   message: 'Data retrieved successfully',
@@ -29,14 +28,7 @@ const CEILING_BODY = {
   },
 }
 
-const config = loadConfig()
-const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
-await migrateToLatest(database)
-const app = await buildApp(config, { database })
-app.get('/bench/ceiling', async () => CEILING_BODY)
-await app.listen({ host: config.host, port: config.port })
-process.on('SIGTERM', async () => {
-  await app.close()
-  await database.close()
-  process.exit(0)
+// The production start-up (migrations, webhook dispatcher, trash purge, graceful shutdown), plus the ceiling.
+await startServer(loadConfig(), {
+  extraRoutes: (app) => app.get('/bench/ceiling', async () => CEILING_BODY),
 })

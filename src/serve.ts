@@ -1,4 +1,5 @@
 import closeWithGrace from 'close-with-grace'
+import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
 import { type Config, dispatcherOptionsOf } from './config.js'
 import { purgeTrash } from './contacts/contacts.service.js'
@@ -12,7 +13,13 @@ const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
  * Opens the database, brings its schema up to date, and serves until SIGINT/SIGTERM, then stops
  * accepting, lets in-flight requests finish (bounded) and closes the database.
  */
-export async function startServer(config: Config): Promise<void> {
+export async function startServer(
+  config: Config,
+  options: {
+    /** Routes added beside the app's own (the benchmark's fixed-JSON ceiling). */
+    extraRoutes?: (app: FastifyInstance) => void
+  } = {},
+): Promise<void> {
   const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
   try {
     await migrateToLatest(database)
@@ -21,6 +28,7 @@ export async function startServer(config: Config): Promise<void> {
     throw error
   }
   const app = await buildApp(config, { database })
+  options.extraRoutes?.(app)
   // While shutting down, answers close their connection: a keep-alive connection that finishes
   // its request after close() began would otherwise hold the server open until the grace period ends.
   let closing = false

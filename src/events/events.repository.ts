@@ -1,7 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import { dialectOf } from '../db/database.js'
 import type { ActorType, ContactEventRow, ContactEventType, Database } from '../db/schema.js'
-import { uuidv7 } from '../shared/ids.js'
 
 export interface NewContactEvent {
   org_id: string
@@ -77,44 +76,61 @@ async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewConta
   return Number(result?.numInsertedOrUpdatedRows ?? 0)
 }
 
+/** A random (version 4) UUID made by SQLite, for rows an INSERT … SELECT creates. */
+const SQLITE_RANDOM_UUID = sql<string>`lower(
+  hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' ||
+  substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))
+)`
+
+/**
+ * Two statements, whether or not the organization has webhooks: SQLite cannot insert from a
+ * CTE, but the fan-out is one INSERT … SELECT, so that queuing deliveries costs the write no
+ * extra statement over looking for webhooks.
+ */
 async function appendOnSqlite(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
-  const inserted = await trx
+  await trx
     .insertInto('contact_events')
     .values([...events])
-    .returning(['seq', 'id'])
     .execute()
-  const orgIds = [...new Set(events.map((event) => event.org_id))]
-  const webhooks = await trx
-    .selectFrom('webhooks')
-    .select(['org_id', 'id', 'events'])
-    .where('org_id', 'in', orgIds)
-    .where('enabled', '=', 1)
+  const [result] = await trx
+    .insertInto('webhook_deliveries')
+    .columns([
+      'org_id',
+      'id',
+      'webhook_id',
+      'event_seq',
+      'contact_id',
+      'status',
+      'attempts',
+      'next_attempt_at',
+      'created_at',
+    ])
+    .expression((eb) =>
+      eb
+        .selectFrom('contact_events as e')
+        .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
+        .select([
+          'e.org_id',
+          SQLITE_RANDOM_UUID.as('id'),
+          'w.id as webhook_id',
+          'e.seq',
+          'e.contact_id',
+          sql<'pending'>`'pending'`.as('status'),
+          sql<number>`0`.as('attempts'),
+          'e.created_at as next_attempt_at',
+          'e.created_at',
+        ])
+        .where('e.org_id', '=', events[0]?.org_id as string)
+        .where(
+          'e.id',
+          'in',
+          events.map((event) => event.id),
+        )
+        .where('w.enabled', '=', 1)
+        .where(sql<boolean>`exists (select 1 from json_each(w.events) where json_each.value = e.type)`),
+    )
     .execute()
-  if (webhooks.length === 0) return 0
-  const seqOf = new Map(inserted.map((row) => [row.id, row.seq]))
-  const deliveries = events.flatMap((event) =>
-    webhooks
-      .filter((webhook) => webhook.org_id === event.org_id)
-      .filter((webhook) => (JSON.parse(webhook.events) as string[]).includes(event.type))
-      .map((webhook) => ({
-        org_id: event.org_id,
-        id: uuidv7(),
-        webhook_id: webhook.id,
-        event_seq: seqOf.get(event.id) as number,
-        contact_id: event.contact_id,
-        status: 'pending' as const,
-        attempts: 0,
-        next_attempt_at: event.created_at,
-        created_at: event.created_at,
-      })),
-  )
-  for (let i = 0; i < deliveries.length; i += CHUNK) {
-    await trx
-      .insertInto('webhook_deliveries')
-      .values(deliveries.slice(i, i + CHUNK))
-      .execute()
-  }
-  return deliveries.length
+  return Number(result?.numInsertedOrUpdatedRows ?? 0)
 }
 
 /** One contact's events, newest first, from before a position (the seq of the last one seen). */

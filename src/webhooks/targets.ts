@@ -59,11 +59,18 @@ export function targetPolicy(allowedNetworks: string): TargetPolicy {
     const [address, prefix, family] = parseCidr(cidr)
     allowed.addSubnet(address, prefix, family)
   }
+  // Every delivery asks about the address it connects to; the answer for an address never changes.
+  const known = new Map<string, boolean>()
   return {
     allows(raw) {
+      const cached = known.get(raw)
+      if (cached !== undefined) return cached
       const address = unmapped(raw)
       const family = isIP(address) === 4 ? 'ipv4' : 'ipv6'
-      return allowed.check(address, family) || !internal.check(address, family)
+      const verdict = allowed.check(address, family) || !internal.check(address, family)
+      if (known.size >= 10_000) known.clear()
+      known.set(raw, verdict)
+      return verdict
     },
   }
 }

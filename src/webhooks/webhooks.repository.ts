@@ -1,6 +1,13 @@
 import type { Insertable, Kysely, Updateable } from 'kysely'
+import { sql } from 'kysely'
 import { dialectOf } from '../db/database.js'
-import type { Database, WebhookDeliveryRow, WebhookTable } from '../db/schema.js'
+import type { ContactEventRow, Database, WebhookDeliveryRow, WebhookTable } from '../db/schema.js'
+
+/**
+ * The pending-only indexes serve a query only if it names the status as a literal: neither
+ * SQLite nor a generic PostgreSQL plan can match a bound parameter to an index's WHERE clause.
+ */
+const PENDING = sql.lit('pending' as const)
 
 export async function insertWebhook(db: Kysely<Database>, row: Insertable<WebhookTable>) {
   await db.insertInto('webhooks').values(row).execute()
@@ -150,13 +157,75 @@ export async function hasPendingDelivery(
     .where('org_id', '=', orgId)
     .where('webhook_id', '=', webhookId)
     .where('event_seq', '=', eventSeq)
-    .where('status', '=', 'pending')
+    .where('status', '=', PENDING)
     .executeTakeFirst()
   return row !== undefined
 }
 
 export async function insertDelivery(db: Kysely<Database>, row: Insertable<Database['webhook_deliveries']>) {
   await db.insertInto('webhook_deliveries').values(row).execute()
+}
+
+function dueDeliveries(
+  trx: Kysely<Database>,
+  now: string,
+  limit: number,
+  orgs: { after: string } | { upTo: string } | null,
+) {
+  return trx
+    .selectFrom('webhook_deliveries as d')
+    .innerJoin('webhooks as w', (join) =>
+      join.onRef('w.org_id', '=', 'd.org_id').onRef('w.id', '=', 'd.webhook_id'),
+    )
+    .innerJoin('contact_events as e', (join) =>
+      join.onRef('e.org_id', '=', 'd.org_id').onRef('e.seq', '=', 'd.event_seq'),
+    )
+    .select([
+      'd.org_id',
+      'd.id',
+      'd.webhook_id',
+      'd.event_seq',
+      'd.contact_id',
+      'd.attempts',
+      'd.created_at',
+      'w.endpoint',
+      'w.secret',
+      'e.seq',
+      'e.id as event_id',
+      'e.type',
+      'e.actor_type',
+      'e.actor_id',
+      'e.created_at as event_created_at',
+      'e.data',
+    ])
+    .where('d.status', '=', PENDING)
+    .$if(orgs !== null && 'after' in orgs, (query) =>
+      query.where('d.org_id', '>', (orgs as { after: string }).after),
+    )
+    .$if(orgs !== null && 'upTo' in orgs, (query) =>
+      query.where('d.org_id', '<=', (orgs as { upTo: string }).upTo),
+    )
+    .where('d.next_attempt_at', '<=', now)
+    .where((eb) => eb.or([eb('d.lease_until', 'is', null), eb('d.lease_until', '<=', now)]))
+    .where('w.enabled', '=', 1)
+    .where(({ not, exists, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('webhook_deliveries as p')
+            .select('p.id')
+            .whereRef('p.org_id', '=', 'd.org_id')
+            .whereRef('p.webhook_id', '=', 'd.webhook_id')
+            .whereRef('p.contact_id', '=', 'd.contact_id')
+            .where('p.status', '=', PENDING)
+            .whereRef('p.event_seq', '<', 'd.event_seq'),
+        ),
+      ),
+    )
+    .orderBy('d.org_id')
+    .orderBy('d.next_attempt_at')
+    .limit(limit)
+    .$if(dialectOf(trx) === 'postgres', (query) => query.forUpdate('d').skipLocked())
+    .execute()
 }
 
 /** A delivery a dispatcher holds, with what it needs to send it. */
@@ -171,6 +240,8 @@ export interface ClaimedDelivery {
   lease_token: string
   endpoint: string
   secret: string
+  /** The event to deliver. */
+  event: ContactEventRow
 }
 
 /**
@@ -182,75 +253,51 @@ export interface ClaimedDelivery {
  * until its lease runs out (when its dispatcher died mid-delivery).
  */
 export async function claimDueDeliveries(
-  db: Kysely<Database>,
+  trx: Kysely<Database>,
   now: string,
   leaseUntil: string,
   leaseToken: string,
   limit: number,
+  afterOrg: string | null,
 ): Promise<ClaimedDelivery[]> {
-  return db.transaction().execute(async (trx) => {
-    const due = await trx
-      .selectFrom('webhook_deliveries as d')
-      .innerJoin('webhooks as w', (join) =>
-        join.onRef('w.org_id', '=', 'd.org_id').onRef('w.id', '=', 'd.webhook_id'),
-      )
-      .select([
-        'd.org_id',
-        'd.id',
-        'd.webhook_id',
-        'd.event_seq',
-        'd.contact_id',
-        'd.attempts',
-        'd.created_at',
-        'w.endpoint',
-        'w.secret',
-      ])
-      .where('d.status', '=', 'pending')
-      .where('d.next_attempt_at', '<=', now)
-      .where((eb) => eb.or([eb('d.lease_until', 'is', null), eb('d.lease_until', '<=', now)]))
-      .where('w.enabled', '=', 1)
-      .where(({ not, exists, selectFrom }) =>
-        not(
-          exists(
-            selectFrom('webhook_deliveries as p')
-              .select('p.id')
-              .whereRef('p.org_id', '=', 'd.org_id')
-              .whereRef('p.webhook_id', '=', 'd.webhook_id')
-              .whereRef('p.contact_id', '=', 'd.contact_id')
-              .where('p.status', '=', 'pending')
-              .whereRef('p.event_seq', '<', 'd.event_seq'),
-          ),
-        ),
-      )
-      .orderBy('d.next_attempt_at')
-      .orderBy('d.event_seq')
-      .limit(limit)
-      .$if(dialectOf(trx) === 'postgres', (query) => query.forUpdate('d').skipLocked())
+  // Walking the due index in its own order (organization, then due time) lets the scan stop
+  // at `limit` instead of sorting every pending delivery; starting after the organization
+  // served last, and wrapping round, shares the dispatcher fairly between organizations.
+  const due = await dueDeliveries(trx, now, limit, afterOrg === null ? null : { after: afterOrg })
+  if (afterOrg !== null && due.length < limit)
+    due.push(...(await dueDeliveries(trx, now, limit - due.length, { upTo: afterOrg })))
+  if (due.length === 0) return []
+  const byOrg = new Map<string, string[]>()
+  for (const row of due) byOrg.set(row.org_id, [...(byOrg.get(row.org_id) ?? []), row.id])
+  for (const [orgId, ids] of byOrg) {
+    await trx
+      .updateTable('webhook_deliveries')
+      .set({ lease_until: leaseUntil, lease_token: leaseToken })
+      .where('org_id', '=', orgId)
+      .where('id', 'in', ids)
       .execute()
-    if (due.length === 0) return []
-    const byOrg = new Map<string, string[]>()
-    for (const row of due) byOrg.set(row.org_id, [...(byOrg.get(row.org_id) ?? []), row.id])
-    for (const [orgId, ids] of byOrg) {
-      await trx
-        .updateTable('webhook_deliveries')
-        .set({ lease_until: leaseUntil, lease_token: leaseToken })
-        .where('org_id', '=', orgId)
-        .where('id', 'in', ids)
-        .execute()
-    }
-    return due.map((row) => ({ ...row, lease_token: leaseToken }))
-  })
-}
-
-export async function findEventsBySeq(
-  db: Kysely<Database>,
-  orgId: string,
-  seqs: readonly (number | string)[],
-) {
-  return db
-    .selectFrom('contact_events')
-    .selectAll()
-    .where('org_id', '=', orgId)
-    .where('seq', 'in', [...seqs] as number[])
-    .execute()
+  }
+  return due.map((row) => ({
+    org_id: row.org_id,
+    id: row.id,
+    webhook_id: row.webhook_id,
+    event_seq: row.event_seq,
+    contact_id: row.contact_id,
+    attempts: row.attempts,
+    created_at: row.created_at,
+    lease_token: leaseToken,
+    endpoint: row.endpoint,
+    secret: row.secret,
+    event: {
+      seq: row.seq,
+      org_id: row.org_id,
+      id: row.event_id,
+      contact_id: row.contact_id,
+      type: row.type,
+      actor_type: row.actor_type,
+      actor_id: row.actor_id,
+      created_at: row.event_created_at,
+      data: row.data,
+    },
+  }))
 }
