@@ -37,7 +37,7 @@ export const ConfigSchema = Type.Object({
   /** Internal networks (CIDRs, comma-separated) webhooks may be sent to; none by default. */
   webhookAllowedNetworks: Type.String({ default: '' }),
   webhookTimeoutMs: Type.Integer({ minimum: 100, maximum: 120_000, default: 10_000 }),
-  webhookConcurrency: Type.Integer({ minimum: 1, maximum: 1000, default: 16 }),
+  webhookConcurrency: Type.Integer({ minimum: 1, maximum: 1000, default: 64 }),
   webhookPollIntervalMs: Type.Integer({ minimum: 10, maximum: 600_000, default: 1_000 }),
   webhookRetryBaseMs: Type.Integer({ minimum: 1, default: 10_000 }),
   webhookRetryMaxDelayMs: Type.Integer({ minimum: 1, default: 3_600_000 }),

@@ -1,11 +1,16 @@
 import assert from 'node:assert/strict'
+import { createHmac } from 'node:crypto'
 import { describe, test } from 'node:test'
 import { API_KEY_PATTERN, generateApiKey, hashApiKey } from '../src/api-keys/api-key-secret.js'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { normalizePhone } from '../src/contacts/phone.js'
 import { DatabaseUrlError, parseDatabaseUrl } from '../src/db/database.js'
+import { contactEventJson, toContactEvent } from '../src/events/events.service.js'
 import { uuidv7 } from '../src/shared/ids.js'
 import { formatTimestamp, parseDateTime } from '../src/shared/time.js'
+import { retryDelayMs } from '../src/webhooks/dispatcher.js'
+import { signatureHeader } from '../src/webhooks/signature.js'
+import { targetPolicy } from '../src/webhooks/targets.js'
 
 describe('phone numbers', () => {
   test('notations of one number normalize to one E.164 value', () => {
@@ -98,5 +103,90 @@ describe('configuration', () => {
     assert.equal(parseDatabaseUrl('postgresql://u@h/d').dialect, 'postgres')
     assert.throws(() => parseDatabaseUrl('mysql://u@h/d'), DatabaseUrlError)
     assert.throws(() => parseDatabaseUrl('sqlite:'), DatabaseUrlError)
+  })
+})
+
+describe('webhook building blocks', () => {
+  const row = (data: string) => ({
+    seq: 7,
+    org_id: '0193a5a1-0000-7000-8000-000000000001',
+    id: '0193a5a1-0000-7000-8000-000000000002',
+    contact_id: '0193a5a1-0000-7000-8000-000000000003',
+    type: 'contact.updated' as const,
+    actor_type: 'api_key' as const,
+    actor_id: '0193a5a1-0000-7000-8000-000000000004',
+    created_at: '2026-11-27T10:15:00.000Z',
+    data,
+  })
+
+  test('a delivery body is the history event, byte for byte, whatever the stored data holds', () => {
+    for (const data of [
+      JSON.stringify({
+        contact: { id: 'x', first_name: 'Zoë "Z"', channels: {} },
+        changes: { a: { previous: null, current: [1] } },
+      }),
+      JSON.stringify({}),
+      JSON.stringify({ redacted: true }),
+    ]) {
+      assert.equal(contactEventJson(row(data)), JSON.stringify(toContactEvent(row(data))))
+    }
+  })
+
+  test('internal addresses are refused unless their network is allowed', () => {
+    const closed = targetPolicy('')
+    for (const address of [
+      '127.0.0.1',
+      '10.0.0.1',
+      '172.31.255.255',
+      '192.168.0.1',
+      '169.254.169.254',
+      '::1',
+      'fd00::1',
+      'fe80::1',
+      '::ffff:127.0.0.1',
+      '0.0.0.0',
+      '100.64.0.1',
+    ])
+      assert.equal(closed.allows(address), false, address)
+    for (const address of ['93.184.216.34', '2606:2800:220:1:248:1893:25c8:1946', '172.32.0.1'])
+      assert.equal(closed.allows(address), true, address)
+    const open = targetPolicy('127.0.0.0/8, 10.1.0.0/16')
+    assert.equal(open.allows('127.0.0.1'), true)
+    assert.equal(open.allows('10.1.2.3'), true)
+    assert.equal(open.allows('10.2.0.1'), false)
+    assert.throws(() => targetPolicy('not-a-network'), /not an IP network/)
+    assert.throws(() => loadConfig({ WEBHOOK_ALLOWED_NETWORKS: '10.0.0.0/40' }), ConfigError)
+  })
+
+  test('retries back off exponentially, with jitter, up to the cap', () => {
+    assert.equal(
+      retryDelayMs(1, 10_000, 3_600_000, () => 0),
+      5_000,
+    )
+    assert.equal(
+      retryDelayMs(1, 10_000, 3_600_000, () => 1),
+      10_000,
+    )
+    assert.equal(
+      retryDelayMs(4, 10_000, 3_600_000, () => 1),
+      80_000,
+    )
+    assert.equal(
+      retryDelayMs(30, 10_000, 3_600_000, () => 1),
+      3_600_000,
+    )
+    const delays = new Set(Array.from({ length: 50 }, () => retryDelayMs(3, 10_000, 3_600_000)))
+    assert.ok(delays.size > 40, 'jitter spreads retries')
+    // The default schedule keeps retrying through the whole 24-hour window.
+    let elapsed = 0
+    let attempts = 0
+    while (elapsed < 24 * 3_600_000) elapsed += retryDelayMs(++attempts, 10_000, 3_600_000, () => 1)
+    assert.ok(attempts > 24 && attempts < 40, `${attempts} attempts in 24 hours`)
+  })
+
+  test('signatures are HMAC-SHA256 of the timestamp and the body', () => {
+    const header = signatureHeader('whsec_test', '{"a":1}', 1_700_000_000)
+    const expected = createHmac('sha256', 'whsec_test').update('1700000000.{"a":1}').digest('hex')
+    assert.equal(header, `t=1700000000,v1=${expected}`)
   })
 })

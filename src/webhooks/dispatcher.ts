@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { type Kysely, sql } from 'kysely'
 import { Agent } from 'undici'
 import type { Database } from '../db/schema.js'
-import { toContactEvent } from '../events/events.service.js'
+import { contactEventJson } from '../events/events.service.js'
 import { uuidv7 } from '../shared/ids.js'
 import {
   DELIVERY_ID_HEADER,
@@ -56,10 +56,9 @@ export function retryDelayMs(attempt: number, baseMs: number, maxDelayMs: number
   return Math.round(ceiling / 2 + random() * (ceiling / 2))
 }
 
-const isTimeout = (error: unknown) => {
-  const { name, code } = error as { name?: string; code?: string }
-  return name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT'
-}
+/** The agent's own timeouts (connect, headers, body) bound every attempt. */
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+const isTimeout = (error: unknown) => TIMEOUT_CODES.has(String((error as { code?: string }).code))
 
 /** Sends one body; resolves with the status code or the reason there was none. Never rejects. */
 async function post(
@@ -87,7 +86,6 @@ async function post(
       method: 'POST',
       headers,
       body,
-      signal: AbortSignal.timeout(options.timeoutMs),
     })
     // The answer's body is not needed; reading it lets the connection be reused.
     await response.body.dump()
@@ -201,7 +199,7 @@ export function startDispatcher(
     for (const delivery of claimed) {
       const { event } = delivery
       inFlight += 1
-      const done = send(delivery, JSON.stringify(toContactEvent(event)), event.id, event.type).finally(() => {
+      const done = send(delivery, contactEventJson(event), event.id, event.type).finally(() => {
         inFlight -= 1
         inFlightDone.delete(done)
         schedulePump()
