@@ -182,7 +182,10 @@ export function startDispatcher(
             lastOrg,
           )
         })
-        lastOrg = claimed.at(-1)?.org_id ?? lastOrg
+        // Only a full claim leaves deliveries behind, where fairness between organizations
+        // matters: the next claim then starts after the last one served. Otherwise it starts
+        // at the beginning, in one query.
+        lastOrg = claimed.length === free ? (claimed.at(-1)?.org_id ?? null) : null
         startDeliveries(claimed)
         if (claimed.length === free || outcomes.length > 0) pumpAgain = true
       } while (pumpAgain && !stopped)
@@ -305,7 +308,8 @@ async function recordOutcomes(trx: Kysely<Database>, batch: readonly Outcome[], 
         .execute()
     }
     const healthy = new Map<string, Set<string>>()
-    for (const outcome of batch.filter((o) => SUCCEEDED(o.statusCode))) {
+    // Only webhooks that were failing when their delivery was claimed need their clock reset.
+    for (const outcome of batch.filter((o) => SUCCEEDED(o.statusCode) && o.delivery.failing)) {
       const ids = healthy.get(outcome.delivery.org_id) ?? new Set<string>()
       ids.add(outcome.delivery.webhook_id)
       healthy.set(outcome.delivery.org_id, ids)

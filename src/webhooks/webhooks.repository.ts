@@ -190,6 +190,7 @@ function dueDeliveries(
       'd.created_at',
       'w.endpoint',
       'w.secret',
+      'w.failing_since',
       'e.seq',
       'e.id as event_id',
       'e.type',
@@ -240,6 +241,8 @@ export interface ClaimedDelivery {
   lease_token: string
   endpoint: string
   secret: string
+  /** Whether the webhook was failing when the delivery was claimed. */
+  failing: boolean
   /** The event to deliver. */
   event: ContactEventRow
 }
@@ -288,6 +291,7 @@ export async function claimDueDeliveries(
     lease_token: leaseToken,
     endpoint: row.endpoint,
     secret: row.secret,
+    failing: row.failing_since !== null,
     event: {
       seq: row.seq,
       org_id: row.org_id,
