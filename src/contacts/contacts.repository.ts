@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 import { dialectOf } from '../db/database.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import type { ListStart } from '../shared/list-paging.js'
@@ -143,6 +143,50 @@ export async function updateContact(
     .where('deleted_at', 'is', null)
     .returningAll()
     .executeTakeFirst()
+}
+
+/**
+ * Updates a live contact (at the expected version, when given) and returns it as it was before
+ * and after. On PostgreSQL this is one statement, the row locked by the CTE that reads it; on
+ * SQLite, where the transaction holds the database, a read and an update.
+ */
+export async function updateContactReturningPrevious(
+  trx: Kysely<Database>,
+  orgId: string,
+  id: string,
+  changes: UpdateableContactRow,
+  expectedVersion?: number,
+): Promise<{ before: ContactRow; row: ContactRow } | undefined> {
+  if (dialectOf(trx) === 'postgres') {
+    const updated = await trx
+      .with('before', (db) =>
+        db
+          .selectFrom('contacts')
+          .selectAll()
+          .where('org_id', '=', orgId)
+          .where('id', '=', id)
+          .where('deleted_at', 'is', null)
+          .forUpdate(),
+      )
+      .updateTable('contacts')
+      .from('before')
+      .set((eb) => ({ ...withSearchColumns(changes), version: eb('contacts.version', '+', 1) }))
+      .whereRef('contacts.org_id', '=', 'before.org_id')
+      .whereRef('contacts.id', '=', 'before.id')
+      .$if(expectedVersion !== undefined, (query) =>
+        query.where('before.version', '=', expectedVersion as number),
+      )
+      .returningAll('contacts')
+      .returning(sql<ContactRow>`row_to_json(before.*)`.as('previous'))
+      .executeTakeFirst()
+    if (!updated) return undefined
+    const { previous, ...row } = updated
+    return { before: previous, row: row as ContactRow }
+  }
+  const before = await findContactForUpdate(trx, orgId, id)
+  if (!before || (expectedVersion !== undefined && before.version !== expectedVersion)) return undefined
+  const row = await updateContact(trx, orgId, id, changes)
+  return row && { before, row }
 }
 
 export async function moveToTrash(

@@ -260,10 +260,9 @@ async function applyChanges(
   const orgId = actor.orgId
   columns.updated_at = nowTimestamp()
   return db.transaction().execute(async (trx) => {
-    const before = await contacts.findContactForUpdate(trx, orgId, id)
-    if (!before || (expectedVersion !== undefined && before.version !== expectedVersion)) return undefined
-    const row = await contacts.updateContact(trx, orgId, id, columns)
-    if (!row) return undefined
+    const updated = await contacts.updateContactReturningPrevious(trx, orgId, id, columns, expectedVersion)
+    if (!updated) return undefined
+    const { before, row } = updated
     const contact = toContact(row)
     if (touchesIdentities(columns)) await syncIdentities(trx, orgId, id, identitiesOf(contact))
     await recordEvent(trx, actor, { type: 'contact.updated', before: toContact(before), contact })
