@@ -6,7 +6,9 @@
  * drives it with autocannon at 50 connections without pipelining, after a warm-up, in 3
  * interleaved rounds, and reports per route the median req/s, p50, p99 and max latency, and its
  * ratio to the ceiling (fixed JSON through the same server) measured in the same round. On
- * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench. The
+ * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench. In
+ * each round the PUT runs a second time with one enabled webhook (bench/receiver.ts acknowledging
+ * in a process of its own), and the ratio of the two is reported with the delivery backlog. The
  * server and the load generator are pinned to different cores when taskset exists. Writes a
  * Markdown table and a JSON file to .bench/ (git-ignored).
  */
