@@ -17,6 +17,7 @@ import { registerIdempotency } from './http/idempotency.js'
 import { loggerOptions } from './http/logging.js'
 import { limitByAddress, limitByKey, rateLimitStore } from './http/rate-limits.js'
 import { validatorCompiler } from './http/validation.js'
+import { createMetrics, instrumentRequests, type Metrics, metricsRoute } from './metrics/metrics.js'
 import { type SetupState, settingsRoutes } from './settings/settings.routes.js'
 import { cursorCodecOnce } from './shared/cursor.js'
 import { assertBodyNesting } from './shared/json-bounds.js'
@@ -28,6 +29,8 @@ import { webhookRoutes } from './webhooks/webhooks.routes.js'
 declare module 'fastify' {
   interface FastifyInstance {
     database: DatabaseHandle
+    /** Present when metrics are configured (METRICS_TOKEN or METRICS_PORT). */
+    metrics: Metrics | null
   }
 }
 
@@ -89,6 +92,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.decorate('database', database)
+  // Metrics cost every request a little, so they are kept only where someone can read them.
+  const metricsOn = config.metricsToken !== undefined || config.metricsPort !== undefined
+  const metrics = metricsOn ? createMetrics(database) : null
+  app.decorate('metrics', metrics)
+  if (metrics) instrumentRequests(app, metrics)
+  // On the API's port only behind the token; with a metrics port, there instead (serve.ts).
+  if (metrics && config.metricsPort === undefined) metricsRoute(app, metrics, config.metricsToken ?? null)
   if (ownsDatabase) app.addHook('onClose', async () => database.close())
   app.setValidatorCompiler(validatorCompiler)
   app.addSchema(ErrorResponse)

@@ -32,6 +32,10 @@ export const ConfigSchema = Type.Object({
   rateLimitPerKey: Type.Integer({ minimum: 1, default: 1200 }),
   rateLimitPerAddress: Type.Integer({ minimum: 1, default: 3000 }),
   rateLimitWindowMs: Type.Integer({ minimum: 1000, default: 60_000 }),
+  /** Bearer token that /metrics requires on the API port; without it (and without a metrics port) /metrics is off. */
+  metricsToken: Type.Optional(Type.String({ minLength: 16 })),
+  /** Serve /metrics on this port (of HOST) instead of the API's, for an admin network. */
+  metricsPort: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
   /** Whether this process delivers webhooks (any number of processes may). */
   webhookDispatcher: Type.Boolean({ default: true }),
   /** Internal networks (CIDRs, comma-separated) webhooks may be sent to; none by default. */
@@ -68,6 +72,8 @@ const ENVIRONMENT_KEYS = {
   RATE_LIMIT_PER_KEY: 'rateLimitPerKey',
   RATE_LIMIT_PER_ADDRESS: 'rateLimitPerAddress',
   RATE_LIMIT_WINDOW_MS: 'rateLimitWindowMs',
+  METRICS_TOKEN: 'metricsToken',
+  METRICS_PORT: 'metricsPort',
   WEBHOOK_DISPATCHER: 'webhookDispatcher',
   WEBHOOK_ALLOWED_NETWORKS: 'webhookAllowedNetworks',
   WEBHOOK_TIMEOUT_MS: 'webhookTimeoutMs',

@@ -1,10 +1,11 @@
 import closeWithGrace from 'close-with-grace'
-import type { FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import { buildApp } from './app.js'
 import { type Config, dispatcherOptionsOf } from './config.js'
 import { purgeTrash } from './contacts/contacts.service.js'
 import { databaseOptionsOf, openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
+import { metricsRoute } from './metrics/metrics.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
 
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
@@ -42,17 +43,36 @@ export async function startServer(
   void purge()
   const purgeTimer = setInterval(purge, TRASH_PURGE_INTERVAL_MS).unref()
   const dispatcher = config.webhookDispatcher
-    ? startDispatcher(database.db, dispatcherOptionsOf(config), app.log.child({ component: 'webhooks' }))
+    ? startDispatcher(
+        database.db,
+        dispatcherOptionsOf(config),
+        app.log.child({ component: 'webhooks' }),
+        app.metrics ? app.metrics.deliveryAttempted : undefined,
+      )
     : null
+  const admin = app.metrics && config.metricsPort !== undefined ? await metricsServer(app, config) : null
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an uncaught error')
     else app.log.info({ signal }, 'shutting down')
     clearInterval(purgeTimer)
     closing = true
     await app.close()
+    await admin?.close()
     // Deliveries in flight finish (bounded by the webhook timeout) and are recorded.
     await dispatcher?.stop()
     await database.close()
   })
   await app.listen({ host: config.host, port: config.port })
+}
+
+/**
+ * /metrics alone on METRICS_PORT (of HOST), for a network that only operators reach; the token,
+ * when also set, is required there too.
+ */
+async function metricsServer(app: FastifyInstance, config: Config): Promise<FastifyInstance> {
+  const admin = Fastify({ logger: false })
+  if (app.metrics) metricsRoute(admin, app.metrics, config.metricsToken ?? null)
+  const address = await admin.listen({ host: config.host, port: config.metricsPort ?? 0 })
+  app.log.info(`metrics listening at ${address}/metrics`)
+  return admin
 }

@@ -31,6 +31,8 @@ export interface DatabaseHandle {
    * such signal exists (PostgreSQL), where nothing may be cached on its strength.
    */
   foreignWriteCounter(): number | null
+  /** PostgreSQL's pool: connections open, idle, and requests waiting for one; null on SQLite. */
+  poolStats(): { total: number; idle: number; waiting: number } | null
   close(): Promise<void>
 }
 
@@ -140,6 +142,7 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
     dialect: 'sqlite',
     statementCacheSize: cache.size,
     foreignWriteCounter: () => dataVersion.get() as number,
+    poolStats: () => null,
     async close() {
       // Fold the WAL back into the database file, so a stopped service leaves one tidy file.
       if (database.open) database.pragma('wal_checkpoint(TRUNCATE)')
@@ -165,6 +168,7 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
     dialect: 'postgres',
     statementCacheSize: () => 0,
     foreignWriteCounter: () => null,
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async close() {
       await db.destroy()
     },

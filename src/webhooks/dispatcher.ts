@@ -119,6 +119,8 @@ export function startDispatcher(
   db: Kysely<Database>,
   options: DispatcherOptions,
   log: FastifyBaseLogger,
+  /** Told of every recorded attempt (the metrics). */
+  onAttempt?: (outcome: AttemptOutcome) => void,
 ): Dispatcher {
   // undici rather than node:http: a delivery is sent while the API serves requests on the same
   // thread, and undici's client costs about half as much CPU per request.
@@ -169,8 +171,9 @@ export function startDispatcher(
         if (free <= 0 && finished.length === 0) break
         // One transaction records what finished and claims what is due: half the commits of
         // doing each on its own.
+        let counted: AttemptOutcome[] = []
         const claimed = await db.transaction().execute(async (trx) => {
-          if (finished.length > 0) await recordOutcomes(trx, finished, options)
+          if (finished.length > 0) counted = await recordOutcomes(trx, finished, options)
           if (free <= 0) return []
           const now = new Date()
           return claimDueDeliveries(
@@ -185,6 +188,7 @@ export function startDispatcher(
         // Only a full claim leaves deliveries behind, where fairness between organizations
         // matters: the next claim then starts after the last one served. Otherwise it starts
         // at the beginning, in one query.
+        for (const outcome of counted) onAttempt?.(outcome)
         lastOrg = claimed.length === free ? (claimed.at(-1)?.org_id ?? null) : null
         startDeliveries(claimed)
         if (claimed.length === free || outcomes.length > 0) pumpAgain = true
@@ -246,6 +250,9 @@ export function startDispatcher(
         await db
           .transaction()
           .execute((trx) => recordOutcomes(trx, finished, options))
+          .then((counted) => {
+            for (const outcome of counted) onAttempt?.(outcome)
+          })
           .catch((err) => log.error({ err }, 'webhook dispatcher could not record outcomes'))
       }
       await agent.close()
@@ -256,7 +263,14 @@ export function startDispatcher(
 const SUCCEEDED = (statusCode: number | null) => statusCode !== null && statusCode >= 200 && statusCode < 300
 
 /** Records a batch of attempts and what follows from them, inside the caller's transaction. */
-async function recordOutcomes(trx: Kysely<Database>, batch: readonly Outcome[], options: DispatcherOptions) {
+export type AttemptOutcome = 'succeeded' | 'failed' | 'given_up'
+
+async function recordOutcomes(
+  trx: Kysely<Database>,
+  batch: readonly Outcome[],
+  options: DispatcherOptions,
+): Promise<AttemptOutcome[]> {
+  const counted: AttemptOutcome[] = batch.filter((o) => SUCCEEDED(o.statusCode)).map(() => 'succeeded')
   const now = new Date()
   const nowIso = now.toISOString()
   {
@@ -328,6 +342,7 @@ async function recordOutcomes(trx: Kysely<Database>, batch: readonly Outcome[], 
       const { delivery } = outcome
       const attempts = delivery.attempts + 1
       const giveUp = now.getTime() >= new Date(delivery.created_at).getTime() + options.retryWindowMs
+      counted.push(giveUp ? 'given_up' : 'failed')
       const next = new Date(
         now.getTime() + retryDelayMs(attempts, options.retryBaseMs, options.retryMaxDelayMs),
       ).toISOString()
@@ -374,4 +389,5 @@ async function recordOutcomes(trx: Kysely<Database>, batch: readonly Outcome[], 
       }
     }
   }
+  return counted
 }

@@ -54,7 +54,7 @@ export async function startTestApp(
   await app.ready()
   // As `serve` runs it: the webhook dispatcher beside the app, on the same database.
   const dispatcher = options.dispatcher
-    ? startDispatcher(database.db, dispatcherOptionsOf(config), app.log)
+    ? startDispatcher(database.db, dispatcherOptionsOf(config), app.log, app.metrics?.deliveryAttempted)
     : null
 
   const testApp: TestApp = {

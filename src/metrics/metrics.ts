@@ -1,0 +1,121 @@
+import { timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { sql } from 'kysely'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { DatabaseHandle } from '../db/database.js'
+
+/**
+ * The service's Prometheus metrics, one registry per app (so that several apps in one process,
+ * as in the tests, never mix their counts): requests by route and status, their latency, the
+ * database pool, the webhook queue, and the process itself.
+ */
+export interface Metrics {
+  registry: Registry
+  /** Counts a delivery attempt's outcome (the dispatcher calls it). */
+  deliveryAttempted(outcome: 'succeeded' | 'failed' | 'given_up'): void
+  /** Reads the webhook queue's size and lag from the database, before a scrape. */
+  refreshQueue(): Promise<void>
+}
+
+export function createMetrics(database: DatabaseHandle): Metrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  new Gauge({
+    name: 'contacts_db_pool_connections',
+    help: 'PostgreSQL pool connections by state (total, idle, waiting requests); absent on SQLite.',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect() {
+      const stats = database.poolStats()
+      if (!stats) return
+      this.set({ state: 'total' }, stats.total)
+      this.set({ state: 'idle' }, stats.idle)
+      this.set({ state: 'waiting' }, stats.waiting)
+    },
+  })
+  const pending = new Gauge({
+    name: 'contacts_webhook_deliveries_pending',
+    help: 'Webhook deliveries not yet acknowledged (due now or waiting for a retry).',
+    registers: [registry],
+  })
+  const lag = new Gauge({
+    name: 'contacts_webhook_delivery_lag_seconds',
+    help: 'Age of the oldest delivery that is due and not yet acknowledged; 0 when none is due.',
+    registers: [registry],
+  })
+  // Both gauges come from one query over the pending deliveries, run at scrape time.
+  const refreshQueue = async () => {
+    const now = new Date().toISOString()
+    const { rows } = await sql<{ pending: number | string; oldest_due: Date | string | null }>`
+      select count(*) as pending,
+             min(case when next_attempt_at <= ${now} then next_attempt_at end) as oldest_due
+      from webhook_deliveries where status = 'pending'`.execute(database.db)
+    const [row] = rows
+    pending.set(Number(row?.pending ?? 0))
+    lag.set(row?.oldest_due ? Math.max(0, (Date.now() - new Date(row.oldest_due).getTime()) / 1000) : 0)
+  }
+  const attempts = new Counter({
+    name: 'contacts_webhook_delivery_attempts_total',
+    help: 'Webhook delivery attempts made by this process, by outcome (given_up: failed for the last time).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  })
+  return {
+    registry,
+    deliveryAttempted: (outcome) => attempts.inc({ outcome }),
+    refreshQueue,
+  }
+}
+
+const sameToken = (given: string, expected: string) => {
+  const a = Buffer.from(given)
+  const b = Buffer.from(expected)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+/**
+ * Request counts and latency by route pattern (never the raw URL, whose ids would make a series
+ * per contact) and status.
+ */
+export function instrumentRequests(app: FastifyInstance, metrics: Metrics) {
+  const labels = ['method', 'route', 'status'] as const
+  const requests = new Counter({
+    name: 'contacts_http_requests_total',
+    help: 'HTTP requests served, by method, route pattern and status.',
+    labelNames: labels,
+    registers: [metrics.registry],
+  })
+  const duration = new Histogram({
+    name: 'contacts_http_request_duration_seconds',
+    help: 'Time to serve an HTTP request, by method, route pattern and status.',
+    labelNames: labels,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [metrics.registry],
+  })
+  app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
+    const route = request.routeOptions.url ?? 'unmatched'
+    const values = { method: request.method, route, status: String(reply.statusCode) }
+    requests.inc(values)
+    duration.observe(values, reply.elapsedTime / 1000)
+  })
+}
+
+/**
+ * GET /metrics in Prometheus' text format, for a token (`Authorization: Bearer …`) when one is
+ * configured; on an admin port of its own the port is the protection.
+ */
+export function metricsRoute(app: FastifyInstance, metrics: Metrics, token: string | null) {
+  app.get('/metrics', { schema: { hide: true }, logLevel: 'warn' }, async (request, reply) => {
+    if (token !== null) {
+      const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1] ?? ''
+      if (!sameToken(given, token)) {
+        return reply
+          .code(401)
+          .header('www-authenticate', 'Bearer')
+          .send({ detail: 'A valid metrics token is required', code: 'not_authenticated' })
+      }
+    }
+    await metrics.refreshQueue()
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
+  })
+}
