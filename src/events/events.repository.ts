@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely'
+import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { dialectOf } from '../db/database.js'
 import type { ActorType, ContactEventRow, ContactEventType, Database } from '../db/schema.js'
 
@@ -33,6 +33,32 @@ export async function appendEvents(
   return queued
 }
 
+const QUEUED_DELIVERY_COLUMNS = [
+  'org_id',
+  'id',
+  'webhook_id',
+  'event_seq',
+  'contact_id',
+  'status',
+  'attempts',
+  'next_attempt_at',
+  'created_at',
+] as const
+
+/** A new delivery of event `e` to webhook `w`, due at once, in QUEUED_DELIVERY_COLUMNS' order. */
+const queuedDelivery = (id: RawBuilder<string>) =>
+  [
+    'e.org_id',
+    id.as('id'),
+    'w.id as webhook_id',
+    'e.seq',
+    'e.contact_id',
+    sql<'pending'>`'pending'`.as('status'),
+    sql<number>`0`.as('attempts'),
+    'e.created_at as next_attempt_at',
+    'e.created_at',
+  ] as const
+
 /** Returns how many deliveries were queued. */
 async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
   const [result] = await trx
@@ -43,32 +69,12 @@ async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewConta
         .returning(['seq', 'org_id', 'id', 'contact_id', 'type', 'created_at']),
     )
     .insertInto('webhook_deliveries')
-    .columns([
-      'org_id',
-      'id',
-      'webhook_id',
-      'event_seq',
-      'contact_id',
-      'status',
-      'attempts',
-      'next_attempt_at',
-      'created_at',
-    ])
+    .columns(QUEUED_DELIVERY_COLUMNS)
     .expression((eb) =>
       eb
         .selectFrom('e')
         .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
-        .select([
-          'e.org_id',
-          sql<string>`gen_random_uuid()`.as('id'),
-          'w.id as webhook_id',
-          'e.seq',
-          'e.contact_id',
-          sql<'pending'>`'pending'`.as('status'),
-          sql<number>`0`.as('attempts'),
-          'e.created_at as next_attempt_at',
-          'e.created_at',
-        ])
+        .select(queuedDelivery(sql<string>`gen_random_uuid()`))
         .where('w.enabled', '=', 1)
         .where(sql<boolean>`w.events::jsonb @> jsonb_build_array(e.type)`),
     )
@@ -94,32 +100,12 @@ async function appendOnSqlite(trx: Kysely<Database>, events: readonly NewContact
     .execute()
   const [result] = await trx
     .insertInto('webhook_deliveries')
-    .columns([
-      'org_id',
-      'id',
-      'webhook_id',
-      'event_seq',
-      'contact_id',
-      'status',
-      'attempts',
-      'next_attempt_at',
-      'created_at',
-    ])
+    .columns(QUEUED_DELIVERY_COLUMNS)
     .expression((eb) =>
       eb
         .selectFrom('contact_events as e')
         .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
-        .select([
-          'e.org_id',
-          SQLITE_RANDOM_UUID.as('id'),
-          'w.id as webhook_id',
-          'e.seq',
-          'e.contact_id',
-          sql<'pending'>`'pending'`.as('status'),
-          sql<number>`0`.as('attempts'),
-          'e.created_at as next_attempt_at',
-          'e.created_at',
-        ])
+        .select(queuedDelivery(SQLITE_RANDOM_UUID))
         .where('e.org_id', '=', events[0]?.org_id as string)
         .where(
           'e.id',

@@ -4,6 +4,7 @@ import type { Contact } from '../contacts/contacts.schemas.js'
 import type { ActorType, ContactEventRow, Database } from '../db/schema.js'
 import { type CursorCodec, queryKeyOf, readCursor } from '../shared/cursor.js'
 import { uuidv7 } from '../shared/ids.js'
+import { cursorPageOf } from '../shared/list-paging.js'
 import { formatTimestamp, nowTimestamp } from '../shared/time.js'
 import { deliveriesQueued } from '../webhooks/wakeup.js'
 import * as events from './events.repository.js'
@@ -165,12 +166,5 @@ export async function contactHistory(
   }
   const rows = await events.listContactEvents(db, orgId, contactId, query.limit + 1, before)
   if (rows.length === 0 && before === null && !(await contactExists())) return null
-  const page = rows.slice(0, query.limit)
-  const last = page.at(-1)
-  return {
-    items: page.map(toContactEvent),
-    limit: query.limit,
-    next_cursor:
-      rows.length > query.limit && last !== undefined ? codec.encode(queryKey, [Number(last.seq)]) : null,
-  }
+  return cursorPageOf(rows, query.limit, toContactEvent, (last) => codec.encode(queryKey, [Number(last.seq)]))
 }

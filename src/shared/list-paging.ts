@@ -47,11 +47,24 @@ export async function pageTimeOrderedList<Row, Item>(
   }
   const after = paging.cursor === undefined ? null : readTimeAndId(codec, queryKey, paging.cursor)
   const rows = await list.find(paging.limit + 1, { after })
-  const page = rows.slice(0, paging.limit)
+  return cursorPageOf(rows, paging.limit, list.toItem, cursorAfter)
+}
+
+/**
+ * A page of cursor paging from the `limit + 1` rows a query read: the first `limit` as items,
+ * and, only when the extra row shows that more remain, the cursor after the last item.
+ */
+export function cursorPageOf<Row, Item>(
+  rows: readonly Row[],
+  limit: number,
+  toItem: (row: Row) => Item,
+  cursorAfter: (row: Row) => string,
+): CursorPageOf<Item> {
+  const page = rows.slice(0, limit)
   const last = page.at(-1)
   return {
-    items: page.map(list.toItem),
-    limit: paging.limit,
-    next_cursor: rows.length > paging.limit && last !== undefined ? cursorAfter(last) : null,
+    items: page.map(toItem),
+    limit,
+    next_cursor: rows.length > limit && last !== undefined ? cursorAfter(last) : null,
   }
 }

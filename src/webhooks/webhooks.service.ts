@@ -5,6 +5,7 @@ import { AppError, ValidationFailedError } from '../errors.js'
 import { EVENT_TYPES } from '../events/events.schemas.js'
 import { type CursorCodec, queryKeyOf, readTimeAndId, timeAndId } from '../shared/cursor.js'
 import { uuidv7 } from '../shared/ids.js'
+import { cursorPageOf } from '../shared/list-paging.js'
 import { assertOwnOrganization } from '../shared/tenancy.js'
 import { formatNullableTimestamp, formatTimestamp, nowTimestamp } from '../shared/time.js'
 import { newWebhookSecret, secretHint } from './signature.js'
@@ -95,14 +96,9 @@ export async function listWebhooks(
   const queryKey = queryKeyOf([orgId, 'webhooks'])
   const after = query.cursor === undefined ? null : readTimeAndId(codec, queryKey, query.cursor)
   const rows = await webhooks.listWebhooks(db, orgId, query.limit + 1, after)
-  const page = rows.slice(0, query.limit)
-  const last = page.at(-1)
-  return {
-    items: page.map(toWebhook),
-    limit: query.limit,
-    next_cursor:
-      rows.length > query.limit && last ? codec.encode(queryKey, timeAndId(last.created_at, last.id)) : null,
-  }
+  return cursorPageOf(rows, query.limit, toWebhook, (last) =>
+    codec.encode(queryKey, timeAndId(last.created_at, last.id)),
+  )
 }
 
 export async function updateWebhook(
@@ -183,14 +179,9 @@ export async function listDeliveries(
   const queryKey = queryKeyOf([orgId, 'deliveries', id, query.status ?? null])
   const after = query.cursor === undefined ? null : readTimeAndId(codec, queryKey, query.cursor)
   const rows = await webhooks.listDeliveries(db, orgId, id, query.limit + 1, after, query.status)
-  const page = rows.slice(0, query.limit)
-  const last = page.at(-1)
-  return {
-    items: page.map(toDelivery),
-    limit: query.limit,
-    next_cursor:
-      rows.length > query.limit && last ? codec.encode(queryKey, timeAndId(last.created_at, last.id)) : null,
-  }
+  return cursorPageOf(rows, query.limit, toDelivery, (last) =>
+    codec.encode(queryKey, timeAndId(last.created_at, last.id)),
+  )
 }
 
 const deliveryNotFound = () => new AppError('delivery_not_found', 'Delivery not found')
