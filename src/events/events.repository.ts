@@ -1,17 +1,8 @@
-import { type Kysely, type RawBuilder, sql } from 'kysely'
+import { type Insertable, type Kysely, type RawBuilder, sql } from 'kysely'
 import { dialectOf } from '../db/database.js'
-import type { ActorType, ContactEventRow, ContactEventType, Database } from '../db/schema.js'
+import type { ContactEventRow, ContactEventTable, Database } from '../db/schema.js'
 
-export interface NewContactEvent {
-  org_id: string
-  id: string
-  contact_id: string
-  type: ContactEventType
-  actor_type: ActorType
-  actor_id: string | null
-  created_at: string
-  data: string
-}
+export type NewContactEvent = Insertable<ContactEventTable>
 
 const CHUNK = 500
 
