@@ -130,8 +130,9 @@ export function startDispatcher(
     headersTimeout: options.timeoutMs,
     bodyTimeout: options.timeoutMs,
   })
-  // A lease outlasts the longest delivery, so nobody else takes a delivery while it is in flight.
-  const leaseMs = options.timeoutMs * 2 + 1_000
+  // A lease outlasts the longest attempt (connecting, waiting for the answer's head, reading its
+  // body: each bounded by the timeout), so nobody else takes a delivery while it is in flight.
+  const leaseMs = options.timeoutMs * 3 + 1_000
   let stopped = false
   let inFlight = 0
   let pumping = false
@@ -185,10 +186,10 @@ export function startDispatcher(
             lastOrg,
           )
         })
+        for (const outcome of counted) onAttempt?.(outcome)
         // Only a full claim leaves deliveries behind, where fairness between organizations
         // matters: the next claim then starts after the last one served. Otherwise it starts
         // at the beginning, in one query.
-        for (const outcome of counted) onAttempt?.(outcome)
         lastOrg = claimed.length === free ? (claimed.at(-1)?.org_id ?? null) : null
         startDeliveries(claimed)
         if (claimed.length === free || outcomes.length > 0) pumpAgain = true
