@@ -10,6 +10,8 @@ const USAGE = `Usage: contacts <command> [options]
 
 Commands:
   serve                                   start the HTTP server (same as npm start)
+  dispatch                                deliver webhooks only (beside servers run with
+                                          WEBHOOK_DISPATCHER=false)
   migrate                                 apply pending database migrations
   org create NAME                         create an organization
   org list                                list organizations
@@ -79,6 +81,10 @@ async function runCommand(positionals: string[], options: Options, print: Print)
       // Loaded only here: the HTTP stack is most of the CLI's start-up time.
       const { startServer } = await import('./serve.js')
       return startServer(loadConfig())
+    }
+    case 'dispatch': {
+      const { startDispatcherProcess } = await import('./serve.js')
+      return startDispatcherProcess(loadConfig())
     }
     case 'migrate':
       return withDatabase(async (database) => {
@@ -168,5 +174,5 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 const code = await main(process.argv.slice(2))
-// `serve` keeps running; every other command ends here.
-if (code !== 0 || process.argv[2] !== 'serve') process.exitCode = code
+// `serve` and `dispatch` keep running; every other command ends here.
+if (code !== 0 || !['serve', 'dispatch'].includes(process.argv[2] ?? '')) process.exitCode = code

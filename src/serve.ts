@@ -1,5 +1,6 @@
 import closeWithGrace from 'close-with-grace'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { pino } from 'pino'
 import { buildApp } from './app.js'
 import { type Config, dispatcherOptionsOf } from './config.js'
 import { purgeTrash } from './contacts/contacts.service.js'
@@ -75,4 +76,32 @@ async function metricsServer(app: FastifyInstance, config: Config): Promise<Fast
   const address = await admin.listen({ host: config.host, port: config.metricsPort ?? 0 })
   app.log.info(`metrics listening at ${address}/metrics`)
   return admin
+}
+
+/**
+ * `contacts dispatch`: a process that only delivers webhooks, for deployments that keep delivery
+ * work off the API's processes (run those with WEBHOOK_DISPATCHER=false). Any number may run
+ * against one PostgreSQL; they share the work through the same claims as in-server dispatchers.
+ */
+export async function startDispatcherProcess(config: Config): Promise<void> {
+  const log = pino({ level: config.logLevel })
+  const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
+  try {
+    await migrateToLatest(database)
+  } catch (error) {
+    await database.close().catch(() => {})
+    throw error
+  }
+  const dispatcher = startDispatcher(
+    database.db,
+    dispatcherOptionsOf(config),
+    log.child({ component: 'webhooks' }),
+  )
+  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+    if (err) log.error({ err }, 'shutting down after an uncaught error')
+    else log.info({ signal }, 'shutting down')
+    await dispatcher.stop()
+    await database.close()
+  })
+  log.info('webhook dispatcher running')
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { after, describe, test } from 'node:test'
 import { createApiKey } from '../src/api-keys/api-keys.service.js'
@@ -6,7 +7,7 @@ import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { BACKENDS, type TestBackend, type TestDatabase } from './helpers/backends.js'
-import { type ServerProcess, startServerProcess } from './helpers/processes.js'
+import { CLI, type ServerProcess, startServerProcess } from './helpers/processes.js'
 import { type ReceivedRequest, type Receiver, startReceiver } from './helpers/receiver.js'
 
 const LOOPBACK = '127.0.0.0/8,::1/128'
@@ -92,6 +93,52 @@ for (const backend of BACKENDS) {
       )
       assert.ok(receiver.received.filter((r) => r.eventId === interrupted).length >= 2)
       await second.stop()
+    })
+  })
+}
+
+for (const backend of BACKENDS) {
+  describe(`a dispatcher process of its own on ${backend.name}`, { skip: backend.skip }, () => {
+    const cleanups: (() => Promise<unknown>)[] = []
+    after(async () => {
+      for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {})
+    })
+
+    test('servers with WEBHOOK_DISPATCHER=false queue deliveries; `contacts dispatch` sends them', async () => {
+      const setup = await setUp(backend)
+      cleanups.push(
+        () => setup.database.drop(),
+        () => setup.close(),
+      )
+      const receiver = await startReceiver()
+      cleanups.push(() => receiver.close())
+      const env = { DATABASE_URL: setup.database.url, WEBHOOK_ALLOWED_NETWORKS: LOOPBACK }
+      const server = await startServerProcess({ ...env, WEBHOOK_DISPATCHER: 'false' })
+      cleanups.push(() => server.stop())
+      await api(server, setup.key, 'POST', '/outbound_webhook', { endpoint: `${receiver.url}/apart` })
+      for (let i = 0; i < 5; i++)
+        await api(server, setup.key, 'POST', '/contact', { first_name: `Apart ${i}` })
+      await new Promise((resolve) => setTimeout(resolve, 1_500))
+      assert.equal(receiver.received.length, 0, 'the server itself delivers nothing')
+
+      const dispatcher = spawn(process.execPath, [CLI, 'dispatch'], {
+        env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+      })
+      cleanups.push(async () => {
+        if (dispatcher.exitCode === null && dispatcher.signalCode === null) {
+          dispatcher.kill('SIGTERM')
+          await once(dispatcher, 'exit')
+        }
+      })
+      const events = await setup.eventIds()
+      await receiver.until(
+        () => events.every((id) => receiver.acknowledged(id) === 1),
+        15_000,
+        'the dispatcher process to deliver every event',
+      )
+      dispatcher.kill('SIGTERM')
+      const [exitCode] = await once(dispatcher, 'exit')
+      assert.equal(exitCode, 0, 'it stops cleanly on SIGTERM')
     })
   })
 }
