@@ -4,14 +4,13 @@ import { assertCustomFieldTypes } from '../custom-fields/custom-fields.service.j
 import { isUniqueViolation } from '../db/errors.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import { AppError, notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
-import { scrubContactEvents } from '../events/events.repository.js'
 import type { HistoryQuery } from '../events/events.schemas.js'
 import {
   type Actor,
-  ERASED_EVENT_DATA,
   contactHistory as historyOf,
   recordEvent,
   recordEvents,
+  redactHistory,
   systemActor,
 } from '../events/events.service.js'
 import type { VersionCondition } from '../http/etag.js'
@@ -468,7 +467,7 @@ export async function restoreContact(
  */
 async function eraseForGood(trx: Kysely<Database>, actor: Actor, ids: readonly string[]) {
   const mergedInto = await contacts.findMergedInto(trx, actor.orgId, ids)
-  await scrubContactEvents(trx, actor.orgId, [...ids, ...mergedInto], ERASED_EVENT_DATA)
+  await redactHistory(trx, actor.orgId, [...ids, ...mergedInto])
   await contacts.eraseContacts(trx, actor.orgId, ids)
   await recordEvents(
     trx,

@@ -235,4 +235,3 @@ export type InsertableCustomFieldRow = Insertable<CustomFieldTable>
 export type ContactEventRow = Selectable<ContactEventTable>
 export type WebhookRow = Selectable<WebhookTable>
 export type WebhookDeliveryRow = Selectable<WebhookDeliveryTable>
-export type WebhookDeliveryAttemptRow = Selectable<WebhookDeliveryAttemptTable>

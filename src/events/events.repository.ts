@@ -129,15 +129,6 @@ export async function listContactEvents(
   return query.execute()
 }
 
-export async function findEventBySeq(db: Kysely<Database>, orgId: string, seq: number | string) {
-  return db
-    .selectFrom('contact_events')
-    .selectAll()
-    .where('org_id', '=', orgId)
-    .where('seq', '=', seq as number)
-    .executeTakeFirst()
-}
-
 /** Replaces what the events of these contacts say about them with a note that it was erased. */
 export async function scrubContactEvents(
   trx: Kysely<Database>,

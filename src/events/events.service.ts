@@ -110,7 +110,11 @@ export const recordEvent = (trx: Kysely<Database>, actor: Actor, event: EventOf)
   recordEvents(trx, actor, [event])
 
 /** What an erased contact's earlier events say instead of its data. */
-export const ERASED_EVENT_DATA = JSON.stringify({ redacted: true })
+const ERASED_EVENT_DATA = JSON.stringify({ redacted: true })
+
+/** Rewrites what these contacts' events say about them to `{"redacted": true}` (for an erase). */
+export const redactHistory = (trx: Kysely<Database>, orgId: string, contactIds: readonly string[]) =>
+  events.scrubContactEvents(trx, orgId, contactIds, ERASED_EVENT_DATA)
 
 /** The event as history lists it and a webhook delivers it: the same envelope, byte for byte. */
 export function toContactEvent(row: ContactEventRow): ContactEvent {

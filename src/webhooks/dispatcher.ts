@@ -32,8 +32,6 @@ export interface DispatcherOptions {
 }
 
 export interface Dispatcher {
-  /** Look for due deliveries now rather than at the next poll. */
-  wake(): void
   /** Stops claiming, waits for the deliveries in flight and records them. */
   stop(): Promise<void>
 }
@@ -238,7 +236,6 @@ export function startDispatcher(
 
   void pump()
   return {
-    wake: schedulePump,
     async stop() {
       stopped = true
       clearInterval(pollTimer)
