@@ -10,6 +10,7 @@ import { contactRoutes } from './contacts/contacts.routes.js'
 import { customFieldRoutes } from './custom-fields/custom-fields.routes.js'
 import { type DatabaseHandle, databaseOptionsOf, openDatabase } from './db/database.js'
 import type { ErrorCode } from './errors.js'
+import { exportRoutes } from './exports/exports.routes.js'
 import { healthRoutes } from './health/health.routes.js'
 import { boundBodyReading } from './http/body-timeout.js'
 import { answerClientError, toHttpError } from './http/errors.js'
@@ -17,6 +18,7 @@ import { registerIdempotency } from './http/idempotency.js'
 import { loggerOptions } from './http/logging.js'
 import { limitByAddress, limitByKey, rateLimitStore } from './http/rate-limits.js'
 import { validatorCompiler } from './http/validation.js'
+import { importRoutes } from './imports/imports.routes.js'
 import { createMetrics, instrumentRequests, type Metrics, metricsRoute } from './metrics/metrics.js'
 import { type SetupState, settingsRoutes } from './settings/settings.routes.js'
 import { cursorCodecOnce } from './shared/cursor.js'
@@ -31,6 +33,8 @@ declare module 'fastify' {
     database: DatabaseHandle
     /** Present when metrics are configured (METRICS_TOKEN or METRICS_PORT). */
     metrics: Metrics | null
+    /** Whoever runs import jobs in this process listens here for newly queued ones (serve.ts). */
+    importQueued: EventTarget
   }
 }
 
@@ -92,6 +96,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.decorate('database', database)
+  app.decorate('importQueued', new EventTarget())
   // Metrics cost every request a little, so they are kept only where someone can read them.
   const metricsOn = config.metricsToken !== undefined || config.metricsPort !== undefined
   const metrics = metricsOn ? createMetrics(database) : null
@@ -176,6 +181,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           db: database.db,
           engine: { db: database.db, dialect: database.dialect, cursors },
         })
+        const engine = { db: database.db, dialect: database.dialect, cursors }
+        await authenticated.register(importRoutes, {
+          db: database.db,
+          cursors,
+          maxBytes: config.importMaxBytes,
+          jobQueued: () => app.importQueued.dispatchEvent(new Event('queued')),
+        })
+        await authenticated.register(exportRoutes, { engine })
         await authenticated.register(customFieldRoutes, { db: database.db, cursors })
         await authenticated.register(webhookRoutes, {
           db: database.db,

@@ -22,6 +22,12 @@ Commands:
   user create --org ORG --email EMAIL --name NAME --role owner|admin|member [--password PASSWORD]
                                           create a Settings page account (or give an existing one a
                                           role); the password may come from CONTACTS_USER_PASSWORD
+  import FILE --org ORG [--map HEADER=TARGET]... [--delimiter D] [--dry-run]
+                                          import contacts from a CSV file (as POST /contact/import);
+                                          --map HEADER= skips a column; progress on stderr
+  export --org ORG [--format csv|ndjson] [--output FILE] [--filter NAME=VALUE]...
+                                          export contacts (as GET /contact/export; filters as its
+                                          query parameters) to FILE or standard output
 
 ORG is an organization id or name. Add --json for machine-readable output.
 The database is DATABASE_URL (default: SQLite at ./data/contacts.db), as for the server.`
@@ -30,6 +36,12 @@ class UsageError extends Error {}
 
 type Options = {
   json: boolean
+  map?: string[]
+  delimiter?: string
+  'dry-run'?: boolean
+  format?: string
+  output?: string
+  filter?: string[]
   org?: string
   name?: string
   role?: string
@@ -51,6 +63,12 @@ function parse(argv: string[]) {
       description: { type: 'string' },
       email: { type: 'string' },
       password: { type: 'string' },
+      map: { type: 'string', multiple: true },
+      delimiter: { type: 'string' },
+      'dry-run': { type: 'boolean', default: false },
+      format: { type: 'string' },
+      output: { type: 'string' },
+      filter: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h', default: false },
     },
   })
@@ -60,6 +78,18 @@ function parse(argv: string[]) {
 const required = (value: string | undefined, flag: string): string => {
   if (value === undefined || value === '') throw new UsageError(`${flag} is required`)
   return value
+}
+
+/** `NAME=VALUE` flags as an object; an empty value is null where `emptyIsNull`. */
+function pairs(flags: readonly string[], flag: string, emptyIsNull: boolean): Record<string, string | null> {
+  const result: Record<string, string | null> = {}
+  for (const pair of flags) {
+    const at = pair.lastIndexOf('=')
+    if (at <= 0) throw new UsageError(`${flag} takes NAME=VALUE, not "${pair}"`)
+    const value = pair.slice(at + 1)
+    result[pair.slice(0, at)] = value === '' && emptyIsNull ? null : value
+  }
+  return result
 }
 
 async function withDatabase<T>(run: (database: DatabaseHandle) => Promise<T>): Promise<T> {
@@ -75,7 +105,9 @@ async function withDatabase<T>(run: (database: DatabaseHandle) => Promise<T>): P
 
 async function runCommand(positionals: string[], options: Options, print: Print): Promise<void> {
   const [command, subcommand, argument] = positionals
-  const route = subcommand === undefined ? command : `${command} ${subcommand}`
+  // import and export take a file or nothing where other commands take a subcommand.
+  const takesSubcommand = command !== 'import' && command !== 'export'
+  const route = subcommand === undefined || !takesSubcommand ? command : `${command} ${subcommand}`
   switch (route) {
     case 'serve': {
       // Loaded only here: the HTTP stack is most of the CLI's start-up time.
@@ -147,6 +179,40 @@ async function runCommand(positionals: string[], options: Options, print: Print)
             ? `created user ${user.email} (${user.id}) as ${options.role} of ${org.name}`
             : `${user.email} is now ${options.role} of ${org.name}`,
         )
+      })
+    case 'import':
+      return withDatabase(async ({ db }) => {
+        const org = await organizations.resolveOrganization(db, required(options.org, '--org'))
+        const { importFile } = await import('./imports/import-command.js')
+        const job = await importFile(db, org.id, required(subcommand, 'FILE'), {
+          mapping: pairs(options.map ?? [], '--map', true),
+          ...(options.delimiter === undefined ? {} : { delimiter: options.delimiter }),
+          dryRun: options['dry-run'] === true,
+        })
+        const counts = `${job.rows_read} rows: ${job.created} created, ${job.updated} updated, ${job.unchanged} unchanged, ${job.failed} failed`
+        print(
+          job,
+          job.status === 'completed'
+            ? `${job.dry_run ? 'dry run: ' : ''}${counts}${job.failed > 0 ? `\nfailed rows: GET /api/v1/contact/import/${job.id}/failures` : ''}`
+            : `import ${job.status}: ${job.error ?? counts}`,
+        )
+        if (job.status === 'failed') process.exitCode = 1
+      })
+    case 'export':
+      return withDatabase(async (database) => {
+        const org = await organizations.resolveOrganization(database.db, required(options.org, '--org'))
+        const format = options.format ?? 'csv'
+        if (format !== 'csv' && format !== 'ndjson') throw new UsageError('--format is csv or ndjson')
+        const { exportToFile } = await import('./exports/export-command.js')
+        const count = await exportToFile(
+          database,
+          org.id,
+          format,
+          pairs(options.filter ?? [], '--filter', false),
+          options.output,
+        )
+        if (options.output !== undefined)
+          print({ exported: count, file: options.output }, `exported ${count} contacts to ${options.output}`)
       })
     default:
       throw new UsageError(command === undefined ? 'a command is required' : `unknown command "${route}"`)

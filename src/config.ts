@@ -36,6 +36,12 @@ export const ConfigSchema = Type.Object({
   metricsToken: Type.Optional(Type.String({ minLength: 16 })),
   /** Serve /metrics on this port (of HOST) instead of the API's, for an admin network. */
   metricsPort: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+  /** Whether this process runs CSV import jobs (any number of processes may). */
+  importRunner: Type.Boolean({ default: true }),
+  /** The largest CSV file an import takes (1 GiB by default). */
+  importMaxBytes: Type.Integer({ minimum: 1, default: 1024 * 1024 * 1024 }),
+  /** How long a runner holds an import job without reporting progress before another takes it over. */
+  importLeaseMs: Type.Integer({ minimum: 1_000, default: 60_000 }),
   /** Whether this process delivers webhooks (any number of processes may). */
   webhookDispatcher: Type.Boolean({ default: true }),
   /** Internal networks (CIDRs, comma-separated) webhooks may be sent to; none by default. */
@@ -74,6 +80,9 @@ const ENVIRONMENT_KEYS = {
   RATE_LIMIT_WINDOW_MS: 'rateLimitWindowMs',
   METRICS_TOKEN: 'metricsToken',
   METRICS_PORT: 'metricsPort',
+  IMPORT_RUNNER: 'importRunner',
+  IMPORT_MAX_BYTES: 'importMaxBytes',
+  IMPORT_LEASE_MS: 'importLeaseMs',
   WEBHOOK_DISPATCHER: 'webhookDispatcher',
   WEBHOOK_ALLOWED_NETWORKS: 'webhookAllowedNetworks',
   WEBHOOK_TIMEOUT_MS: 'webhookTimeoutMs',

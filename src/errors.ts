@@ -26,6 +26,7 @@ export const ERROR_CATALOGUE = {
   route_not_found: { status: 404, description: 'No route matches this method and path.' },
   webhook_not_found: { status: 404, description: 'No webhook with this id in your organization.' },
   delivery_not_found: { status: 404, description: 'No delivery with this id for this webhook.' },
+  import_not_found: { status: 404, description: 'No import job with this id in your organization.' },
   custom_field_exists: {
     status: 409,
     description: 'A custom field with this name already exists in the organization.',
@@ -61,6 +62,10 @@ export const ERROR_CATALOGUE = {
   rate_limited: { status: 429, description: 'Too many requests; wait for the time in Retry-After.' },
   uri_too_long: { status: 414, description: 'A path parameter is longer than any id can be.' },
   payload_too_large: { status: 413, description: 'The request body exceeds the size limit.' },
+  unsupported_media_type: {
+    status: 415,
+    description: 'The body is not of a type this route reads (an import takes text/csv).',
+  },
   validation_failed: { status: 422, description: 'The request does not match the documented schema.' },
   internal_error: { status: 500, description: 'An unexpected error; details are in the server log only.' },
   database_timeout: { status: 503, description: 'The database took too long to answer; retry later.' },

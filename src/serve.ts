@@ -6,6 +6,7 @@ import { type Config, dispatcherOptionsOf } from './config.js'
 import { purgeTrash } from './contacts/contacts.service.js'
 import { databaseOptionsOf, openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
+import { type ImportRunner, startImportRunner } from './imports/imports.service.js'
 import { metricsRoute } from './metrics/metrics.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
 
@@ -51,6 +52,7 @@ export async function startServer(
         app.metrics ? app.metrics.deliveryAttempted : undefined,
       )
     : null
+  const importRunner = config.importRunner ? startImports(app, config) : null
   const admin = app.metrics && config.metricsPort !== undefined ? await metricsServer(app, config) : null
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an uncaught error')
@@ -61,9 +63,22 @@ export async function startServer(
     await admin?.close()
     // Deliveries in flight finish (bounded by the webhook timeout) and are recorded.
     await dispatcher?.stop()
+    // The job in progress finishes its batch and is handed back, to be resumed where it stopped.
+    await importRunner?.stop()
     await database.close()
   })
   await app.listen({ host: config.host, port: config.port })
+}
+
+/** The import runner beside an app, started at once on each job the app queues. */
+export function startImports(app: FastifyInstance, config: Config): ImportRunner {
+  const runner = startImportRunner(app.database.db, app.log.child({ component: 'imports' }), {
+    pollIntervalMs: 2_000,
+    leaseMs: config.importLeaseMs,
+    ...(app.metrics ? { onBatch: app.metrics.importRows } : {}),
+  })
+  app.importQueued.addEventListener('queued', () => runner.wake())
+  return runner
 }
 
 /**

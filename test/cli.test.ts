@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { API_KEY_PATTERN } from '../src/api-keys/api-key-secret.js'
 import { openDatabase } from '../src/db/database.js'
@@ -160,6 +163,85 @@ for (const backend of BACKENDS) {
       )
       assert.notEqual(weak.code, 0)
       assert.match(weak.stderr, /at least 10 characters/)
+    })
+
+    test('import a CSV file with a mapping and a dry run, then export it as CSV and NDJSON', async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'contacts-cli-'))
+      try {
+        const org = JSON.parse((await runCli(['org', 'create', 'Importers', '--json'], env)).stdout)
+        const lines = ['Mail;Given;Notes']
+        for (let i = 0; i < 2500; i++) lines.push(`p${i}@example.com;P${i};n`)
+        lines.push('not an email at all;;')
+        const file = join(dir, 'people.csv')
+        await writeFile(file, `${lines.join('\n')}\n`)
+        const args = [
+          'import',
+          file,
+          '--org',
+          'Importers',
+          '--delimiter',
+          ';',
+          '--map',
+          'Mail=email',
+          '--map',
+          'Given=first_name',
+          '--map',
+          'Notes=',
+        ]
+
+        const dry = await runCli([...args, '--dry-run'], env)
+        assert.equal(dry.code, 0, dry.stderr)
+        assert.match(dry.stdout, /^dry run: 2501 rows: 2501 created, 0 updated, 0 unchanged, 0 failed$/m)
+        // Not a terminal here: plain progress lines, the last at 100%.
+        assert.match(dry.stderr, /^import \(dry run\): 100% 2501 rows/m)
+
+        const run = await runCli([...args, '--json'], env)
+        assert.equal(run.code, 0, run.stderr)
+        const job = JSON.parse(run.stdout)
+        assert.deepEqual(
+          [job.status, job.created, job.failed, job.mapping],
+          ['completed', 2501, 0, { Mail: 'email', Given: 'first_name', Notes: null }],
+        )
+        const again = await runCli(args, env)
+        assert.match(again.stdout, /^2501 rows: 0 created, 0 updated, 2501 unchanged, 0 failed$/m)
+
+        const csv = await runCli(['export', '--org', org.id], env)
+        assert.equal(csv.code, 0, csv.stderr)
+        const csvLines = csv.stdout.trim().split('\n')
+        assert.equal(csvLines.length, 2502)
+        assert.ok(csvLines[0]?.startsWith('id,first_name,last_name,email,phone_number,external_id'))
+
+        const out = join(dir, 'out.ndjson')
+        const ndjson = await runCli(
+          [
+            'export',
+            '--org',
+            'Importers',
+            '--format',
+            'ndjson',
+            '--filter',
+            'email=p7@example.com',
+            '--output',
+            out,
+          ],
+          env,
+        )
+        assert.equal(ndjson.code, 0, ndjson.stderr)
+        assert.match(ndjson.stdout, /exported 1 contacts/)
+        const [only] = (await readFile(out, 'utf8'))
+          .trim()
+          .split('\n')
+          .map((line) => JSON.parse(line))
+        assert.equal(only.first_name, 'P7')
+
+        const missing = await runCli(['import', join(dir, 'nope.csv'), '--org', 'Importers'], env)
+        assert.equal(missing.code, 1)
+        assert.match(missing.stderr, /ENOENT|no such file/)
+        const badMap = await runCli(['import', file, '--org', 'Importers', '--map', 'oops'], env)
+        assert.equal(badMap.code, 2)
+      } finally {
+        await rm(dir, { recursive: true, force: true })
+      }
     })
 
     test('migrate is idempotent and reports an up-to-date database', async () => {

@@ -1,8 +1,7 @@
 import type { Kysely } from 'kysely'
-import type { Principal } from '../api-keys/api-keys.service.js'
 import { isUniqueViolation } from '../db/errors.js'
-import type { ContactRow, Database, InsertableContactRow } from '../db/schema.js'
-import { recordEvents } from '../events/events.service.js'
+import type { ContactRow, CustomFieldType, Database, InsertableContactRow } from '../db/schema.js'
+import { type Actor, recordEvents } from '../events/events.service.js'
 import { toHttpError } from '../http/errors.js'
 import { validateBody } from '../http/validation.js'
 import { insertContacts } from './contacts.repository.js'
@@ -10,15 +9,20 @@ import { UpsertBody } from './contacts.schemas.js'
 import {
   lostIdentityRace,
   newRowOfUpsert,
+  type PreparedUpsert,
   prepareUpsert,
   toContact,
+  type UpsertMode,
+  upsertChanges,
+  upsertColumns,
   upsertPrepared,
 } from './contacts.service.js'
 import { type Identity, identitiesOf } from './identities.js'
 
 export interface BatchItemResult {
   index: number
-  status: 'created' | 'updated' | 'error'
+  /** `unchanged` only in a mode that skips writes which change nothing (imports). */
+  status: 'created' | 'updated' | 'unchanged' | 'error'
   id?: string
   error?: { code: string; detail: unknown; existing_id?: string }
 }
@@ -53,11 +57,66 @@ const failure = (index: number, error: unknown): BatchItemResult => {
  * back to its savepoint alone and reported with its reason. Items are applied in order, so a
  * person listed twice is created by the first and updated by the second.
  */
-export async function batchUpsert(db: Kysely<Database>, principal: Principal, items: readonly unknown[]) {
-  const fast = await createAllAtOnce(db, principal, items)
-  const results = fast ?? (await upsertOneByOne(db, principal, items))
+export async function batchUpsert(db: Kysely<Database>, principal: Actor, items: readonly unknown[]) {
+  const { created, updated, failed, results } = await applyBatch(db, principal, items)
+  // The API's upsert always writes, so no item comes back unchanged.
+  return { created, updated, failed, results: results as (BatchItemResult & { status: ApiItemStatus })[] }
+}
+
+type ApiItemStatus = Exclude<BatchItemResult['status'], 'unchanged'>
+
+/** The batch with every option: what imports run, a chunk of rows at a time. */
+export async function applyBatch(
+  db: Kysely<Database>,
+  principal: Actor,
+  items: readonly unknown[],
+  options: BatchOptions = {},
+) {
+  // An import's batch (which may skip rows that change nothing) is planned set-wise; the API's
+  // takes the set-wise path only when every item is a new person.
+  const fast = options.mode?.skipUnchanged
+    ? await applyPlanned(db, principal, items, options)
+    : await createAllAtOnce(db, principal, items, options)
+  const results = fast ?? (await upsertOneByOne(db, principal, items, options))
   const count = (status: BatchItemResult['status']) => results.filter((r) => r.status === status).length
-  return { created: count('created'), updated: count('updated'), failed: count('error'), results }
+  return {
+    created: count('created'),
+    updated: count('updated'),
+    unchanged: count('unchanged'),
+    failed: count('error'),
+    results,
+  }
+}
+
+export interface BatchOptions {
+  mode?: UpsertMode
+  /** Apply everything, then roll it back: exactly what would happen, with nothing written. */
+  dryRun?: boolean
+  /** The organization's custom field definitions, when the caller has loaded them already. */
+  customFieldTypes?: ReadonlyMap<string, CustomFieldType>
+  /** Runs inside the batch's transaction just before it commits (not in a dry run). */
+  beforeCommit?: (trx: Kysely<Database>, results: readonly BatchItemResult[]) => Promise<void>
+}
+
+type OpenTransaction = Awaited<ReturnType<ReturnType<Kysely<Database>['startTransaction']>['execute']>>
+
+/** Commits the batch (after beforeCommit), or rolls it back in a dry run or on any failure. */
+async function finish(
+  trx: OpenTransaction,
+  options: BatchOptions,
+  results: readonly BatchItemResult[],
+): Promise<void> {
+  if (options.dryRun) {
+    await trx.rollback().execute()
+    return
+  }
+  try {
+    await options.beforeCommit?.(trx, results)
+  } catch (error) {
+    await trx.rollback().execute()
+    throw error
+  }
+  await trx.commit().execute()
 }
 
 const CHUNK = 500
@@ -70,8 +129,9 @@ const CHUNK = 500
  */
 async function createAllAtOnce(
   db: Kysely<Database>,
-  principal: Principal,
+  principal: Actor,
   items: readonly unknown[],
+  options: BatchOptions,
 ): Promise<BatchItemResult[] | null> {
   const results: BatchItemResult[] = []
   const rows: { index: number; row: InsertableContactRow; identities: Identity[] }[] = []
@@ -84,7 +144,7 @@ async function createAllAtOnce(
     }
     let prepared: Awaited<ReturnType<typeof prepareUpsert>>
     try {
-      prepared = await prepareUpsert(db, principal, {}, item as UpsertBody, 'item')
+      prepared = await prepareUpsert(db, principal, {}, item as UpsertBody, 'item', options.customFieldTypes)
     } catch (error) {
       results.push(failure(index, error))
       continue
@@ -106,46 +166,203 @@ async function createAllAtOnce(
   if (rows.length === 0) return null
   const everyIdentity = rows.flatMap((r) => r.identities)
   if (await anyHeld(db, principal.orgId, everyIdentity)) return null
+  for (const { index, row } of rows) results.push({ index, status: 'created', id: row.id })
+  results.sort((a, b) => a.index - b.index)
+  const trx = await db.startTransaction().execute()
   try {
-    await db.transaction().execute(async (trx) => {
-      for (let i = 0; i < rows.length; i += CHUNK) {
-        await insertContacts(
-          trx,
-          rows.slice(i, i + CHUNK).map((r) => r.row),
-        )
-      }
-      const identityRows = rows.flatMap(({ row, identities }) =>
-        identities.map((identity) => ({
-          org_id: principal.orgId,
-          ...identity,
-          contact_id: row.id as string,
-          origin: 'field' as const,
-        })),
-      )
-      for (let i = 0; i < identityRows.length; i += CHUNK) {
-        await trx
-          .insertInto('contact_identities')
-          .values(identityRows.slice(i, i + CHUNK))
-          .execute()
-      }
-      await recordEvents(
-        trx,
-        principal,
-        rows.map(({ row }) => ({
-          type: 'contact.created' as const,
-          contact: toContact({ ...row, version: 1 } as ContactRow),
-        })),
-      )
-    })
+    await insertNewContacts(trx, principal, rows)
   } catch (error) {
+    await trx.rollback().execute()
     if (isUniqueViolation(error)) return null
     throw error
   }
-  for (const { index, row } of rows) results.push({ index, status: 'created', id: row.id })
-  return results.sort((a, b) => a.index - b.index)
+  await finish(trx, options, results)
+  return results
 }
 
-async function upsertOneByOne(db: Kysely<Database>, principal: Principal, items: readonly unknown[]) {
+/** New contacts, their identities and their `contact.created` events, in multi-row statements. */
+async function insertNewContacts(
+  trx: Kysely<Database>,
+  actor: Actor,
+  rows: readonly { row: InsertableContactRow; identities: readonly Identity[] }[],
+) {
+  for (let i = 0; i < rows.length; i += CHUNK) {
+    await insertContacts(
+      trx,
+      rows.slice(i, i + CHUNK).map((r) => r.row),
+    )
+  }
+  const identityRows = rows.flatMap(({ row, identities }) =>
+    identities.map((identity) => ({
+      org_id: actor.orgId,
+      ...identity,
+      contact_id: row.id as string,
+      origin: 'field' as const,
+    })),
+  )
+  for (let i = 0; i < identityRows.length; i += CHUNK) {
+    await trx
+      .insertInto('contact_identities')
+      .values(identityRows.slice(i, i + CHUNK))
+      .execute()
+  }
+  await recordEvents(
+    trx,
+    actor,
+    rows.map(({ row }) => ({
+      type: 'contact.created' as const,
+      contact: toContact({ ...row, version: 1 } as ContactRow),
+    })),
+  )
+}
+
+const keyOf = (identity: Identity) => `${identity.kind}\u0000${identity.value}`
+
+interface ReadyItem {
+  index: number
+  prepared: PreparedUpsert
+  row: InsertableContactRow
+  identities: Identity[]
+  keys: string[]
+}
+
+/**
+ * A batch as an import applies it, sorted in three kinds with a few set-wise reads: rows of new
+ * people (inserted together), rows that would change nothing (no write at all: the common case
+ * of a file imported again), and the rest (rows that change a contact, or that share a person
+ * with another row of the batch), applied one by one in file order with a savepoint each.
+ * Returns null when a concurrent writer took an identity meanwhile; the caller then applies the
+ * batch one by one.
+ */
+async function applyPlanned(
+  db: Kysely<Database>,
+  actor: Actor,
+  items: readonly unknown[],
+  options: BatchOptions,
+): Promise<BatchItemResult[] | null> {
+  const mode = options.mode ?? {}
+  const results: BatchItemResult[] = []
+  const ready: ReadyItem[] = []
+  for (const [index, item] of items.entries()) {
+    const invalid = invalidItem(index, item)
+    if (invalid) {
+      results.push(invalid)
+      continue
+    }
+    let prepared: PreparedUpsert
+    try {
+      prepared = await prepareUpsert(db, actor, {}, item as UpsertBody, 'item', options.customFieldTypes)
+    } catch (error) {
+      results.push(failure(index, error))
+      continue
+    }
+    const row = newRowOfUpsert(actor.orgId, prepared)
+    const identities = identitiesOf({
+      email: row.email ?? null,
+      channels: JSON.parse(row.channels as string) as Record<string, unknown>,
+      external_id: row.external_id ?? null,
+    })
+    const keys = [...new Set([...prepared.lookup, ...identities].map(keyOf))]
+    ready.push({ index, prepared, row, identities, keys })
+  }
+  const uses = new Map<string, number>()
+  for (const item of ready) for (const key of item.keys) uses.set(key, (uses.get(key) ?? 0) + 1)
+  const oneByOne: ReadyItem[] = []
+  const independent: ReadyItem[] = []
+  for (const item of ready) {
+    if (item.keys.some((key) => (uses.get(key) ?? 0) > 1)) oneByOne.push(item)
+    else independent.push(item)
+  }
+  const held = await holdersOf(
+    db,
+    actor.orgId,
+    independent.flatMap((item) => [...item.prepared.lookup, ...item.identities]),
+  )
+  const created: ReadyItem[] = []
+  const candidates: { item: ReadyItem; contactId: string; found: Identity[] }[] = []
+  for (const item of independent) {
+    const found = item.prepared.lookup.filter((identity) => held.has(keyOf(identity)))
+    const contactIds = new Set(found.map((identity) => held.get(keyOf(identity))))
+    if (contactIds.size === 1) {
+      candidates.push({ item, contactId: [...contactIds][0] as string, found })
+    } else if (contactIds.size === 0 && !item.identities.some((identity) => held.has(keyOf(identity)))) {
+      created.push(item)
+    } else oneByOne.push(item) // The upsert itself says which contact holds what.
+  }
+  const perContact = new Map<string, number>()
+  for (const { contactId } of candidates) perContact.set(contactId, (perContact.get(contactId) ?? 0) + 1)
+  const existing = await findContactsByIds(db, actor.orgId, [...perContact.keys()])
+  for (const { item, contactId, found } of candidates) {
+    const contact = existing.get(contactId)
+    if (contact && (perContact.get(contactId) ?? 0) === 1) {
+      const columns = upsertColumns(item.prepared, contact, found, mode)
+      if (!upsertChanges(contact, columns)) {
+        results.push({ index: item.index, status: 'unchanged', id: contactId })
+        continue
+      }
+    }
+    oneByOne.push(item)
+  }
+  oneByOne.sort((a, b) => a.index - b.index)
+  const trx = await db.startTransaction().execute()
+  try {
+    await insertNewContacts(trx, actor, created)
+    for (const item of created)
+      results.push({ index: item.index, status: 'created', id: item.row.id as string })
+    for (const item of oneByOne)
+      results.push(await upsertPreparedItem(trx, actor, item.index, item.prepared, options))
+  } catch (error) {
+    await trx.rollback().execute()
+    if (isUniqueViolation(error)) return null
+    throw error
+  }
+  results.sort((a, b) => a.index - b.index)
+  await finish(trx, options, results)
+  return results
+}
+
+/** Which contact holds each of these identities (keyed as keyOf), for those that are held. */
+async function holdersOf(db: Kysely<Database>, orgId: string, identities: readonly Identity[]) {
+  const held = new Map<string, string>()
+  for (const kind of ['email', 'phone', 'external_id'] as const) {
+    const values = [
+      ...new Set(identities.filter((identity) => identity.kind === kind).map((identity) => identity.value)),
+    ]
+    for (let i = 0; i < values.length; i += CHUNK) {
+      const rows = await db
+        .selectFrom('contact_identities')
+        .select(['value', 'contact_id'])
+        .where('org_id', '=', orgId)
+        .where('kind', '=', kind)
+        .where('value', 'in', values.slice(i, i + CHUNK))
+        .execute()
+      for (const row of rows) held.set(keyOf({ kind, value: row.value }), row.contact_id)
+    }
+  }
+  return held
+}
+
+async function findContactsByIds(db: Kysely<Database>, orgId: string, ids: readonly string[]) {
+  const found = new Map<string, ContactRow>()
+  for (let i = 0; i < ids.length; i += CHUNK) {
+    const rows = await db
+      .selectFrom('contacts')
+      .selectAll()
+      .where('org_id', '=', orgId)
+      .where('id', 'in', ids.slice(i, i + CHUNK))
+      .where('deleted_at', 'is', null)
+      .execute()
+    for (const row of rows) found.set(row.id, row)
+  }
+  return found
+}
+
+async function upsertOneByOne(
+  db: Kysely<Database>,
+  principal: Actor,
+  items: readonly unknown[],
+  options: BatchOptions,
+) {
   const results: BatchItemResult[] = []
   const trx = await db.startTransaction().execute()
   try {
@@ -155,34 +372,46 @@ async function upsertOneByOne(db: Kysely<Database>, principal: Principal, items:
         results.push(invalid)
         continue
       }
-      results.push(await upsertItem(trx, principal, index, item as UpsertBody))
+      results.push(await upsertItem(trx, principal, index, item as UpsertBody, options))
     }
-    await trx.commit().execute()
   } catch (error) {
     await trx.rollback().execute()
     throw error
   }
+  await finish(trx, options, results)
   return results
 }
 
 async function upsertItem(
-  trx: Awaited<ReturnType<ReturnType<Kysely<Database>['startTransaction']>['execute']>>,
-  principal: Principal,
+  trx: OpenTransaction,
+  principal: Actor,
   index: number,
   item: UpsertBody,
+  options: BatchOptions,
 ): Promise<BatchItemResult> {
   let prepared: Awaited<ReturnType<typeof prepareUpsert>>
   try {
-    prepared = await prepareUpsert(trx, principal, {}, item, 'item')
+    prepared = await prepareUpsert(trx, principal, {}, item, 'item', options.customFieldTypes)
   } catch (error) {
     return failure(index, error)
   }
+  return upsertPreparedItem(trx, principal, index, prepared, options)
+}
+
+async function upsertPreparedItem(
+  trx: OpenTransaction,
+  principal: Actor,
+  index: number,
+  prepared: PreparedUpsert,
+  options: BatchOptions,
+): Promise<BatchItemResult> {
   for (let attempt = 1; ; attempt++) {
     const savepoint = await trx.savepoint('batch_item').execute()
     try {
-      const { created, contact } = await upsertPrepared(savepoint, principal, prepared)
+      const { created, changed, contact } = await upsertPrepared(savepoint, principal, prepared, options.mode)
       await savepoint.releaseSavepoint('batch_item').execute()
-      return { index, status: created ? 'created' : 'updated', id: contact.id }
+      const status = created ? 'created' : changed ? 'updated' : 'unchanged'
+      return { index, status, id: contact.id }
     } catch (error) {
       await savepoint.rollbackToSavepoint('batch_item').execute()
       // A concurrent writer took one of the identities: the retry finds and updates its contact.

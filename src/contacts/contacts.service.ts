@@ -2,11 +2,18 @@ import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
 import { assertCustomFieldTypes } from '../custom-fields/custom-fields.service.js'
 import { isUniqueViolation } from '../db/errors.js'
-import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
+import type {
+  ContactRow,
+  CustomFieldType,
+  Database,
+  InsertableContactRow,
+  UpdateableContactRow,
+} from '../db/schema.js'
 import { AppError, notFound, ValidationFailedError, type ValidationIssue } from '../errors.js'
 import type { HistoryQuery } from '../events/events.schemas.js'
 import {
   type Actor,
+  changesBetween,
   contactHistory as historyOf,
   recordEvent,
   recordEvents,
@@ -99,6 +106,7 @@ async function columnsFromInput(
   orgId: string,
   input: ContactUpdateBody,
   loc: string,
+  customFieldTypes?: ReadonlyMap<string, CustomFieldType>,
 ): Promise<UpdateableContactRow> {
   const columns: UpdateableContactRow = {}
   const issues: ValidationIssue[] = []
@@ -127,7 +135,8 @@ async function columnsFromInput(
     if (value === undefined) continue
     const object = value ?? {}
     assertJsonBounded(object, [loc, column])
-    if (column === 'custom_fields') await assertCustomFieldTypes(db, orgId, object, [loc, column])
+    if (column === 'custom_fields')
+      await assertCustomFieldTypes(db, orgId, object, [loc, column], customFieldTypes)
     columns[column] = JSON.stringify(object)
   }
   if (issues.length > 0) throw new ValidationFailedError(issues)
@@ -582,7 +591,7 @@ export async function upsertContact(
   principal: Principal,
   query: UpsertQuery,
   body: UpsertBody,
-): Promise<{ created: boolean; contact: VersionedContact }> {
+): Promise<UpsertOutcome> {
   const prepared = await prepareUpsert(db, principal, query, body)
   for (let attempt = 1; ; attempt++) {
     try {
@@ -603,10 +612,11 @@ export interface PreparedUpsert {
 /** Everything about an upsert that needs no transaction: validation, normalization, lookup keys. */
 export async function prepareUpsert(
   db: Kysely<Database>,
-  principal: Principal,
+  principal: Actor,
   query: UpsertQuery,
   body: UpsertBody,
   loc = 'body',
+  customFieldTypes?: ReadonlyMap<string, CustomFieldType>,
 ): Promise<PreparedUpsert> {
   const { phone_number: bodyPhone, ...bodyFields } = body
   const input: ContactUpdateBody = { ...bodyFields }
@@ -636,7 +646,7 @@ export async function prepareUpsert(
     ])
   }
   assertOwnOrganization(principal, input.org_id)
-  const columns = await columnsFromInput(db, principal.orgId, input, loc)
+  const columns = await columnsFromInput(db, principal.orgId, input, loc, customFieldTypes)
   return { lookup, phone, input, columns }
 }
 
@@ -651,26 +661,73 @@ export function newRowOfUpsert(
   return newContactRow(orgId, withPhone)
 }
 
+/**
+ * How an upsert treats a contact it finds. The API's upsert replaces the objects given and always
+ * writes; an import merges objects key by key (a file naming one custom field keeps the others)
+ * and leaves a contact it would not change untouched, so that importing a file twice changes
+ * nothing the second time.
+ */
+export interface UpsertMode {
+  mergeObjects?: boolean
+  skipUnchanged?: boolean
+}
+
+export interface UpsertOutcome {
+  created: boolean
+  changed: boolean
+  contact: VersionedContact
+}
+
 export async function upsertPrepared(
   trx: Kysely<Database>,
   actor: Actor,
-  { lookup, phone, input, columns: prepared }: PreparedUpsert,
-): Promise<{ created: boolean; contact: VersionedContact }> {
+  prepared: PreparedUpsert,
+  mode: UpsertMode = {},
+): Promise<UpsertOutcome> {
   const orgId = actor.orgId
-  const columns = { ...prepared }
-  const found = await findIdentityHolders(trx, orgId, lookup)
+  const found = await findIdentityHolders(trx, orgId, prepared.lookup)
   const holders = [...new Set(found.map((row) => row.contact_id))]
-  if (holders.length > 1) {
-    const [first] = holders as [string]
-    throw new AppError(
-      'identity_conflict',
-      'The email, phone number and external id given belong to different contacts',
-      {
-        existing_id: first,
-      },
-    )
-  }
+  if (holders.length > 1) throw identitiesOfSeveralContacts(holders[0] as string)
   const existing = holders[0] ? await contacts.findContactForUpdate(trx, orgId, holders[0]) : undefined
+  const columns = upsertColumns(prepared, existing, found, mode)
+  if (!existing) {
+    const contact = await insertWithIdentities(trx, actor, newContactRow(orgId, columns))
+    return { created: true, changed: true, contact }
+  }
+  const before = toContact(existing)
+  if (mode.skipUnchanged && !upsertChanges(existing, columns)) {
+    return { created: false, changed: false, contact: before }
+  }
+  columns.updated_at = nowTimestamp()
+  const row = await contacts.updateContact(trx, orgId, existing.id, columns)
+  if (!row) throw notFound('contact_not_found', 'Contact')
+  const contact = toContact(row)
+  await syncIdentities(trx, orgId, row.id, identitiesOf(contact))
+  await recordEvent(trx, actor, { type: 'contact.updated', before, contact })
+  return { created: false, changed: true, contact }
+}
+
+export const identitiesOfSeveralContacts = (first: string) =>
+  new AppError(
+    'identity_conflict',
+    'The email, phone number and external id given belong to different contacts',
+    {
+      existing_id: first,
+    },
+  )
+
+/**
+ * The columns an upsert writes, given the contact its identities found (if any) and the identity
+ * rows that found it. Pure, so that an import can tell, for a whole batch at once, which rows
+ * would change nothing.
+ */
+export function upsertColumns(
+  { lookup, phone, input, columns: prepared }: PreparedUpsert,
+  existing: ContactRow | undefined,
+  found: readonly { kind: Identity['kind']; value: string }[],
+  mode: UpsertMode,
+): UpdateableContactRow {
+  const columns = { ...prepared }
   // An identity the contact holds besides its own email or telephone (say, an address taken over
   // in a merge) only found it: writing it over that field would drop the identity the field held.
   const heldElsewhere = (kind: Identity['kind'], own: string | null) =>
@@ -692,13 +749,18 @@ export async function upsertPrepared(
           : {}
     columns.channels = JSON.stringify({ ...base, telephone: phone })
   }
-  if (!existing)
-    return { created: true, contact: await insertWithIdentities(trx, actor, newContactRow(orgId, columns)) }
-  columns.updated_at = nowTimestamp()
-  const row = await contacts.updateContact(trx, orgId, existing.id, columns)
-  if (!row) throw notFound('contact_not_found', 'Contact')
-  const contact = toContact(row)
-  await syncIdentities(trx, orgId, row.id, identitiesOf(contact))
-  await recordEvent(trx, actor, { type: 'contact.updated', before: toContact(existing), contact })
-  return { created: false, contact }
+  if (existing && mode.mergeObjects) {
+    for (const column of OBJECT_COLUMNS) {
+      const given = columns[column]
+      if (typeof given !== 'string') continue
+      columns[column] = JSON.stringify({ ...parseJsonObject(existing[column]), ...JSON.parse(given) })
+    }
+  }
+  return columns
+}
+
+/** Whether writing these columns would change any field of the contact. */
+export function upsertChanges(existing: ContactRow, columns: UpdateableContactRow): boolean {
+  const after = toContact({ ...existing, ...columns } as ContactRow)
+  return Object.keys(changesBetween(toContact(existing), after)).length > 0
 }

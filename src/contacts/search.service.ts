@@ -68,7 +68,7 @@ interface PreparedSearch {
 }
 
 async function prepare(
-  engine: SearchEngine,
+  engine: Pick<SearchEngine, 'db' | 'dialect'>,
   orgId: string,
   search: Search,
   origins: Origins,
@@ -120,6 +120,29 @@ export async function searchContacts(
     items: page.map(toContact),
     limit,
     next_cursor: rows.length > limit && last ? codec.encode(queryKey, cursorValuesOf(keys, last)) : null,
+  }
+}
+
+/**
+ * Every contact a search matches, in its order, a page of rows at a time by keyset: an export of
+ * any size holds one page in memory and every page costs what the first does.
+ */
+export async function* eachContactPage(
+  engine: Pick<SearchEngine, 'db' | 'dialect'>,
+  orgId: string,
+  search: Search,
+  pageSize = 1000,
+): AsyncGenerator<Contact[]> {
+  const { conditions, keys } = await prepare(engine, orgId, search, QUERY_ORIGINS)
+  let after: ReturnType<typeof cursorValuesOf> | null = null
+  for (;;) {
+    const where = after === null ? conditions : [...conditions, afterCursor(engine.dialect, keys, after)]
+    const rows = await findContacts(engine.db, engine.dialect, orgId, where, keys, pageSize).execute()
+    const last = rows.at(-1)
+    if (last === undefined) return
+    yield rows.map(toContact)
+    if (rows.length < pageSize) return
+    after = cursorValuesOf(keys, last)
   }
 }
 

@@ -73,10 +73,17 @@ export async function assertCustomFieldTypes(
   orgId: string,
   values: Record<string, unknown>,
   loc: (string | number)[],
+  /** The organization's definitions when the caller has them already (an import loads them once). */
+  known?: ReadonlyMap<string, CustomFieldType>,
 ): Promise<void> {
   const names = Object.keys(values)
   if (names.length === 0) return
-  const definitions = await customFields.findCustomFieldTypes(db, orgId, names)
+  const definitions = known
+    ? names.flatMap((name) => {
+        const type = known.get(name)
+        return type ? [{ custom_field_name: name, custom_field_type: type }] : []
+      })
+    : await customFields.findCustomFieldTypes(db, orgId, names)
   const issues: ValidationIssue[] = []
   for (const { custom_field_name: name, custom_field_type: type } of definitions) {
     const value = values[name]

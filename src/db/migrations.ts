@@ -677,6 +677,87 @@ function eventsAndWebhooks(dialect: DialectName): Migration {
   }
 }
 
+/**
+ * CSV imports run as jobs: the upload is kept in the database in chunks until the job is done, so
+ * that any process can run (or, after a crash, resume) it; failed rows are kept for download.
+ */
+function importJobs(dialect: DialectName): Migration {
+  const t = columnTypes(dialect)
+  const postgres = dialect === 'postgres'
+  return {
+    async up(db: Kysely<unknown>) {
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('import_jobs')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('id', t.uuid, (c) => c.notNull())
+          .addColumn('status', 'text', (c) =>
+            c.notNull().check(sql`status in ('receiving', 'queued', 'running', 'completed', 'failed')`),
+          )
+          .addColumn('dry_run', 'integer', (c) => c.notNull().check(sql`dry_run in (0, 1)`))
+          .addColumn('file_name', 'text')
+          .addColumn('delimiter', 'text', (c) => c.notNull())
+          .addColumn('mapping', 'text', (c) => c.notNull())
+          .addColumn('bytes', postgres ? 'bigint' : 'integer', (c) => c.notNull())
+          .addColumn('bytes_read', postgres ? 'bigint' : 'integer', (c) => c.notNull())
+          // The last line whose row is accounted for: a resumed job goes on after it.
+          .addColumn('lines_done', 'integer', (c) => c.notNull())
+          .addColumn('rows_read', 'integer', (c) => c.notNull())
+          .addColumn('created', 'integer', (c) => c.notNull())
+          .addColumn('updated', 'integer', (c) => c.notNull())
+          .addColumn('unchanged', 'integer', (c) => c.notNull())
+          .addColumn('failed', 'integer', (c) => c.notNull())
+          .addColumn('error', 'text')
+          .addColumn('actor_type', 'text', (c) =>
+            c.notNull().check(sql`actor_type in ('api_key', 'user', 'system')`),
+          )
+          .addColumn('actor_id', 'text')
+          .addColumn('created_at', t.timestamp, (c) => c.notNull())
+          .addColumn('started_at', t.timestamp)
+          .addColumn('finished_at', t.timestamp)
+          .addColumn('lease_until', t.timestamp)
+          .addColumn('lease_token', 'text')
+          .addPrimaryKeyConstraint('import_jobs_pk', ['org_id', 'id']),
+      ).execute()
+      await db.schema
+        .createIndex('import_jobs_recent_idx')
+        .on('import_jobs')
+        .columns(['org_id', 'created_at', 'id'])
+        .execute()
+      // The runners' question: which jobs wait for one (few rows, whatever the history).
+      await db.schema
+        .createIndex('import_jobs_waiting_idx')
+        .on('import_jobs')
+        .columns(['org_id', 'lease_until'])
+        .where(sql.ref('status'), 'in', ['queued', 'running'])
+        .execute()
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('import_chunks')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('job_id', t.uuid, (c) => c.notNull())
+          .addColumn('seq', 'integer', (c) => c.notNull())
+          .addColumn('data', postgres ? 'bytea' : 'blob', (c) => c.notNull())
+          .addPrimaryKeyConstraint('import_chunks_pk', ['org_id', 'job_id', 'seq']),
+      ).execute()
+      await finishTable(
+        dialect,
+        db.schema
+          .createTable('import_failures')
+          .addColumn('org_id', t.uuid, (c) => c.notNull())
+          .addColumn('job_id', t.uuid, (c) => c.notNull())
+          .addColumn('line', 'integer', (c) => c.notNull())
+          .addColumn('cells', 'text')
+          .addColumn('reason', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('import_failures_pk', ['org_id', 'job_id', 'line']),
+        { withoutRowid: true },
+      ).execute()
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -689,6 +770,7 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
     '2026-11-27-008-live-order-index': atomic(dialect, liveOrderIndex(dialect)),
     '2026-11-27-009-sqlite-text-index': atomic(dialect, sqliteTextIndex(dialect)),
     '2026-11-27-010-events-and-webhooks': atomic(dialect, eventsAndWebhooks(dialect)),
+    '2026-11-27-011-import-jobs': atomic(dialect, importJobs(dialect)),
   }
 }
 

@@ -205,6 +205,55 @@ export interface WebhookDeliveryAttemptTable {
   duration_ms: number
 }
 
+export type ImportJobStatus = 'receiving' | 'queued' | 'running' | 'completed' | 'failed'
+
+export interface ImportJobTable {
+  org_id: string
+  id: string
+  status: ImportJobStatus
+  /** 1 or 0: a dry run reports what would happen and writes no contact. */
+  dry_run: number
+  file_name: string | null
+  delimiter: string
+  /** JSON object: column header → target field (null to skip the column). */
+  mapping: string
+  bytes: ColumnType<number | string, number | string, number | string>
+  bytes_read: ColumnType<number | string, number | string, number | string>
+  /** The last line of the file whose row is accounted for; a resumed job goes on after it. */
+  lines_done: number
+  rows_read: number
+  created: number
+  updated: number
+  unchanged: number
+  failed: number
+  error: string | null
+  actor_type: ActorType
+  actor_id: string | null
+  created_at: Timestamp
+  started_at: Timestamp | null
+  finished_at: Timestamp | null
+  /** The runner holding the job keeps it until lease_until; a crashed runner's job is taken over. */
+  lease_until: Timestamp | null
+  lease_token: string | null
+}
+
+export interface ImportChunkTable {
+  org_id: string
+  job_id: string
+  seq: number
+  data: Uint8Array
+}
+
+export interface ImportFailureTable {
+  org_id: string
+  job_id: string
+  /** The line of the file where the row starts (the header is line 1). */
+  line: number
+  /** JSON list of the row's cells; null when the row could not be read as CSV. */
+  cells: string | null
+  reason: string
+}
+
 export interface Database {
   organizations: OrganizationTable
   api_keys: ApiKeyTable
@@ -221,6 +270,9 @@ export interface Database {
   webhooks: WebhookTable
   webhook_deliveries: WebhookDeliveryTable
   webhook_delivery_attempts: WebhookDeliveryAttemptTable
+  import_jobs: ImportJobTable
+  import_chunks: ImportChunkTable
+  import_failures: ImportFailureTable
 }
 
 export type OrganizationRow = Selectable<OrganizationTable>
@@ -235,3 +287,4 @@ export type InsertableCustomFieldRow = Insertable<CustomFieldTable>
 export type ContactEventRow = Selectable<ContactEventTable>
 export type WebhookRow = Selectable<WebhookTable>
 export type WebhookDeliveryRow = Selectable<WebhookDeliveryTable>
+export type ImportJobRow = Selectable<ImportJobTable>

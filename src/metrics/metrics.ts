@@ -13,7 +13,9 @@ export interface Metrics {
   registry: Registry
   /** Counts a delivery attempt's outcome (the dispatcher calls it). */
   deliveryAttempted(outcome: 'succeeded' | 'failed' | 'given_up'): void
-  /** Reads the webhook queue's size and lag from the database, before a scrape. */
+  /** Counts the rows an import batch applied, by outcome (the import runner calls it). */
+  importRows(outcomes: Record<'created' | 'updated' | 'unchanged' | 'failed', number>): void
+  /** Reads the webhook queue's size and lag, and the import jobs, from the database before a scrape. */
   refreshQueue(): Promise<void>
 }
 
@@ -43,8 +45,43 @@ export function createMetrics(database: DatabaseHandle): Metrics {
     help: 'Age of the oldest delivery that is due and not yet acknowledged; 0 when none is due.',
     registers: [registry],
   })
+  const importJobs = new Gauge({
+    name: 'contacts_import_jobs',
+    help: 'Import jobs waiting or running (all processes), by status.',
+    labelNames: ['status'] as const,
+    registers: [registry],
+  })
+  const importProgress = new Gauge({
+    name: 'contacts_import_progress_ratio',
+    help: 'Share of its file a running import job has applied (bytes read / bytes), by job id.',
+    labelNames: ['job_id'] as const,
+    registers: [registry],
+  })
+  const importRows = new Counter({
+    name: 'contacts_import_rows_total',
+    help: 'Rows applied by the import jobs this process ran, by outcome.',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  })
+  const refreshImports = async () => {
+    const jobs = await database.db
+      .selectFrom('import_jobs')
+      .select(['id', 'status', 'bytes', 'bytes_read'])
+      .where('status', 'in', ['queued', 'running'])
+      .limit(1000)
+      .execute()
+    importJobs.reset()
+    importProgress.reset()
+    importJobs.set({ status: 'queued' }, jobs.filter((job) => job.status === 'queued').length)
+    importJobs.set({ status: 'running' }, jobs.filter((job) => job.status === 'running').length)
+    for (const job of jobs) {
+      if (job.status !== 'running') continue
+      const bytes = Number(job.bytes)
+      importProgress.set({ job_id: job.id }, bytes > 0 ? Number(job.bytes_read) / bytes : 0)
+    }
+  }
   // Both gauges come from one query over the pending deliveries, run at scrape time.
-  const refreshQueue = async () => {
+  const refreshDeliveries = async () => {
     const now = new Date().toISOString()
     const { rows } = await sql<{ pending: number | string; oldest_due: Date | string | null }>`
       select count(*) as pending,
@@ -63,7 +100,13 @@ export function createMetrics(database: DatabaseHandle): Metrics {
   return {
     registry,
     deliveryAttempted: (outcome) => attempts.inc({ outcome }),
-    refreshQueue,
+    importRows: (outcomes) => {
+      for (const [outcome, count] of Object.entries(outcomes))
+        if (count > 0) importRows.inc({ outcome }, count)
+    },
+    refreshQueue: async () => {
+      await Promise.all([refreshDeliveries(), refreshImports()])
+    },
   }
 }
 

@@ -77,7 +77,7 @@ const errorRef = Type.Ref(ErrorResponse)
 const validationRef = Type.Ref(ValidationErrorResponse)
 
 /** The error responses a route can return, for its schema (serialization and the OpenAPI document). */
-export function errorResponses(...statuses: (400 | 401 | 403 | 404 | 409 | 412 | 413 | 422 | 429)[]) {
+export function errorResponses(...statuses: (400 | 401 | 403 | 404 | 409 | 412 | 413 | 415 | 422 | 429)[]) {
   const responses: Record<number, TSchema> = {}
   for (const status of statuses) responses[status] = status === 422 ? validationRef : errorRef
   return responses

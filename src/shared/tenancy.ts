@@ -1,4 +1,3 @@
-import type { Principal } from '../api-keys/api-keys.service.js'
 import { AppError } from '../errors.js'
 
 /**
@@ -6,7 +5,7 @@ import { AppError } from '../errors.js'
  * null, is accepted and changes nothing; naming any other is refused rather than ignored, so a
  * client with a mixed-up key learns of it.
  */
-export function assertOwnOrganization(principal: Principal, orgId: string | null | undefined): void {
+export function assertOwnOrganization(principal: { orgId: string }, orgId: string | null | undefined): void {
   if (orgId !== undefined && orgId !== null && orgId.toLowerCase() !== principal.orgId) {
     throw new AppError('organization_mismatch', 'org_id does not match the organization of the API key')
   }

@@ -6,6 +6,7 @@ import { type Config, dispatcherOptionsOf, loadConfig } from '../../src/config.j
 import { type DatabaseHandle, databaseOptionsOf, openDatabase } from '../../src/db/database.js'
 import { migrateToLatest } from '../../src/db/migrations.js'
 import * as organizations from '../../src/organizations/organizations.service.js'
+import { startImports } from '../../src/serve.js'
 import { startDispatcher } from '../../src/webhooks/dispatcher.js'
 import type { TestBackend, TestDatabase } from './backends.js'
 
@@ -33,7 +34,13 @@ let orgCounter = 0
 /** The real app, on a fresh database of the backend, with the real migrations. */
 export async function startTestApp(
   backend: TestBackend,
-  options: { logStream?: DestinationStream; config?: Partial<Config>; dispatcher?: boolean } = {},
+  options: {
+    logStream?: DestinationStream
+    config?: Partial<Config>
+    dispatcher?: boolean
+    /** Runs import jobs beside the app, as `serve` does. */
+    importRunner?: boolean
+  } = {},
 ) {
   const testDatabase = await backend.createDatabase()
   // Suites send thousands of requests a minute with one key; the limits have tests of their own.
@@ -56,6 +63,7 @@ export async function startTestApp(
   const dispatcher = options.dispatcher
     ? startDispatcher(database.db, dispatcherOptionsOf(config), app.log, app.metrics?.deliveryAttempted)
     : null
+  const importRunner = options.importRunner ? startImports(app, config) : null
 
   const testApp: TestApp = {
     app,
@@ -86,6 +94,7 @@ export async function startTestApp(
     },
     async close() {
       await dispatcher?.stop()
+      await importRunner?.stop()
       await app.close()
       await database.close()
       await testDatabase.drop()

@@ -1,0 +1,446 @@
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { after, before, describe, test } from 'node:test'
+import { parse } from 'csv-parse/sync'
+import { claimJob } from '../src/imports/imports.repository.js'
+import { runImportJob } from '../src/imports/imports.service.js'
+import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
+import { BACKENDS } from './helpers/backends.js'
+
+interface Job {
+  id: string
+  status: string
+  dry_run: boolean
+  mapping: Record<string, string | null>
+  bytes: number
+  bytes_read: number
+  rows_read: number
+  created: number
+  updated: number
+  unchanged: number
+  failed: number
+  error: string | null
+}
+
+/**
+ * A 10,000-row export from some other tool, with everything such files hold: a byte order mark,
+ * CRLF line ends, people listed twice, numbers and dates that are not, phone numbers that are
+ * not, rows naming nobody, and lines whose quoting is broken. The expected outcome of each row is
+ * known, so the job's counts and reasons can be checked exactly.
+ */
+function messyFile() {
+  const lines = ['Email,First name,Phone,Score,City,Last seen']
+  const expected = { created: 0, updated: 0, failed: 0 }
+  const reasons = new Map<number, string>()
+  const goodEmails = new Set<string>()
+  for (let i = 1; i <= 10_000; i++) {
+    const line = i + 1
+    if (i % 200 === 0) {
+      // Broken quoting: a quote inside an unquoted field.
+      lines.push(`broken${i}@example.com,Ab"c,,1,Paris,`)
+      expected.failed++
+      reasons.set(line, 'Unreadable CSV')
+    } else if (i % 100 === 0) {
+      lines.push(`bad-score${i}@example.com,Bo,,lots,Paris,`)
+      expected.failed++
+      reasons.set(line, 'Score: Input should be a valid number')
+    } else if (i % 100 === 1 && i > 1) {
+      lines.push(`bad-date${i}@example.com,Cy,,3,Paris,yesterday`)
+      expected.failed++
+      reasons.set(line, 'Last seen: Input should be a valid datetime')
+    } else if (i % 250 === 7) {
+      lines.push(`bad-phone${i}@example.com,Di,12,3,Paris,`)
+      expected.failed++
+      reasons.set(line, 'Phone: Input should be a valid phone number')
+    } else if (i % 250 === 8) {
+      lines.push(',Nobody,,3,Paris,')
+      expected.failed++
+      reasons.set(line, 'Email: One of email, phone_number or external_id is required')
+    } else if (i % 50 === 3) {
+      // The same person as the row before (in another case), with a new first name: an update.
+      const earlier = i - 1
+      lines.push(
+        `PERSON${earlier}@Example.com,Renamed ${earlier},,${earlier},"Saint-Denis, Paris",2026-11-01T10:00:00Z`,
+      )
+      expected.updated++
+    } else {
+      lines.push(
+        `person${i}@example.com,"Name ""${i}""",+1650555${String(i).padStart(4, '0')},${i},Lyon,2026-10-01T08:00:00Z`,
+      )
+      goodEmails.add(`person${i}@example.com`)
+      expected.created++
+    }
+  }
+  return { body: `\uFEFF${lines.join('\r\n')}\r\n`, expected, reasons, goodEmails }
+}
+
+const MAPPING = {
+  Email: 'email',
+  'First name': 'first_name',
+  Phone: 'phone_number',
+  Score: 'custom_fields.score',
+  City: 'user_attributes.city',
+  'Last seen': 'last_seen',
+}
+
+for (const backend of BACKENDS) {
+  describe(`CSV import and export on ${backend.name}`, { skip: backend.skip }, () => {
+    let t: TestApp
+    let org: TestOrg
+    let other: TestOrg
+
+    before(async () => {
+      t = await startTestApp(backend, { importRunner: true, config: { importMaxBytes: 4_000_000 } })
+      org = await t.createOrg()
+      other = await t.createOrg()
+      for (const o of [org, other]) {
+        const field = await t.call(o.key, {
+          method: 'POST',
+          url: '/api/v1/contact_custom_field',
+          payload: { custom_field_name: 'score', custom_field_type: 'number' },
+        })
+        assert.equal(field.statusCode, 201, field.body)
+      }
+    })
+    after(() => t?.close())
+
+    const upload = (body: string, query: Record<string, string> = {}, key = org.key, type = 'text/csv') =>
+      t.call(key, {
+        method: 'POST',
+        url: `/api/v1/contact/import?${new URLSearchParams(query)}`,
+        headers: { 'content-type': type },
+        payload: body,
+      })
+    const finished = async (id: string, key = org.key): Promise<Job> => {
+      for (let i = 0; i < 1200; i++) {
+        const response = await t.call(key, { method: 'GET', url: `/api/v1/contact/import/${id}` })
+        assert.equal(response.statusCode, 200, response.body)
+        const job = response.json().data as Job
+        if (job.status === 'completed' || job.status === 'failed') return job
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      throw new Error('the import did not finish')
+    }
+    const importFile = async (body: string, query: Record<string, string> = {}, key = org.key) => {
+      const response = await upload(body, query, key)
+      assert.equal(response.statusCode, 202, response.body)
+      return finished(response.json().data.id, key)
+    }
+    const contactCount = async (orgId: string) =>
+      Number(
+        (
+          await t.database.db
+            .selectFrom('contacts')
+            .select((eb) => eb.fn.countAll().as('n'))
+            .where('org_id', '=', orgId)
+            .executeTakeFirstOrThrow()
+        ).n,
+      )
+    const exportOf = async (query: string, key = org.key) => {
+      const response = await t.call(key, { method: 'GET', url: `/api/v1/contact/export${query}` })
+      assert.equal(response.statusCode, 200, response.body)
+      return response
+    }
+
+    test('a messy 10,000-row file: exact counts, a reason for every failed row, and a second run changes nothing', async () => {
+      const file = messyFile()
+      const total = file.expected.created + file.expected.updated + file.expected.failed
+      assert.equal(total, 10_000)
+
+      const dry = await importFile(file.body, { mapping: JSON.stringify(MAPPING), dry_run: 'true' })
+      assert.equal(dry.status, 'completed', dry.error ?? '')
+      assert.deepEqual(
+        { created: dry.created, updated: dry.updated, unchanged: dry.unchanged, failed: dry.failed },
+        { ...file.expected, unchanged: 0 },
+        'a dry run reports what the import will do',
+      )
+      assert.equal(await contactCount(org.id), 0, 'a dry run writes no contact')
+
+      const job = await importFile(file.body, { mapping: JSON.stringify(MAPPING), file_name: 'messy.csv' })
+      assert.equal(job.status, 'completed', job.error ?? '')
+      assert.deepEqual(
+        {
+          rows_read: job.rows_read,
+          created: job.created,
+          updated: job.updated,
+          unchanged: job.unchanged,
+          failed: job.failed,
+        },
+        { rows_read: 10_000, ...file.expected, unchanged: 0 },
+      )
+      assert.equal(job.bytes_read, job.bytes)
+      assert.equal(await contactCount(org.id), file.expected.created)
+
+      // What was imported is what the file says, typed by the custom field's definition.
+      const person = (
+        await t.call(org.key, { method: 'GET', url: '/api/v1/contact?email=person4@example.com' })
+      ).json().data.items[0]
+      assert.equal(person.first_name, 'Name "4"')
+      assert.deepEqual(person.custom_fields, { score: 4 })
+      assert.deepEqual(person.user_attributes, { city: 'Lyon' })
+      assert.equal(person.channels.telephone, '+16505550004')
+      assert.equal(person.last_seen, '2026-10-01T08:00:00Z')
+      const renamed = (
+        await t.call(org.key, { method: 'GET', url: '/api/v1/contact?email=person2@example.com' })
+      ).json().data.items[0]
+      assert.equal(renamed.first_name, 'Renamed 2', 'a later row for the same person updates it')
+      assert.deepEqual(renamed.user_attributes, { city: 'Saint-Denis, Paris' })
+      assert.equal(renamed.channels.telephone, '+16505550002', 'an empty cell keeps the stored value')
+      assert.equal(renamed.last_seen, '2026-11-01T10:00:00Z')
+
+      // Every failed row, with its line, its reason and its cells under the file's header.
+      const failures = await t.call(org.key, {
+        method: 'GET',
+        url: `/api/v1/contact/import/${job.id}/failures`,
+      })
+      assert.equal(failures.statusCode, 200)
+      assert.match(String(failures.headers['content-type']), /^text\/csv/)
+      const [header, ...rows] = parse(failures.body) as string[][]
+      assert.deepEqual(header, ['line', 'reason', ...Object.keys(MAPPING)])
+      assert.equal(rows.length, file.expected.failed)
+      for (const row of rows) {
+        const expected = file.reasons.get(Number(row[0]))
+        assert.ok(expected, `line ${row[0]} was not expected to fail: ${row[1]}`)
+        assert.ok(row[1]?.startsWith(expected), `line ${row[0]}: "${row[1]}" should start with "${expected}"`)
+      }
+      const badScore = rows.find((row) => row[1]?.startsWith('Score'))
+      assert.equal(badScore?.[5], 'lots', 'a failed row keeps its cells')
+
+      const events = async () =>
+        Number(
+          (
+            await t.database.db
+              .selectFrom('contact_events')
+              .select((eb) => eb.fn.countAll().as('n'))
+              .where('org_id', '=', org.id)
+              .executeTakeFirstOrThrow()
+          ).n,
+        )
+      const eventsBefore = await events()
+      const again = await importFile(file.body, { mapping: JSON.stringify(MAPPING) })
+      assert.deepEqual(
+        { created: again.created, updated: again.updated, unchanged: again.unchanged, failed: again.failed },
+        {
+          created: 0,
+          updated: 0,
+          unchanged: file.expected.created + file.expected.updated,
+          failed: file.expected.failed,
+        },
+      )
+      assert.equal(await events(), eventsBefore, 'the second run records no change at all')
+    })
+
+    test('a semicolon-separated file with its delimiter declared, mapped by header, merges objects key by key', async () => {
+      const first = await importFile(
+        'email;first_name;custom_fields.tier;user_attributes.lang\nsemi@example.com;Sam;gold;fr\n',
+        {
+          delimiter: ';',
+        },
+      )
+      assert.equal(first.created, 1, first.error ?? '')
+      assert.deepEqual(first.mapping, {
+        email: 'email',
+        first_name: 'first_name',
+        'custom_fields.tier': 'custom_fields.tier',
+        'user_attributes.lang': 'user_attributes.lang',
+      })
+      const second = await importFile('E-mail;Notes;custom_fields.plan\nSEMI@example.com;ignored;pro\n', {
+        delimiter: ';',
+      })
+      assert.deepEqual([second.created, second.updated, second.failed], [0, 1, 0])
+      assert.deepEqual(second.mapping, {
+        'E-mail': 'email',
+        Notes: null,
+        'custom_fields.plan': 'custom_fields.plan',
+      })
+      const contact = (
+        await t.call(org.key, { method: 'GET', url: '/api/v1/contact?email=semi@example.com' })
+      ).json().data.items[0]
+      assert.deepEqual(
+        contact.custom_fields,
+        { tier: 'gold', plan: 'pro' },
+        'a column for one key keeps the others',
+      )
+      assert.equal(contact.first_name, 'Sam', 'a field the file does not name is kept')
+    })
+
+    test('refused uploads are clear 4xx and leave no job', async () => {
+      const jobsBefore = (
+        await t.call(org.key, { method: 'GET', url: '/api/v1/contact/import?limit=1000' })
+      ).json().data.items.length
+      const missingColumn = await upload('email\na@example.com\n', {
+        mapping: JSON.stringify({ Mail: 'email' }),
+      })
+      assert.equal(missingColumn.statusCode, 422)
+      assert.match(missingColumn.json().detail[0].msg, /Mail/)
+      const unknownTarget = await upload('email\na@example.com\n', {
+        mapping: JSON.stringify({ email: 'mail' }),
+      })
+      assert.equal(unknownTarget.statusCode, 422)
+      assert.deepEqual(unknownTarget.json().detail[0].loc, ['query', 'mapping', 'email'])
+      const noIdentity = await upload('name\nAda\n')
+      assert.equal(noIdentity.statusCode, 422)
+      assert.match(noIdentity.json().detail[0].msg, /email, phone_number or external_id/)
+      assert.equal((await upload('')).statusCode, 422)
+      const json = await upload('{"email":"a@example.com"}', {}, org.key, 'application/json')
+      assert.equal(json.statusCode, 415)
+      assert.equal(json.json().code, 'unsupported_media_type')
+      const big = await upload(`email\n${'x@example.com\n'.repeat(400_000)}`)
+      assert.equal(big.statusCode, 413)
+      const readOnly = await upload('email\na@example.com\n', {}, org.readOnlyKey)
+      assert.equal(readOnly.statusCode, 403)
+      const jobsAfter = (
+        await t.call(org.key, { method: 'GET', url: '/api/v1/contact/import?limit=1000' })
+      ).json().data.items.length
+      assert.equal(jobsAfter, jobsBefore)
+      const chunks = await t.database.db.selectFrom('import_chunks').select('job_id').execute()
+      assert.deepEqual(chunks, [], 'a refused upload leaves nothing stored')
+    })
+
+    test("one organization never sees another's jobs or failed rows", async () => {
+      const job = await importFile('email\nmine@example.com\n')
+      for (const url of [`/api/v1/contact/import/${job.id}`, `/api/v1/contact/import/${job.id}/failures`]) {
+        const response = await t.call(other.key, { method: 'GET', url })
+        assert.equal(response.statusCode, 404)
+        assert.equal(response.json().code, 'import_not_found')
+      }
+      const list = (await t.call(other.key, { method: 'GET', url: '/api/v1/contact/import' })).json().data
+        .items as Job[]
+      assert.ok(!list.some((item) => item.id === job.id))
+    })
+
+    test('a job stopped between batches is resumed where it stopped, counting every row once', async () => {
+      const lines = ['email,first_name']
+      for (let i = 0; i < 2500; i++) lines.push(`resume${i}@example.com,R${i}`)
+      lines.push('not-a-number@example.com,"broken')
+      // Queued without a runner taking it: this test runs it by hand.
+      const response = await t.call(other.key, {
+        method: 'POST',
+        url: '/api/v1/contact/import',
+        headers: { 'content-type': 'text/csv' },
+        payload: lines.join('\n'),
+      })
+      assert.equal(response.statusCode, 202)
+      const id = response.json().data.id as string
+      const runners = await t.database.db
+        .selectFrom('import_jobs')
+        .select(['id', 'status'])
+        .where('id', '=', id)
+        .execute()
+      assert.equal(runners.length, 1)
+      // The app's own runner may have started it; take it over as if that runner had died.
+      await t.database.db
+        .updateTable('import_jobs')
+        .set({ lease_until: new Date(0).toISOString(), lease_token: 'dead' })
+        .where('id', '=', id)
+        .execute()
+      const token = randomUUID()
+      const now = new Date()
+      let claimed = await claimJob(
+        t.database.db,
+        now.toISOString(),
+        new Date(now.getTime() + 60_000).toISOString(),
+        token,
+      )
+      while (claimed && claimed.id !== id) {
+        claimed = await claimJob(
+          t.database.db,
+          now.toISOString(),
+          new Date(now.getTime() + 60_000).toISOString(),
+          token,
+        )
+      }
+      assert.ok(claimed, 'the job whose runner died can be claimed')
+      let batches = 0
+      const stopped = await runImportJob(t.database.db, claimed, token, {
+        shouldStop: () => ++batches >= 1,
+      })
+      if (stopped.status === 'running') {
+        assert.ok(
+          stopped.rows_read >= 1000 && stopped.rows_read < 2501,
+          `stopped after a batch: ${stopped.rows_read}`,
+        )
+      }
+      const done = await finished(id, other.key)
+      assert.equal(done.status, 'completed', done.error ?? '')
+      assert.deepEqual([done.rows_read, done.created, done.updated, done.failed], [2501, 2500, 0, 1])
+      const count = Number(
+        (
+          await t.database.db
+            .selectFrom('contacts')
+            .select((eb) => eb.fn.countAll().as('n'))
+            .where('org_id', '=', other.id)
+            .where('email', 'like', 'resume%')
+            .executeTakeFirstOrThrow()
+        ).n,
+      )
+      assert.equal(count, 2500)
+    })
+
+    test('CSV export has a stable column order and imports back as the same people; NDJSON follows filters', async () => {
+      const csv = await exportOf('')
+      assert.match(String(csv.headers['content-type']), /^text\/csv/)
+      assert.match(
+        String(csv.headers['content-disposition']),
+        /attachment; filename="contacts-\d{4}-\d{2}-\d{2}\.csv"/,
+      )
+      const [header, ...rows] = parse(csv.body) as string[][]
+      assert.deepEqual(header, [
+        'id',
+        'first_name',
+        'last_name',
+        'email',
+        'phone_number',
+        'external_id',
+        'channels',
+        'user_attributes',
+        'last_seen',
+        'last_sent',
+        'first_assistant_id',
+        'last_assistant_id',
+        'first_widget_id',
+        'last_widget_id',
+        'created_at',
+        'updated_at',
+        'custom_fields.score',
+        'custom_fields',
+      ])
+      assert.equal(rows.length, await contactCount(org.id))
+
+      const target = await t.createOrg()
+      await t.call(target.key, {
+        method: 'POST',
+        url: '/api/v1/contact_custom_field',
+        payload: { custom_field_name: 'score', custom_field_type: 'number' },
+      })
+      const imported = await importFile(csv.body, {}, target.key)
+      assert.equal(imported.status, 'completed', imported.error ?? '')
+      assert.deepEqual([imported.created, imported.failed], [rows.length, 0])
+      const [, ...back] = parse((await exportOf('?sort=email', target.key)).body) as string[][]
+      const [, ...original] = parse((await exportOf('?sort=email')).body) as string[][]
+      // Everything but the ids and times the new organization gave them.
+      const comparable = (row: string[]) => [...row.slice(1, 14), ...row.slice(16)]
+      assert.deepEqual(back.map(comparable), original.map(comparable))
+
+      const ndjson = await exportOf('?format=ndjson&custom_fields.score[lt]=10&sort=email')
+      assert.match(String(ndjson.headers['content-type']), /^application\/x-ndjson/)
+      const lines = ndjson.body
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { email: string })
+      const expected = (
+        await t.call(org.key, {
+          method: 'GET',
+          url: '/api/v1/contact?custom_fields.score[lt]=10&sort=email&limit=1000',
+        })
+      ).json().data.items as { email: string }[]
+      assert.ok(expected.length > 0)
+      assert.deepEqual(
+        lines.map((line) => line.email),
+        expected.map((item) => item.email),
+      )
+      const badFilter = await t.call(org.key, { method: 'GET', url: '/api/v1/contact/export?colour=red' })
+      assert.equal(badFilter.statusCode, 422)
+    })
+  })
+}
