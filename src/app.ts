@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { Stream } from 'node:stream'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
@@ -127,7 +128,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   })
   boundBodyReading(app, config.requestTimeoutMs)
   app.addHook('preValidation', async (request) => {
-    if (typeof request.body === 'object' && request.body !== null) assertBodyNesting(request.body)
+    // A stream (an import's upload) is read by its route, not parsed here.
+    if (typeof request.body === 'object' && request.body !== null && !(request.body instanceof Stream))
+      assertBodyNesting(request.body)
   })
   app.setNotFoundHandler((_request, reply) =>
     reply.code(404).send({ detail: 'Not Found', code: 'route_not_found' satisfies ErrorCode }),
@@ -207,6 +210,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     trashRetentionDays: config.trashRetentionDays,
     webhookPolicy: targetPolicy(config.webhookAllowedNetworks),
     cursors: cursorCodecOnce(database.db),
+    dialect: database.dialect,
+    imports: {
+      maxBytes: config.importMaxBytes,
+      jobQueued: () => app.importQueued.dispatchEvent(new Event('queued')),
+    },
   })
   return app
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
+import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { parse } from 'csv-parse/sync'
 import { claimJob } from '../src/imports/imports.repository.js'
@@ -295,6 +296,29 @@ for (const backend of BACKENDS) {
       assert.equal(jobsAfter, jobsBefore)
       const chunks = await t.database.db.selectFrom('import_chunks').select('job_id').execute()
       assert.deepEqual(chunks, [], 'a refused upload leaves nothing stored')
+    })
+
+    test('an upload over a real connection is streamed, in pieces, to the job', async () => {
+      const address = await t.app.listen({ port: 0, host: '127.0.0.1' })
+      const rows = 40_000
+      async function* pieces() {
+        yield 'email,first_name\n'
+        for (let from = 0; from < rows; from += 1000) {
+          let text = ''
+          for (let i = from; i < from + 1000; i++) text += `streamed${i}@example.com,S${i}\n`
+          yield text
+        }
+      }
+      const response = await fetch(`${address}/api/v1/contact/import?file_name=streamed.csv`, {
+        method: 'POST',
+        headers: { 'x-api-key': other.key, 'content-type': 'text/csv' },
+        body: Readable.toWeb(Readable.from(pieces())) as ReadableStream,
+        duplex: 'half',
+      } as RequestInit)
+      assert.equal(response.status, 202, await response.clone().text())
+      const job = await finished(((await response.json()) as { data: { id: string } }).data.id, other.key)
+      assert.deepEqual([job.status, job.created, job.failed], ['completed', rows, 0])
+      assert.ok(job.bytes > 1 << 20, 'the file spans several stored chunks')
     })
 
     test("one organization never sees another's jobs or failed rows", async () => {

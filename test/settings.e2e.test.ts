@@ -167,6 +167,69 @@ for (const backend of BACKENDS) {
       assert.equal(read.data.last_seen, null)
     })
 
+    test('a CSV file imported from the page shows live progress, its counts and its failed rows', async () => {
+      await page.getByRole('link', { name: 'Import & export' }).click()
+      await page.waitForURL(/\/settings\/import$/)
+      const lines = ['email;first_name;custom_fields.plan']
+      for (let i = 0; i < 20_000; i++) lines.push(`bulk${i}@example.com;Bulk ${i};basic`)
+      lines.push(';nobody;basic', 'ada@example.com;Ada;"pro')
+      await page.getByLabel('CSV file').setInputFiles({
+        name: 'bulk.csv',
+        mimeType: 'text/csv',
+        buffer: Buffer.from(lines.join('\r\n')),
+      })
+      await page.getByLabel('Delimiter').selectOption(';')
+      // Every state the progress panel goes through, as the user sees it.
+      await page.evaluate(`(() => {
+        const seen = (window.seen = [])
+        const stage = document.getElementById('import-stage')
+        new MutationObserver(() => seen.push(stage.textContent)).observe(stage, {
+          childList: true,
+          characterData: true,
+          subtree: true,
+        })
+      })()`)
+      await page.getByRole('button', { name: 'Import' }).click()
+      await page
+        .getByText('Imported bulk.csv: done')
+        .waitFor({ timeout: 120_000 })
+        .catch(async (error: Error) => {
+          throw new Error(
+            `${error.message}; the page says: ${await page.locator('#import-progress').innerText()}`,
+          )
+        })
+      const seen = (await page.evaluate('window.seen')) as string[]
+      assert.ok(
+        seen.some((text) => /^Importing bulk\.csv: \d+%$/.test(text)),
+        `progress was shown: ${seen.join(' | ')}`,
+      )
+      assert.equal(
+        await page.locator('#import-bar').evaluate((bar) => (bar as unknown as { value: number }).value),
+        1,
+      )
+      assert.equal(
+        await page.locator('#import-counts').innerText(),
+        '20002 rows: 20000 created, 0 updated, 0 unchanged, 2 failed',
+      )
+      await shot('import-progress')
+      const failuresLink = page.getByRole('link', { name: /Download the rows that failed/ })
+      const href = await failuresLink.getAttribute('href')
+      assert.ok(href)
+      const failures = await page.evaluate(async (url) => (await fetch(url)).text(), href)
+      const failureLines = failures.trim().split(/\r?\n/)
+      assert.equal(failureLines.length, 3)
+      assert.match(
+        failureLines[1] ?? '',
+        /^20002,"email: One of email, phone_number or external_id is required",,nobody,basic$/,
+      )
+      assert.match(failureLines[2] ?? '', /^20003,Unreadable CSV/)
+
+      const exported = await page.evaluate(async () => (await fetch('/settings/export?format=csv')).text())
+      assert.equal(exported.trim().split('\n').length, 1 + 20_001, 'the export holds every contact')
+      await page.reload()
+      assert.match(await page.locator('#imports-table').innerText(), /bulk\.csv.*completed\s+20002 rows/s)
+    })
+
     test('signing out ends the session and signing in with the keyboard brings it back', async () => {
       await page.getByRole('button', { name: 'Sign out' }).click()
       await page.waitForURL(/\/settings\/login$/)

@@ -1,5 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
+import { Readable } from 'node:stream'
 import cookie from '@fastify/cookie'
 import formbody from '@fastify/formbody'
 import rateLimit from '@fastify/rate-limit'
@@ -10,12 +11,16 @@ import * as apiKeys from '../api-keys/api-keys.service.js'
 import { ContactUpdateBody } from '../contacts/contacts.schemas.js'
 import * as contacts from '../contacts/contacts.service.js'
 import { findDuplicates, mergeContacts } from '../contacts/merge.service.js'
+import type { DialectName } from '../db/database.js'
 import type { Database, MembershipRole } from '../db/schema.js'
 import { AppError, ValidationFailedError, type ValidationIssue } from '../errors.js'
 import { listContactEvents } from '../events/events.repository.js'
 import { EVENT_TYPES } from '../events/events.schemas.js'
 import { toContactEvent } from '../events/events.service.js'
+import { exportContacts } from '../exports/exports.service.js'
+import { toHttpError } from '../http/errors.js'
 import { validateBody } from '../http/validation.js'
+import * as imports from '../imports/imports.service.js'
 import * as organizations from '../organizations/organizations.service.js'
 import * as sessions from '../sessions/sessions.service.js'
 import type { CursorCodec } from '../shared/cursor.js'
@@ -40,6 +45,9 @@ export interface SettingsOptions {
   /** Where webhooks may point (the API's rule). */
   webhookPolicy: TargetPolicy
   cursors: () => Promise<CursorCodec>
+  dialect: DialectName
+  /** The API's limits and wake-up for imports started from the page. */
+  imports: { maxBytes: number; jobQueued: () => void }
 }
 
 interface PageContext {
@@ -56,7 +64,7 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     /** Which tab of the Settings navigation a page belongs to. */
-    section?: 'contacts' | 'trash' | 'keys' | 'webhooks' | 'members' | 'organizations'
+    section?: 'contacts' | 'trash' | 'import' | 'keys' | 'webhooks' | 'members' | 'organizations'
   }
 }
 
@@ -67,7 +75,7 @@ const CONTACTS_PER_PAGE = 25
 // The pages load no script or style from anywhere but here, and cannot be framed.
 const PAGE_HEADERS = {
   'content-security-policy':
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
   'referrer-policy': 'same-origin',
@@ -95,7 +103,7 @@ const text = (request: FastifyRequest, name: string) => String(form(request)[nam
 
 export const settingsRoutes: FastifyPluginAsync<SettingsOptions> = async (
   app,
-  { db, setup, secureCookies, trashRetentionDays, webhookPolicy, cursors },
+  { db, setup, secureCookies, trashRetentionDays, webhookPolicy, cursors, dialect, imports: importOptions },
 ) => {
   await app.register(cookie)
   await app.register(formbody, { bodyLimit: 1024 * 1024 })
@@ -156,7 +164,9 @@ export const settingsRoutes: FastifyPluginAsync<SettingsOptions> = async (
   // cookie); SameSite=Lax cookies are a second line, not the defence.
   app.addHook('preHandler', async (request) => {
     if (request.method !== 'POST') return
-    const presented = text(request, '_csrf')
+    // A form's token is a field; the import page's script, which sends a file as the body, sends it as a header.
+    const header = request.headers['x-csrf-token']
+    const presented = typeof header === 'string' ? header : text(request, '_csrf')
     const expected = request.settingsSession?.csrfToken ?? request.cookies[CSRF_COOKIE]
     if (!expected || !presented || !sameToken(presented, expected)) {
       throw Object.assign(
@@ -255,7 +265,7 @@ export const settingsRoutes: FastifyPluginAsync<SettingsOptions> = async (
   })
 
   await app.register(async (pages) =>
-    authenticatedPages(pages, db, trashRetentionDays, webhookPolicy, cursors),
+    authenticatedPages(pages, db, trashRetentionDays, webhookPolicy, cursors, { dialect, ...importOptions }),
   )
 }
 
@@ -266,6 +276,7 @@ async function authenticatedPages(
   trashRetentionDays: number,
   webhookPolicy: TargetPolicy,
   cursors: () => Promise<CursorCodec>,
+  transfers: { dialect: DialectName; maxBytes: number; jobQueued: () => void },
 ) {
   app.addHook('preHandler', async (request, reply) => {
     const session = request.settingsSession
@@ -402,6 +413,80 @@ async function authenticatedPages(
       ...(await users.membersOf(db, orgId)).map((m) => [m.id, m.name] as const),
       ...(await apiKeys.listApiKeys(db, orgId)).map((k) => [k.id, `“${k.name}”`] as const),
     ])
+
+  // Import and export, through the API's services. The page's script sends the file as the body
+  // and follows the job; answers to it are JSON, in the API's error shape.
+  app.addContentTypeParser(['text/csv', 'application/octet-stream'], (_request, payload, done) =>
+    done(null, payload),
+  )
+  app.get('/import', { config: { section: 'import' } }, async (request, reply) => {
+    const page = pageOf(request)
+    const jobs = await imports.listImportJobs(db, cursors, page.principal.orgId, { limit: 10 })
+    return send(reply, views.importPage(page.chrome, jobs.items))
+  })
+  app.post('/import', { config: { section: 'import' } }, async (request, reply) => {
+    const page = pageOf(request)
+    const query = request.query as Record<string, string | undefined>
+    try {
+      if (!(request.body instanceof Readable)) {
+        throw new AppError('unsupported_media_type', 'Send the file as text/csv')
+      }
+      const job = await imports.receiveImport(
+        db,
+        page.principal,
+        request.body,
+        {
+          ...(query.delimiter ? { delimiter: query.delimiter.slice(0, 1) } : {}),
+          dry_run: query.dry_run === 'true',
+          ...(query.file_name ? { file_name: query.file_name.slice(0, 255) } : {}),
+        },
+        { maxBytes: transfers.maxBytes },
+      )
+      transfers.jobQueued()
+      return reply.code(202).headers(PAGE_HEADERS).send({ job })
+    } catch (error) {
+      const { status, body } = toHttpError(error)
+      if (status >= 500) request.log.error({ err: error }, 'import from the settings page failed')
+      return reply.code(status).headers(PAGE_HEADERS).send(body)
+    }
+  })
+  app.get<{ Params: { id: string } }>(
+    '/import/:id',
+    { config: { section: 'import' } },
+    async (request, reply) => {
+      try {
+        const job = await imports.getImportJob(db, pageOf(request).principal.orgId, request.params.id)
+        return reply.headers(PAGE_HEADERS).send({ job })
+      } catch (error) {
+        const { status, body } = toHttpError(error)
+        return reply.code(status).headers(PAGE_HEADERS).send(body)
+      }
+    },
+  )
+  app.get<{ Params: { id: string } }>(
+    '/import/:id/failures',
+    { config: { section: 'import' } },
+    async (request, reply) => {
+      const { orgId } = pageOf(request).principal
+      const job = await imports.getImportJob(db, orgId, request.params.id).catch(() => null)
+      if (!job) return send(reply, views.messagePage('Not found', 'No such import.'), 404)
+      return reply
+        .headers(PAGE_HEADERS)
+        .type('text/csv; charset=utf-8')
+        .header('content-disposition', `attachment; filename="import-${job.id}-failures.csv"`)
+        .send(Readable.from(imports.failedRowsCsv(db, orgId, job.id)))
+    },
+  )
+  app.get('/export', { config: { section: 'import' } }, async (request, reply) => {
+    const { orgId } = pageOf(request).principal
+    const format = (request.query as { format?: string }).format === 'ndjson' ? 'ndjson' : 'csv'
+    const day = new Date().toISOString().slice(0, 10)
+    return reply
+      .headers(PAGE_HEADERS)
+      .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8')
+      .header('content-disposition', `attachment; filename="contacts-${day}.${format}"`)
+      .send(Readable.from(exportContacts({ db, dialect: transfers.dialect }, orgId, {}, format)))
+  })
 
   // Webhooks, through the API's service (and its checks of the endpoint)
   const webhookList = async (orgId: string) =>

@@ -3,6 +3,7 @@ import type { Contact, Duplicate, TrashedContact } from '../contacts/contacts.sc
 import type { MembershipRole } from '../db/schema.js'
 import type { ValidationIssue } from '../errors.js'
 import type { ContactEvent } from '../events/events.schemas.js'
+import type { ImportJob } from '../imports/imports.schemas.js'
 import type { PageOf } from '../shared/schemas.js'
 import type { Delivery, Webhook } from '../webhooks/webhooks.schemas.js'
 import { html, type SafeHtml } from './html.js'
@@ -13,7 +14,7 @@ export interface Chrome {
   orgId: string
   role: MembershipRole
   organizations: { org_id: string; org_name: string; role: MembershipRole }[]
-  section: 'contacts' | 'trash' | 'keys' | 'webhooks' | 'members' | 'organizations'
+  section: 'contacts' | 'trash' | 'import' | 'keys' | 'webhooks' | 'members' | 'organizations'
 }
 
 const date = (value: string | null) =>
@@ -50,6 +51,7 @@ function page(chrome: Chrome, title: string, content: SafeHtml): SafeHtml {
   <nav aria-label="Sections">
     ${link('contacts', '/settings/contacts', 'Contacts')}
     ${link('trash', '/settings/trash', 'Trash')}
+    ${link('import', '/settings/import', 'Import & export')}
     ${link('keys', '/settings/keys', 'API keys')}
     ${link('webhooks', '/settings/webhooks', 'Webhooks')}
     ${link('members', '/settings/members', 'Members')}
@@ -668,6 +670,76 @@ ${deliveries.map(
 </tr>`,
 )}
 </tbody></table>`
+}
+</section>`,
+  )
+}
+
+const jobCounts = (job: ImportJob) =>
+  `${job.rows_read} rows: ${job.created} created, ${job.updated} updated, ${job.unchanged} unchanged, ${job.failed} failed`
+
+function jobRow(job: ImportJob) {
+  const fraction = job.bytes > 0 ? job.bytes_read / job.bytes : 0
+  return html`<tr>
+  <td>${job.file_name ?? 'upload'}${job.dry_run ? html` <span class="badge">dry run</span>` : ''}</td>
+  <td>${date(job.created_at)}</td>
+  <td>${job.status === 'failed' ? html`failed: ${job.error ?? ''}` : job.status}
+    ${job.status === 'running' || job.status === 'queued' ? html`<progress max="1" value="${String(fraction)}"></progress>` : ''}</td>
+  <td>${jobCounts(job)}</td>
+  <td>${job.failed > 0 ? html`<a href="/settings/import/${job.id}/failures" download>Failed rows</a>` : '—'}</td>
+</tr>`
+}
+
+/** Import (a file, sent by the page's script, followed live) and export (plain downloads). */
+export function importPage(chrome: Chrome, jobs: ImportJob[]) {
+  return page(
+    chrome,
+    'Import & export',
+    html`<p class="lead">Import contacts from a CSV file: each row updates the contact with its email, phone number or external id, or creates one. Columns named like the fields (email, first_name, phone, custom_fields.plan…) are mapped by their header; the API and the <code>contacts import</code> command take a mapping for other names.</p>
+<section class="card">
+<h2>Import a CSV file</h2>
+<form id="import-form" class="grid-form" data-csrf="${chrome.csrf}">
+  <div class="field wide">
+    <label for="import-file">CSV file</label>
+    <input id="import-file" name="file" type="file" accept=".csv,text/csv" required>
+    <small>UTF-8, with a header line. Empty cells leave a field as it is.</small>
+  </div>
+  <div class="field">
+    <label for="import-delimiter">Delimiter</label>
+    <select id="import-delimiter" name="delimiter">
+      <option value=",">Comma (,)</option>
+      <option value=";">Semicolon (;)</option>
+      <option value="	">Tab</option>
+    </select>
+  </div>
+  <div class="field checkbox">
+    <input id="import-dry-run" name="dry_run" type="checkbox" value="true">
+    <label for="import-dry-run">Dry run: report what would happen, change nothing</label>
+  </div>
+  <div class="actions wide"><button type="submit">Import</button></div>
+  <noscript><p class="alert">Uploading from this page needs JavaScript; <code>contacts import FILE</code> and <code>POST /api/v1/contact/import</code> work without it.</p></noscript>
+</form>
+<div id="import-progress" class="import-progress" hidden>
+  <label for="import-bar" id="import-stage">Uploading…</label>
+  <progress id="import-bar" max="1" value="0"></progress>
+  <p id="import-counts" role="status" aria-live="polite"></p>
+  <p id="import-failures" hidden><a href="#" download>Download the rows that failed, with the reason for each</a></p>
+</div>
+</section>
+<section class="card">
+<h2>Export</h2>
+<p>Every contact of this organization, with custom fields as columns.</p>
+<p class="actions"><a class="button" href="/settings/export?format=csv" download>Download CSV</a>
+<a class="button secondary" href="/settings/export?format=ndjson" download>Download NDJSON</a></p>
+</section>
+<section class="card">
+<h2>Recent imports</h2>
+${
+  jobs.length === 0
+    ? html`<p class="empty">No imports yet.</p>`
+    : html`<table id="imports-table">
+<thead><tr><th scope="col">File</th><th scope="col">Started</th><th scope="col">Status</th><th scope="col">Rows</th><th scope="col">Failures</th></tr></thead>
+<tbody>${jobs.map(jobRow)}</tbody></table>`
 }
 </section>`,
   )
