@@ -27,6 +27,7 @@ for (const backend of BACKENDS) {
     before(async () => {
       t = await startTestApp(backend, {
         dispatcher: true,
+        importRunner: true,
         config: { metricsToken: TOKEN, webhookAllowedNetworks: '127.0.0.0/8', webhookPollIntervalMs: 50 },
       })
       org = await t.createOrg()
@@ -110,6 +111,28 @@ for (const backend of BACKENDS) {
       if (backend.name === 'postgres')
         assert.ok((seriesValue(text, 'contacts_db_pool_connections', { state: 'total' }) ?? 0) >= 1)
       else assert.ok(!text.includes('contacts_db_pool_connections{'))
+    })
+
+    test('import jobs: their rows by outcome, and the jobs waiting or running', async () => {
+      const upload = await t.call(org.key, {
+        method: 'POST',
+        url: '/api/v1/contact/import',
+        headers: { 'content-type': 'text/csv' },
+        payload: 'email,custom_fields.n\nm1@example.com,1\nm2@example.com,2\n,3\n',
+      })
+      assert.equal(upload.statusCode, 202, upload.body)
+      const id = upload.json().data.id
+      for (let i = 0; i < 200; i++) {
+        const job = (await t.call(org.key, { method: 'GET', url: `/api/v1/contact/import/${id}` })).json()
+          .data
+        if (job.status === 'completed') break
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      const text = (await scrape(`Bearer ${TOKEN}`)).body
+      assert.equal(seriesValue(text, 'contacts_import_rows_total', { outcome: 'created' }), 2)
+      assert.equal(seriesValue(text, 'contacts_import_rows_total', { outcome: 'failed' }), 1)
+      assert.equal(seriesValue(text, 'contacts_import_jobs', { status: 'running' }), 0)
+      assert.equal(seriesValue(text, 'contacts_import_jobs', { status: 'queued' }), 0)
     })
 
     test('/metrics wants the token', async () => {

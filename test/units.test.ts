@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from '../src/config.js'
 import { normalizePhone } from '../src/contacts/phone.js'
 import { DatabaseUrlError, parseDatabaseUrl } from '../src/db/database.js'
 import { contactEventJson, toContactEvent } from '../src/events/events.service.js'
+import { progressReporter } from '../src/imports/progress.js'
 import { uuidv7 } from '../src/shared/ids.js'
 import { formatTimestamp, parseDateTime } from '../src/shared/time.js'
 import { retryDelayMs } from '../src/webhooks/dispatcher.js'
@@ -188,5 +189,40 @@ describe('webhook building blocks', () => {
     const header = signatureHeader('whsec_test', '{"a":1}', 1_700_000_000)
     const expected = createHmac('sha256', 'whsec_test').update('1700000000.{"a":1}').digest('hex')
     assert.equal(header, `t=1700000000,v1=${expected}`)
+  })
+})
+
+describe('the progress of a CLI command', () => {
+  const capture = (isTTY: boolean) => {
+    const written: string[] = []
+    const stream = { isTTY, write: (text: string) => written.push(text) } as unknown as NodeJS.WriteStream
+    return { stream, written }
+  }
+
+  test('on a terminal: a bar redrawn in place, with the share done and an ETA from the rate so far', () => {
+    let now = 0
+    const { stream, written } = capture(true)
+    const progress = progressReporter('import', stream, () => now)
+    now = 10_000
+    progress.update(25, 100, '25 rows')
+    assert.equal(written.at(-1), '\r\x1b[2Kimport [######------------------] 25% 25 rows · ETA 0:30')
+    now = 40_000
+    progress.update(100, 100, '100 rows')
+    assert.equal(written.at(-1), '\r\x1b[2Kimport [########################] 100% 100 rows · ETA 0:00')
+    progress.end()
+    assert.equal(written.at(-1), '\n')
+  })
+
+  test('in a file or a pipe: plain lines, at most one every two seconds, and always the last', () => {
+    let now = 0
+    const { stream, written } = capture(false)
+    const progress = progressReporter('export', stream, () => now)
+    now = 3_000
+    progress.update(10, 100, '10 contacts')
+    now = 3_500
+    progress.update(20, 100, '20 contacts')
+    now = 4_000
+    progress.update(100, 100, '100 contacts')
+    assert.deepEqual(written, ['export: 10% 10 contacts (ETA 0:27)\n', 'export: 100% 100 contacts\n'])
   })
 })
