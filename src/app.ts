@@ -17,6 +17,7 @@ import { boundBodyReading } from './http/body-timeout.js'
 import { answerClientError, toHttpError } from './http/errors.js'
 import { registerIdempotency } from './http/idempotency.js'
 import { loggerOptions } from './http/logging.js'
+import { completeDocument } from './http/openapi.js'
 import { limitByAddress, limitByKey, rateLimitStore } from './http/rate-limits.js'
 import { validatorCompiler } from './http/validation.js'
 import { importRoutes } from './imports/imports.routes.js'
@@ -140,6 +141,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     openapi: {
       openapi: '3.1.0',
       info: { title: 'Contacts API', version: '1.0.0', description: API_DESCRIPTION },
+      servers: [{ url: '/', description: 'The server that serves this document' }],
       components: {
         securitySchemes: {
           api_key: {
@@ -160,6 +162,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
     // Only tagged routes are API operations; the Settings pages and health checks are not.
     hideUntagged: true,
+    // Shared schemas are named by their $id in the document (ErrorResponse, HTTPValidationError).
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) =>
+        typeof json.$id === 'string' ? json.$id : `def-${i}`,
+    },
+    transformObject: (generated) =>
+      'openapiObject' in generated ? completeDocument(generated.openapiObject) : generated.swaggerObject,
   })
   await app.register(swaggerUi, { routePrefix: '/docs', logLevel: 'warn', staticCSP: true })
   app.get('/openapi.json', { schema: { hide: true }, logLevel: 'warn' }, async () => app.swagger())

@@ -69,6 +69,51 @@ for (const backend of BACKENDS) {
       assert.ok(put.responses['422'], 'documents its validation error')
     })
 
+    test('every operation has a summary, a description, examples of its bodies and the errors it can return', async () => {
+      const document = (await t.app.inject('/openapi.json')).json() as {
+        paths: Record<string, Record<string, Record<string, unknown>>>
+      }
+      type Media = { example?: unknown; examples?: unknown }
+      let operations = 0
+      for (const [path, item] of Object.entries(document.paths)) {
+        for (const [method, operation] of Object.entries(item)) {
+          operations++
+          const name = `${method.toUpperCase()} ${path}`
+          assert.ok(operation.summary, `${name} has a summary`)
+          assert.ok(operation.description, `${name} has a description`)
+          const requestBody = operation.requestBody as { content: Record<string, Media> } | undefined
+          for (const media of Object.values(requestBody?.content ?? {})) {
+            assert.ok(
+              media.example !== undefined || media.examples !== undefined,
+              `${name} has a request example`,
+            )
+          }
+          const responses = operation.responses as Record<
+            string,
+            { description: string; content?: Record<string, Media> }
+          >
+          const statuses = Object.keys(responses)
+          for (const status of ['401', '429', '500', '503'])
+            assert.ok(statuses.includes(status), `${name} documents ${status}`)
+          if (method !== 'get') assert.ok(statuses.includes('403'), `${name} documents 403 (read_only key)`)
+          if (requestBody) assert.ok(statuses.includes('422'), `${name} documents 422`)
+          for (const [status, response] of Object.entries(responses)) {
+            assert.ok(
+              response.description && response.description !== 'Default Response',
+              `${name} ${status} is described`,
+            )
+            for (const media of Object.values(response.content ?? {})) {
+              assert.ok(
+                media.example !== undefined || media.examples !== undefined,
+                `${name} ${status} has an example`,
+              )
+            }
+          }
+        }
+      }
+      assert.ok(operations >= 36)
+    })
+
     test('/docs serves the interactive page from this server alone, with no external host', async () => {
       const page = await t.app.inject('/docs/')
       assert.equal(page.statusCode, 200)

@@ -190,6 +190,8 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
         tags,
         operationId: 'read_contact_api_v1_contact__contact_id__get',
         summary: 'Get a contact by id',
+        description:
+          'The contact, with its version in the `ETag` header (send it back as `If-Match` to update only that version). A contact merged into another answers 404 with `code: contact_merged` and `merged_into`.',
         params: ContactIdParams,
         response: { 200: Envelope(Contact, 'retrieved'), ...errorResponses(401, 404, 422) },
       },

@@ -199,6 +199,8 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<{
         operationId:
           'read_outbound_webhook_delivery_api_v1_outbound_webhook__webhook_id__logs__delivery_id__get',
         summary: 'One delivery, with every attempt',
+        description:
+          'A delivery of one event to this webhook: its status, and each attempt with its time, the status code or error it got, and how long it took.',
         params: DeliveryIdParams,
         response: { 200: Envelope(DeliveryWithAttempts, 'retrieved'), ...errorResponses(401, 404, 422) },
       },
