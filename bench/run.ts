@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [-- --backend sqlite|postgres]
+ * npm run bench [-- --quick] [-- --backend sqlite|postgres] [-- --import-rows N]
  *
  * Starts the real server (bench/server.ts: the production app, logging and key authentication
  * on) in a child process on a fresh database seeded with 100,000 contacts in one organization,
@@ -10,7 +10,8 @@
  * each round the PUT runs a second time with one enabled webhook (bench/receiver.ts acknowledging
  * in a process of its own), and the ratio of the two is reported with the delivery backlog. The
  * server and the load generator are pinned to different cores when taskset exists. Writes a
- * Markdown table and a JSON file to .bench/ (git-ignored).
+ * Markdown table and a JSON file to .bench/ (git-ignored). Last, bench/import.ts imports a CSV
+ * file of 1,000,000 new contacts (10,000 with --quick; --import-rows 0 skips it) and exports them.
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -27,6 +28,7 @@ import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { POSTGRES_URL, type ScratchDatabase, scratchDatabase } from '../test/helpers/scratch-database.js'
+import { benchImport, importBenchLine } from './import.js'
 import { canPin, startReceiver, startServer } from './server-process.js'
 
 const { values } = parseArgs({
@@ -34,6 +36,7 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     backend: { type: 'string', multiple: true },
     profile: { type: 'string' },
+    'import-rows': { type: 'string' },
   },
 })
 const QUICK = values.quick
@@ -543,6 +546,10 @@ if (values.profile) {
 }
 const results = []
 for (const backend of BACKENDS) results.push(await benchBackend(backend))
+// The CSV import and export, last, on PostgreSQL (the issue's target); SQLite with --backend sqlite alone.
+const IMPORT_ROWS = Number(values['import-rows'] ?? (QUICK ? 10_000 : 1_000_000))
+const importBackend = BACKENDS.includes('postgres') ? 'postgres' : 'sqlite'
+const importResult = IMPORT_ROWS > 0 ? await benchImport(importBackend, IMPORT_ROWS) : null
 
 const environment = {
   date: new Date().toISOString(),
@@ -585,9 +592,13 @@ for (const result of results) {
     }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put} (deliveries pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later).`,
   )
 }
+if (importResult) lines.push(importBenchLine(importResult))
 const table = lines.join('\n')
 mkdirSync(OUT, { recursive: true })
 const stamp = environment.date.replace(/[:.]/g, '-')
 writeFileSync(join(OUT, `bench-${stamp}.md`), `${table}\n`)
-writeFileSync(join(OUT, `bench-${stamp}.json`), `${JSON.stringify({ environment, results }, null, 2)}\n`)
+writeFileSync(
+  join(OUT, `bench-${stamp}.json`),
+  `${JSON.stringify({ environment, results, import: importResult }, null, 2)}\n`,
+)
 process.stdout.write(`\n${table}\n\nWritten to .bench/bench-${stamp}.{md,json}\n`)

@@ -713,8 +713,7 @@ export function importPage(chrome: Chrome, jobs: ImportJob[]) {
     </select>
   </div>
   <div class="field checkbox">
-    <input id="import-dry-run" name="dry_run" type="checkbox" value="true">
-    <label for="import-dry-run">Dry run: report what would happen, change nothing</label>
+    <label for="import-dry-run"><input id="import-dry-run" name="dry_run" type="checkbox" value="true"> Dry run: report what would happen, change nothing</label>
   </div>
   <div class="actions wide"><button type="submit">Import</button></div>
   <noscript><p class="alert">Uploading from this page needs JavaScript; <code>contacts import FILE</code> and <code>POST /api/v1/contact/import</code> work without it.</p></noscript>
