@@ -95,7 +95,8 @@ async function measure(
   const exported = await fetch(`${url}/api/v1/contact/export?format=csv`, { headers })
   let lines = 0
   for await (const piece of exported.body as unknown as AsyncIterable<Uint8Array>) {
-    for (const byte of piece) if (byte === 10) lines++
+    const bytes = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength)
+    for (let at = bytes.indexOf(10); at !== -1; at = bytes.indexOf(10, at + 1)) lines++
   }
   const exportSeconds = (performance.now() - exportStarted) / 1000
   if (lines !== rows + 1) throw new Error(`export: ${lines - 1} rows of ${rows}`)
@@ -113,7 +114,11 @@ async function measure(
   }
 }
 
-export async function benchImport(backend: 'sqlite' | 'postgres', rows: number): Promise<ImportBenchResult> {
+export async function benchImport(
+  backend: 'sqlite' | 'postgres',
+  rows: number,
+  nodeArgs: string[] = [],
+): Promise<ImportBenchResult> {
   const dir = await mkdtemp(join(tmpdir(), 'contacts-import-bench-'))
   const database = await scratchDatabase(backend, 'contacts-import-bench')
   try {
@@ -125,7 +130,7 @@ export async function benchImport(backend: 'sqlite' | 'postgres', rows: number):
     const org = await createOrganization(handle.db, 'import-bench')
     const { key } = await createApiKey(handle.db, { orgId: org.id, name: 'bench', role: 'full_access' })
     await handle.close()
-    const server = await startServer(database.url)
+    const server = await startServer(database.url, { nodeArgs })
     try {
       return await measure(server.url, server.pid, key, file, rows, backend)
     } finally {
@@ -143,8 +148,17 @@ export const importBenchLine = (r: ImportBenchResult) =>
 // Alone (npm run bench:import); run.ts imports benchImport instead.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { values } = parseArgs({
-    options: { rows: { type: 'string', default: '1000000' }, sqlite: { type: 'boolean', default: false } },
+    options: {
+      rows: { type: 'string', default: '1000000' },
+      sqlite: { type: 'boolean', default: false },
+      // Node options for the server, for example --cpu-prof --cpu-prof-dir DIR.
+      'node-arg': { type: 'string', multiple: true },
+    },
   })
-  const result = await benchImport(values.sqlite ? 'sqlite' : 'postgres', Number(values.rows))
+  const result = await benchImport(
+    values.sqlite ? 'sqlite' : 'postgres',
+    Number(values.rows),
+    values['node-arg'] ?? [],
+  )
   process.stdout.write(`\n${importBenchLine(result)}\n`)
 }

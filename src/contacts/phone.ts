@@ -8,6 +8,23 @@ import { parsePhoneNumberFromString } from 'libphonenumber-js'
  * Returns null for text that cannot be a phone number.
  */
 export function normalizePhone(raw: string): string | null {
+  const known = recentlyNormalized.get(raw)
+  if (known !== undefined) return known
+  const phone = parsePhone(raw)
+  // Bounded: emptied when full rather than tracked entry by entry.
+  if (recentlyNormalized.size >= 10_000) recentlyNormalized.clear()
+  recentlyNormalized.set(raw, phone)
+  return phone
+}
+
+/**
+ * Parsing is the costly part of a write that carries a phone number (for +1 numbers the library
+ * tries each country that shares the code), and one import row reads its number several times:
+ * the last results are kept.
+ */
+const recentlyNormalized = new Map<string, string | null>()
+
+function parsePhone(raw: string): string | null {
   const trimmed = raw.trim()
   if (!/^\+?[\d\s().\-/]+$/.test(trimmed)) return null
   let text = trimmed
