@@ -347,11 +347,10 @@ function personsOf(bodies: readonly Record<string, unknown>[]) {
  */
 export async function runImportJob(
   db: Kysely<Database>,
-  claimed: ImportJobRow,
+  job: ImportJobRow,
   token: string,
   hooks: RunHooks = {},
 ): Promise<ImportJob> {
-  const job = claimed
   const actor: Actor = { orgId: job.org_id, actorType: job.actor_type, actorId: job.actor_id }
   const dryRun = job.dry_run === 1
   const customFieldTypes = await findCustomFieldTypesOf(db, job.org_id)
@@ -523,11 +522,6 @@ async function finish(db: Kysely<Database>, job: ImportJobRow, token: string, er
   return getImportJob(db, job.org_id, job.id)
 }
 
-/** Ends a job that cannot go on, keeping what its committed batches did. */
-async function failJob(db: Kysely<Database>, job: ImportJobRow, token: string, reason: string) {
-  return finish(db, job, token, reason)
-}
-
 export interface ImportRunner {
   /** A job was queued: look for it now instead of at the next poll. */
   wake(): void
@@ -583,7 +577,8 @@ export function startImportRunner(
       jobLog.info({ status: done.status, rows: done.rows_read, failed: done.failed }, 'import finished')
     } catch (error) {
       jobLog.error({ err: error }, 'import stopped on an internal error')
-      await failJob(
+      // The job ends, keeping what its committed batches did.
+      await finish(
         db,
         job,
         token,
