@@ -134,34 +134,21 @@ async function createAllAtOnce(
   options: BatchOptions,
 ): Promise<BatchItemResult[] | null> {
   const results: BatchItemResult[] = []
-  const rows: { index: number; row: InsertableContactRow; identities: Identity[] }[] = []
+  const rows: ReadyItem[] = []
   const seen = new Set<string>()
   for (const [index, item] of items.entries()) {
-    const invalid = invalidItem(index, item)
-    if (invalid) {
-      results.push(invalid)
+    const ready = await readyItem(db, principal, index, item, options)
+    if ('status' in ready) {
+      results.push(ready)
       continue
     }
-    let prepared: Awaited<ReturnType<typeof prepareUpsert>>
-    try {
-      prepared = await prepareUpsert(db, principal, {}, item as UpsertBody, 'item', options.customFieldTypes)
-    } catch (error) {
-      results.push(failure(index, error))
-      continue
-    }
-    const row = newRowOfUpsert(principal.orgId, prepared)
     // The identities the item looks up are among those its new row holds (email, telephone,
     // external id), so the row's are the ones to check and to insert.
-    const identities = identitiesOf({
-      email: row.email ?? null,
-      channels: JSON.parse(row.channels as string) as Record<string, unknown>,
-      external_id: row.external_id ?? null,
-    })
-    const keys = identities.map((identity) => `${identity.kind}\u0000${identity.value}`)
+    const keys = ready.identities.map(keyOf)
     // The same person twice in one batch: the second item updates what the first creates.
     if (keys.some((key) => seen.has(key))) return null
     for (const key of keys) seen.add(key)
-    rows.push({ index, row, identities })
+    rows.push(ready)
   }
   if (rows.length === 0) return null
   const everyIdentity = rows.flatMap((r) => r.identities)
@@ -221,9 +208,38 @@ const keyOf = (identity: Identity) => `${identity.kind}\u0000${identity.value}`
 interface ReadyItem {
   index: number
   prepared: PreparedUpsert
+  /** The row the item creates if it matches no contact. */
   row: InsertableContactRow
+  /** The identities that row holds. */
   identities: Identity[]
+  /** Those and the identities the item looks up, as keyOf. */
   keys: string[]
+}
+
+/** An item validated and prepared, or the result that says why it cannot be applied. */
+async function readyItem(
+  db: Kysely<Database>,
+  actor: Actor,
+  index: number,
+  item: unknown,
+  options: BatchOptions,
+): Promise<ReadyItem | BatchItemResult> {
+  const invalid = invalidItem(index, item)
+  if (invalid) return invalid
+  let prepared: PreparedUpsert
+  try {
+    prepared = await prepareUpsert(db, actor, {}, item as UpsertBody, 'item', options.customFieldTypes)
+  } catch (error) {
+    return failure(index, error)
+  }
+  const row = newRowOfUpsert(actor.orgId, prepared)
+  const identities = identitiesOf({
+    email: row.email ?? null,
+    channels: JSON.parse(row.channels as string) as Record<string, unknown>,
+    external_id: row.external_id ?? null,
+  })
+  const keys = [...new Set([...prepared.lookup, ...identities].map(keyOf))]
+  return { index, prepared, row, identities, keys }
 }
 
 /**
@@ -244,26 +260,9 @@ async function applyPlanned(
   const results: BatchItemResult[] = []
   const ready: ReadyItem[] = []
   for (const [index, item] of items.entries()) {
-    const invalid = invalidItem(index, item)
-    if (invalid) {
-      results.push(invalid)
-      continue
-    }
-    let prepared: PreparedUpsert
-    try {
-      prepared = await prepareUpsert(db, actor, {}, item as UpsertBody, 'item', options.customFieldTypes)
-    } catch (error) {
-      results.push(failure(index, error))
-      continue
-    }
-    const row = newRowOfUpsert(actor.orgId, prepared)
-    const identities = identitiesOf({
-      email: row.email ?? null,
-      channels: JSON.parse(row.channels as string) as Record<string, unknown>,
-      external_id: row.external_id ?? null,
-    })
-    const keys = [...new Set([...prepared.lookup, ...identities].map(keyOf))]
-    ready.push({ index, prepared, row, identities, keys })
+    const prepared = await readyItem(db, actor, index, item, options)
+    if ('status' in prepared) results.push(prepared)
+    else ready.push(prepared)
   }
   const uses = new Map<string, number>()
   for (const item of ready) for (const key of item.keys) uses.set(key, (uses.get(key) ?? 0) + 1)

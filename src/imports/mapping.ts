@@ -1,30 +1,22 @@
+import { UpsertBody } from '../contacts/contacts.schemas.js'
 import type { CustomFieldType } from '../db/schema.js'
 import type { ValidationIssue } from '../errors.js'
 
-/** The fields a column can fill one-to-one, as the upsert body names them. */
-const SCALAR_FIELDS = [
-  'first_name',
-  'last_name',
-  'email',
-  'phone_number',
-  'external_id',
-  'last_seen',
-  'last_sent',
-  'first_assistant_id',
-  'last_assistant_id',
-  'first_widget_id',
-  'last_widget_id',
-] as const
 const OBJECT_FIELDS = ['channels', 'user_attributes', 'custom_fields'] as const
-type ScalarField = (typeof SCALAR_FIELDS)[number]
 type ObjectField = (typeof OBJECT_FIELDS)[number]
-
+/**
+ * The fields a column can fill one-to-one: the upsert body's own, but for the objects (filled key
+ * by key, or from JSON) and org_id (always the importing organization).
+ */
+const SCALAR_FIELDS: readonly string[] = Object.keys(UpsertBody.properties).filter(
+  (field) => field !== 'org_id' && !(OBJECT_FIELDS as readonly string[]).includes(field),
+)
 type Target =
-  | { kind: 'scalar'; field: ScalarField }
+  | { kind: 'scalar'; field: string }
   | { kind: 'object'; field: ObjectField }
   | { kind: 'key'; field: ObjectField; key: string }
 
-const isScalar = (name: string): name is ScalarField => (SCALAR_FIELDS as readonly string[]).includes(name)
+const isScalar = (name: string): boolean => SCALAR_FIELDS.includes(name)
 const isObject = (name: string): name is ObjectField => (OBJECT_FIELDS as readonly string[]).includes(name)
 
 /** A target name (`email`, `custom_fields.plan`, `channels`) read, or null when it names nothing. */
