@@ -703,7 +703,6 @@ function importJobs(dialect: DialectName): Migration {
           .addColumn('bytes_read', postgres ? 'bigint' : 'integer', (c) => c.notNull())
           // The last line whose row is accounted for: a resumed job goes on after it.
           .addColumn('lines_done', 'integer', (c) => c.notNull())
-          .addColumn('rows_read', 'integer', (c) => c.notNull())
           .addColumn('created', 'integer', (c) => c.notNull())
           .addColumn('updated', 'integer', (c) => c.notNull())
           .addColumn('unchanged', 'integer', (c) => c.notNull())

@@ -221,7 +221,6 @@ export interface ImportJobTable {
   bytes_read: ColumnType<number | string, number | string, number | string>
   /** The last line of the file whose row is accounted for; a resumed job goes on after it. */
   lines_done: number
-  rows_read: number
   created: number
   updated: number
   unchanged: number

@@ -123,7 +123,6 @@ export function claimJobById(
 export interface Progress {
   bytes_read: number
   lines_done: number
-  rows_read: number
   created: number
   updated: number
   unchanged: number
