@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { statSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
 import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
+import { updateContact as updateContactRow } from '../src/contacts/contacts.repository.js'
 import { createContact, updateContact } from '../src/contacts/contacts.service.js'
 import { openDatabase, STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
@@ -73,12 +74,24 @@ for (const backend of BACKENDS) {
         const contacts = []
         for (let i = 0; i < 100; i++)
           contacts.push(await createContact(t.database.db, principal, { first_name: `W${i}` }))
+        // What bounds the WAL is checkpointing between committed transactions, which an open read
+        // (a cached statement left mid-iteration, say) would starve. Every tenth update takes the
+        // whole hot path (its reads, its event, the statement cache); the others commit the same
+        // UPDATE alone, so that 200,000 commits fit in CI's time.
         for (let i = 0; i < 200_000; i++) {
           const contact = contacts[i % contacts.length] as (typeof contacts)[number]
-          await updateContact(t.database.db, principal, contact.id, {
-            last_name: `update ${i}`,
-            user_attributes: { i, padding: 'x'.repeat(200) },
-          })
+          const changes = { last_name: `update ${i}`, user_attributes: { i, padding: 'x'.repeat(200) } }
+          if (i % 10 === 0) {
+            await updateContact(t.database.db, principal, contact.id, changes)
+            continue
+          }
+          await t.database.db.transaction().execute((trx) =>
+            updateContactRow(trx, org.id, contact.id, {
+              last_name: changes.last_name,
+              user_attributes: JSON.stringify(changes.user_attributes),
+              updated_at: new Date().toISOString(),
+            }),
+          )
         }
         const wal = statSync(`${t.testDatabase.url.slice('sqlite:'.length)}-wal`).size
         assert.ok(wal < 64 * 1024 * 1024, `WAL is ${(wal / 1024 / 1024).toFixed(1)} MiB`)
