@@ -23,13 +23,7 @@ export async function startServer(
     extraRoutes?: (app: FastifyInstance) => void
   } = {},
 ): Promise<void> {
-  const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
-  try {
-    await migrateToLatest(database)
-  } catch (error) {
-    await database.close().catch(() => {})
-    throw error
-  }
+  const database = await openMigrated(config)
   const app = await buildApp(config, { database })
   options.extraRoutes?.(app)
   // While shutting down, answers close their connection: a keep-alive connection that finishes
@@ -100,13 +94,7 @@ async function metricsServer(app: FastifyInstance, config: Config): Promise<Fast
  */
 export async function startDispatcherProcess(config: Config): Promise<void> {
   const log = pino({ level: config.logLevel })
-  const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
-  try {
-    await migrateToLatest(database)
-  } catch (error) {
-    await database.close().catch(() => {})
-    throw error
-  }
+  const database = await openMigrated(config)
   const dispatcher = startDispatcher(
     database.db,
     dispatcherOptionsOf(config),
@@ -119,4 +107,16 @@ export async function startDispatcherProcess(config: Config): Promise<void> {
     await database.close()
   })
   log.info('webhook dispatcher running')
+}
+
+/** The configured database, its schema brought up to date; closed again if that fails. */
+async function openMigrated(config: Config) {
+  const database = openDatabase(config.databaseUrl, databaseOptionsOf(config))
+  try {
+    await migrateToLatest(database)
+  } catch (error) {
+    await database.close().catch(() => {})
+    throw error
+  }
+  return database
 }

@@ -707,7 +707,7 @@ export async function upsertPrepared(
   return { created: false, changed: true, contact }
 }
 
-export const identitiesOfSeveralContacts = (first: string) =>
+const identitiesOfSeveralContacts = (first: string) =>
   new AppError(
     'identity_conflict',
     'The email, phone number and external id given belong to different contacts',

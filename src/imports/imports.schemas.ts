@@ -91,5 +91,3 @@ export const ImportListQuery = Type.Object(
 )
 export type ImportListQuery = Static<typeof ImportListQuery>
 export const ImportJobPage = CursorPage(ImportJob)
-
-export const EXPORT_FORMATS = ['csv', 'ndjson'] as const
