@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { parse } from 'csv-parse/sync'
+import { sql } from 'kysely'
 import { claimJob } from '../src/imports/imports.repository.js'
 import { runImportJob } from '../src/imports/imports.service.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
@@ -170,6 +171,12 @@ for (const backend of BACKENDS) {
       )
       assert.equal(job.bytes_read, job.bytes)
       assert.equal(await contactCount(org.id), file.expected.created)
+      if (backend.name === 'postgres') {
+        const { rows } = await sql<{ analyzed: boolean }>`
+          select last_analyze is not null as analyzed from pg_stat_user_tables
+          where relname = 'contacts' and schemaname = current_schema()`.execute(t.database.db)
+        assert.deepEqual(rows, [{ analyzed: true }], 'a large import leaves the planner fresh statistics')
+      }
 
       // What was imported is what the file says, typed by the custom field's definition.
       const person = (

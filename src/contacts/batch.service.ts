@@ -1,4 +1,6 @@
-import type { Kysely } from 'kysely'
+import { type Kysely, sql } from 'kysely'
+import { insertAsRecordset } from '../db/bulk.js'
+import { dialectOf } from '../db/database.js'
 import { isUniqueViolation } from '../db/errors.js'
 import type { ContactRow, CustomFieldType, Database, InsertableContactRow } from '../db/schema.js'
 import { type Actor, recordEvents } from '../events/events.service.js'
@@ -74,10 +76,62 @@ export async function applyBatch(
 ) {
   // An import's batch (which may skip rows that change nothing) is planned set-wise; the API's
   // takes the set-wise path only when every item is a new person.
-  const fast = options.mode?.skipUnchanged
-    ? await applyPlanned(db, principal, items, options)
-    : await createAllAtOnce(db, principal, items, options)
-  const results = fast ?? (await upsertOneByOne(db, principal, items, options))
+  if (options.mode?.skipUnchanged) {
+    return applyPreparedBatch(db, principal, await prepareBatch(db, principal, items, options), options)
+  }
+  const results =
+    (await createAllAtOnce(db, principal, items, options)) ??
+    (await upsertOneByOne(db, principal, items, options))
+  return summarize(results)
+}
+
+const PREPARE_SLICE = 50
+
+/** A batch whose items are validated and prepared, with no database work done yet. */
+export interface PreparedBatch {
+  readonly items: readonly unknown[]
+  /** The items that cannot be applied, with why. */
+  readonly invalid: readonly BatchItemResult[]
+  readonly ready: readonly ReadyItem[]
+}
+
+/**
+ * Validates and prepares a batch's items, all in memory when `options.customFieldTypes` is given:
+ * a caller can prepare the next batch while the database applies this one.
+ */
+export async function prepareBatch(
+  db: Kysely<Database>,
+  principal: Actor,
+  items: readonly unknown[],
+  options: BatchOptions,
+): Promise<PreparedBatch> {
+  const invalid: BatchItemResult[] = []
+  const ready: ReadyItem[] = []
+  for (const [index, item] of items.entries()) {
+    // Lets replies from the database in between, so that a batch being applied meanwhile goes
+    // on with its next statement instead of waiting for the whole of this one to be prepared.
+    if (index % PREPARE_SLICE === PREPARE_SLICE - 1) await new Promise(setImmediate)
+    const prepared = await readyItem(db, principal, index, item, options)
+    if ('status' in prepared) invalid.push(prepared)
+    else ready.push(prepared)
+  }
+  return { items, invalid, ready }
+}
+
+/** A prepared batch, planned set-wise as an import applies it (see applyPlanned). */
+export async function applyPreparedBatch(
+  db: Kysely<Database>,
+  principal: Actor,
+  batch: PreparedBatch,
+  options: BatchOptions,
+) {
+  const results =
+    (await applyPlanned(db, principal, batch, options)) ??
+    (await upsertOneByOne(db, principal, batch.items, options))
+  return summarize(results)
+}
+
+function summarize(results: BatchItemResult[]) {
   const count = (status: BatchItemResult['status']) => results.filter((r) => r.status === status).length
   return {
     created: count('created'),
@@ -173,10 +227,12 @@ async function insertNewContacts(
   actor: Actor,
   rows: readonly { row: InsertableContactRow; identities: readonly Identity[] }[],
 ) {
-  for (let i = 0; i < rows.length; i += CHUNK) {
+  // One statement on PostgreSQL (one JSON parameter); SQLite's parameters are limited per statement.
+  const perStatement = dialectOf(trx) === 'postgres' ? rows.length : CHUNK
+  for (let i = 0; i < rows.length; i += perStatement) {
     await insertContacts(
       trx,
-      rows.slice(i, i + CHUNK).map((r) => r.row),
+      rows.slice(i, i + perStatement).map((r) => r.row),
     )
   }
   const identityRows = rows.flatMap(({ row, identities }) =>
@@ -187,11 +243,14 @@ async function insertNewContacts(
       origin: 'field' as const,
     })),
   )
-  for (let i = 0; i < identityRows.length; i += CHUNK) {
-    await trx
-      .insertInto('contact_identities')
-      .values(identityRows.slice(i, i + CHUNK))
-      .execute()
+  if (dialectOf(trx) === 'postgres') await insertAsRecordset(trx, 'contact_identities', identityRows)
+  else {
+    for (let i = 0; i < identityRows.length; i += CHUNK) {
+      await trx
+        .insertInto('contact_identities')
+        .values(identityRows.slice(i, i + CHUNK))
+        .execute()
+    }
   }
   await recordEvents(
     trx,
@@ -253,17 +312,11 @@ async function readyItem(
 async function applyPlanned(
   db: Kysely<Database>,
   actor: Actor,
-  items: readonly unknown[],
+  { invalid, ready }: PreparedBatch,
   options: BatchOptions,
 ): Promise<BatchItemResult[] | null> {
   const mode = options.mode ?? {}
-  const results: BatchItemResult[] = []
-  const ready: ReadyItem[] = []
-  for (const [index, item] of items.entries()) {
-    const prepared = await readyItem(db, actor, index, item, options)
-    if ('status' in prepared) results.push(prepared)
-    else ready.push(prepared)
-  }
+  const results: BatchItemResult[] = [...invalid]
   const uses = new Map<string, number>()
   for (const item of ready) for (const key of item.keys) uses.set(key, (uses.get(key) ?? 0) + 1)
   const oneByOne: ReadyItem[] = []
@@ -323,6 +376,21 @@ async function applyPlanned(
 /** Which contact holds each of these identities (keyed as keyOf), for those that are held. */
 async function holdersOf(db: Kysely<Database>, orgId: string, identities: readonly Identity[]) {
   const held = new Map<string, string>()
+  if (dialectOf(db) === 'postgres') {
+    // One read for them all, the identities as two array parameters, not a list of parameters.
+    const distinct = [...new Map(identities.map((identity) => [keyOf(identity), identity])).values()]
+    if (distinct.length === 0) return held
+    const rows = await db
+      .selectFrom('contact_identities')
+      .select(['kind', 'value', 'contact_id'])
+      .where('org_id', '=', orgId)
+      .where(
+        sql<boolean>`(kind, value) in (select * from unnest(${distinct.map((i) => i.kind)}::text[], ${distinct.map((i) => i.value)}::text[]))`,
+      )
+      .execute()
+    for (const row of rows) held.set(keyOf(row), row.contact_id)
+    return held
+  }
   for (const kind of ['email', 'phone', 'external_id'] as const) {
     const values = [
       ...new Set(identities.filter((identity) => identity.kind === kind).map((identity) => identity.value)),
@@ -343,6 +411,17 @@ async function holdersOf(db: Kysely<Database>, orgId: string, identities: readon
 
 async function findContactsByIds(db: Kysely<Database>, orgId: string, ids: readonly string[]) {
   const found = new Map<string, ContactRow>()
+  if (dialectOf(db) === 'postgres' && ids.length > 0) {
+    const rows = await db
+      .selectFrom('contacts')
+      .selectAll()
+      .where('org_id', '=', orgId)
+      .where('id', '=', sql<string>`any(${ids}::uuid[])`)
+      .where('deleted_at', 'is', null)
+      .execute()
+    for (const row of rows) found.set(row.id, row)
+    return found
+  }
   for (let i = 0; i < ids.length; i += CHUNK) {
     const rows = await db
       .selectFrom('contacts')

@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely'
+import { insertAsRecordset } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import type { ListStart } from '../shared/list-paging.js'
@@ -119,12 +120,18 @@ export async function insertContact(db: Kysely<Database>, row: InsertableContact
   return db.insertInto('contacts').values(withSearchColumns(row)).returningAll().executeTakeFirstOrThrow()
 }
 
-/** Several new contacts in one statement (the bulk path of batch upserts). */
+const CONTACT_JSON_COLUMNS: ReadonlySet<string> = new Set(['channels', 'user_attributes', 'custom_fields'])
+
+/** Several new contacts in one statement (the bulk path of batch upserts and imports). */
 export async function insertContacts(
   db: Kysely<Database>,
   rows: readonly InsertableContactRow[],
 ): Promise<void> {
   if (rows.length === 0) return
+  if (dialectOf(db) === 'postgres') {
+    await insertAsRecordset(db, 'contacts', rows.map(withSearchColumns), CONTACT_JSON_COLUMNS)
+    return
+  }
   await db.insertInto('contacts').values(rows.map(withSearchColumns)).execute()
 }
 

@@ -125,7 +125,9 @@ export async function searchContacts(
 
 /**
  * Every contact a search matches, in its order, a page of rows at a time by keyset: an export of
- * any size holds one page in memory and every page costs what the first does.
+ * any size holds one page in memory (and the next, being read) and every page costs what the
+ * first does. The next page is asked for before this one is handed over, so that the database
+ * reads it while the caller formats this one.
  */
 export async function* eachContactPage(
   engine: Pick<SearchEngine, 'db' | 'dialect'>,
@@ -134,15 +136,22 @@ export async function* eachContactPage(
   pageSize = 1000,
 ): AsyncGenerator<Contact[]> {
   const { conditions, keys } = await prepare(engine, orgId, search, QUERY_ORIGINS)
-  let after: ReturnType<typeof cursorValuesOf> | null = null
-  for (;;) {
+  const pageAfter = (after: ReturnType<typeof cursorValuesOf> | null) => {
     const where = after === null ? conditions : [...conditions, afterCursor(engine.dialect, keys, after)]
-    const rows = await findContacts(engine.db, engine.dialect, orgId, where, keys, pageSize).execute()
+    const page = findContacts(engine.db, engine.dialect, orgId, where, keys, pageSize).execute()
+    // A caller that stops early leaves the read already asked for: its failure is nobody's.
+    page.catch(() => {})
+    return page
+  }
+  let next = pageAfter(null)
+  for (;;) {
+    const rows = await next
     const last = rows.at(-1)
     if (last === undefined) return
+    const more = rows.length === pageSize
+    if (more) next = pageAfter(cursorValuesOf(keys, last))
     yield rows.map(toContact)
-    if (rows.length < pageSize) return
-    after = cursorValuesOf(keys, last)
+    if (!more) return
   }
 }
 

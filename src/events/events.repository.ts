@@ -1,4 +1,5 @@
 import { type Insertable, type Kysely, type RawBuilder, sql } from 'kysely'
+import { rowsAsRecordset } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
 import type { ContactEventRow, ContactEventTable, Database } from '../db/schema.js'
 
@@ -15,12 +16,10 @@ export async function appendEvents(
   trx: Kysely<Database>,
   events: readonly NewContactEvent[],
 ): Promise<number> {
+  if (dialectOf(trx) === 'postgres') return appendOnPostgres(trx, events)
   let queued = 0
-  for (let i = 0; i < events.length; i += CHUNK) {
-    const chunk = events.slice(i, i + CHUNK)
-    queued +=
-      dialectOf(trx) === 'postgres' ? await appendOnPostgres(trx, chunk) : await appendOnSqlite(trx, chunk)
-  }
+  for (let i = 0; i < events.length; i += CHUNK)
+    queued += await appendOnSqlite(trx, events.slice(i, i + CHUNK))
   return queued
 }
 
@@ -52,11 +51,14 @@ const queuedDelivery = (id: RawBuilder<string>) =>
 
 /** Returns how many deliveries were queued. */
 async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
+  // One statement for all of them, the rows in one JSON parameter whatever their number.
+  const { columns, select } = rowsAsRecordset('contact_events', events)
   const [result] = await trx
     .with('e', (db) =>
       db
         .insertInto('contact_events')
-        .values([...events])
+        .columns(columns as (keyof NewContactEvent)[])
+        .expression(select)
         .returning(['seq', 'org_id', 'id', 'contact_id', 'type', 'created_at']),
     )
     .insertInto('webhook_deliveries')

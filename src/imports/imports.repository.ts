@@ -1,5 +1,6 @@
 import type { Insertable } from 'kysely'
 import { type Kysely, sql } from 'kysely'
+import { dialectOf } from '../db/database.js'
 import type { Database, ImportJobRow, ImportJobTable } from '../db/schema.js'
 
 export async function insertJob(db: Kysely<Database>, row: Insertable<ImportJobTable>) {
@@ -222,4 +223,14 @@ export async function deleteAbandonedUploads(db: Kysely<Database>, before: strin
     .limit(100)
     .execute()
   for (const job of abandoned) await deleteJob(db, job.org_id, job.id)
+}
+
+/**
+ * PostgreSQL plans queries from table statistics that autovacuum refreshes only some time after
+ * a bulk load: until then a list or an export of the organization just imported can be planned
+ * for the tables as they were (a sort of every row instead of an index read in order). SQLite
+ * keeps no statistics unless told to, and plans by the indexes alone.
+ */
+export async function refreshPlannerStatistics(db: Kysely<Database>) {
+  if (dialectOf(db) === 'postgres') await sql`analyze contacts, contact_identities`.execute(db)
 }

@@ -5,7 +5,7 @@ import { parse as parseSync } from 'csv-parse/sync'
 import { stringify } from 'csv-stringify/sync'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Kysely } from 'kysely'
-import { applyBatch, type BatchItemResult } from '../contacts/batch.service.js'
+import { applyPreparedBatch, type BatchItemResult, prepareBatch } from '../contacts/batch.service.js'
 import { UpsertBody } from '../contacts/contacts.schemas.js'
 import { normalizeEmail } from '../contacts/identities.js'
 import { normalizePhone } from '../contacts/phone.js'
@@ -29,6 +29,9 @@ import {
   resolveMapping,
   rowPlan,
 } from './mapping.js'
+
+/** An import writing at least this many contacts refreshes the planner's statistics when it ends. */
+const BULK_WRITE_ROWS = 5_000
 
 /** The upload is kept in pieces of this size: enough to make few rows, small enough to hold one. */
 const CHUNK_BYTES = 1 << 20
@@ -393,8 +396,12 @@ export async function runImportJob(
   let plan: RowPlan | null = null
   let batch: { line: number; cells: string[] }[] = []
 
-  const apply = async (bytesRead: number, linesDone: number) => {
-    if (plan === null) return
+  /**
+   * Turns the rows read so far into a prepared batch (all in memory) and returns what applies it
+   * to the database, or null when there is nothing to apply.
+   */
+  const stage = async (bytesRead: number, linesDone: number): Promise<(() => Promise<void>) | null> => {
+    if (plan === null) return null
     const rowPlanNow = plan
     const items: { line: number; cells: string[]; body: Record<string, unknown> }[] = []
     const failures: PendingFailure[] = unreadable.splice(0)
@@ -448,37 +455,48 @@ export async function runImportJob(
       if (!(await imports.recordProgress(trx, job, token, next, leaseUntil()))) throw new LostLease()
       return { next, outcomes }
     }
-    let done: Awaited<ReturnType<typeof record>> | undefined
-    if (items.length > 0 && !dryRun) {
-      await applyBatch(
-        db,
-        actor,
-        persons.map((person) => person.body),
-        {
-          mode: { mergeObjects: true, skipUnchanged: true },
-          customFieldTypes,
+    const options = { mode: { mergeObjects: true, skipUnchanged: true }, customFieldTypes, dryRun }
+    const prepared =
+      items.length > 0
+        ? await prepareBatch(
+            db,
+            actor,
+            persons.map((person) => person.body),
+            options,
+          )
+        : null
+    return async () => {
+      let done: Awaited<ReturnType<typeof record>> | undefined
+      if (prepared && !dryRun) {
+        await applyPreparedBatch(db, actor, prepared, {
+          ...options,
           beforeCommit: async (trx, results) => {
             done = await record(trx, results)
           },
-        },
-      )
-    } else {
-      const results =
-        items.length > 0
-          ? (
-              await applyBatch(
-                db,
-                actor,
-                persons.map((person) => person.body),
-                { mode: { mergeObjects: true, skipUnchanged: true }, customFieldTypes, dryRun: true },
-              )
-            ).results
-          : []
-      done = await db.transaction().execute((trx) => record(trx, results))
+        })
+      } else {
+        const results = prepared ? (await applyPreparedBatch(db, actor, prepared, options)).results : []
+        done = await db.transaction().execute((trx) => record(trx, results))
+      }
+      if (!done) return
+      progress = done.next
+      hooks.onBatch?.(done.outcomes, toImportJob({ ...job, ...progress }))
     }
-    if (!done) return
-    progress = done.next
-    hooks.onBatch?.(done.outcomes, toImportJob({ ...job, ...progress }))
+  }
+
+  // One batch is applied while the next is read and prepared: the database and this process work
+  // at the same time. Batches still commit one after the other, in file order.
+  let applying: Promise<void> | null = null
+  const applied = async () => {
+    const pending = applying
+    applying = null
+    await pending
+  }
+  const startApplying = (apply: (() => Promise<void>) | null) => {
+    if (apply === null) return
+    applying = apply()
+    // Awaited by applied(); until then a failure must not count as unhandled.
+    applying.catch(() => {})
   }
 
   try {
@@ -490,18 +508,31 @@ export async function runImportJob(
       if (info.lines <= resumeAfter) continue
       batch.push({ line: info.lines, cells: record })
       if (batch.length >= BATCH_ROWS) {
-        await apply(info.bytes, info.lines)
+        const next = await stage(info.bytes, info.lines)
+        await applied()
+        startApplying(next)
         if (hooks.shouldStop?.()) {
+          // The batch under way is finished; rows read past it are read again by the next runner.
+          await applied()
           source.destroy()
           await imports.releaseJob(db, job, token)
           return toImportJob({ ...job, ...progress })
         }
       }
     }
-    await apply(Number(job.bytes), parser.info.lines)
+    const last = await stage(Number(job.bytes), parser.info.lines)
+    await applied()
+    startApplying(last)
+    await applied()
+    // Before the job says it is done, so that what a client does next is planned for the new rows.
+    if (!dryRun && progress.created + progress.updated >= BULK_WRITE_ROWS) {
+      await imports.refreshPlannerStatistics(db)
+    }
     return await finish(db, job, token, plan === null ? 'The file has no header line' : null)
   } catch (error) {
     source.destroy()
+    // No batch may still be writing when the job is handed on.
+    await applied().catch(() => {})
     if (error instanceof LostLease) return toImportJob({ ...job, ...progress })
     throw error
   }

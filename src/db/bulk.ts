@@ -1,0 +1,48 @@
+import { type Kysely, type RawBuilder, sql } from 'kysely'
+import type { Database } from './schema.js'
+
+/** A row as the query builder takes it: column names to values. */
+type Row = object
+
+/**
+ * `select <columns> from json_populate_recordset(null::<table>, $1)`: many rows as a query, for an
+ * INSERT … SELECT (or a CTE of one) on PostgreSQL, sent as one JSON parameter and expanded into
+ * the table's own column types. A multi-row VALUES list binds one parameter per value: for a
+ * thousand contacts, tens of thousands of parameters that the query builder, the driver and the
+ * server's parser each go through one by one, which costs more than the insert itself. Columns
+ * in `jsonColumns` hold JSON text, which travels as a JSON string and is parsed on arrival. Only
+ * the columns the rows name are selected, so an INSERT leaves the others to their defaults.
+ */
+export function rowsAsRecordset<T extends keyof Database & string>(
+  table: T,
+  rows: readonly Row[],
+  jsonColumns: ReadonlySet<string> = new Set(),
+): { columns: string[]; select: RawBuilder<unknown> } {
+  const values = rows as readonly Readonly<Record<string, unknown>>[]
+  const columns = [...new Set(values.flatMap((row) => Object.keys(row)))].filter((column) =>
+    values.some((row) => row[column] !== undefined),
+  )
+  const list = sql.join(
+    columns.map((column) =>
+      jsonColumns.has(column) ? sql`(${sql.ref(column)} #>> '{}')::jsonb` : sql.ref(column),
+    ),
+  )
+  return {
+    columns,
+    select: sql`select ${list} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json)`,
+  }
+}
+
+/** Inserts rows into a table on PostgreSQL with one JSON parameter (see rowsAsRecordset). */
+export async function insertAsRecordset<T extends keyof Database & string>(
+  db: Kysely<Database>,
+  table: T,
+  rows: readonly Row[],
+  jsonColumns?: ReadonlySet<string>,
+): Promise<void> {
+  if (rows.length === 0) return
+  const { columns, select } = rowsAsRecordset(table, rows, jsonColumns)
+  await sql`insert into ${sql.table(table)} (${sql.join(columns.map((column) => sql.ref(column)))}) ${select}`.execute(
+    db,
+  )
+}
