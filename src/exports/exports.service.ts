@@ -33,19 +33,25 @@ const FIXED_COLUMNS = [
 const cell = (value: unknown): string =>
   value === null || value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value)
 
-function csvRow(contact: Contact, customFieldNames: readonly string[]): string[] {
+function csvRow(
+  contact: Contact,
+  customFieldNames: readonly string[],
+  defined: ReadonlySet<string>,
+): string[] {
   const { telephone } = contact.channels
   const row: string[] = FIXED_COLUMNS.map((column) =>
     column === 'phone_number'
       ? cell(typeof telephone === 'string' ? telephone : null)
       : cell(contact[column]),
   )
-  const defined = new Set(customFieldNames)
   for (const name of customFieldNames) row.push(cell(contact.custom_fields[name]))
-  const rest = Object.fromEntries(
-    Object.entries(contact.custom_fields).filter(([name]) => !defined.has(name)),
-  )
-  row.push(Object.keys(rest).length > 0 ? JSON.stringify(rest) : '')
+  let rest: Record<string, unknown> | null = null
+  for (const [name, value] of Object.entries(contact.custom_fields)) {
+    if (defined.has(name)) continue
+    rest ??= {}
+    rest[name] = value
+  }
+  row.push(rest ? JSON.stringify(rest) : '')
   return row
 }
 
@@ -69,11 +75,12 @@ export async function* exportContacts(
     return
   }
   const customFieldNames = [...(await findCustomFieldTypesOf(engine.db, orgId)).keys()].sort()
+  const defined = new Set(customFieldNames)
   yield stringify([
     [...FIXED_COLUMNS, ...customFieldNames.map((name) => `custom_fields.${name}`), 'custom_fields'],
   ])
   for await (const page of eachContactPage(engine, orgId, search)) {
-    yield stringify(page.map((contact) => csvRow(contact, customFieldNames)))
+    yield stringify(page.map((contact) => csvRow(contact, customFieldNames, defined)))
     onContacts(page.length)
   }
 }
