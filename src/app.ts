@@ -24,7 +24,7 @@ import { importRoutes } from './imports/imports.routes.js'
 import { createMetrics, instrumentRequests, type Metrics, metricsRoute } from './metrics/metrics.js'
 import { type SetupState, settingsRoutes } from './settings/settings.routes.js'
 import { cursorCodecOnce } from './shared/cursor.js'
-import { assertBodyNesting } from './shared/json-bounds.js'
+import { assertBodyNesting, withoutLoneSurrogates } from './shared/json-bounds.js'
 import { ErrorResponse, ValidationErrorResponse } from './shared/schemas.js'
 import { countUsers } from './users/users.service.js'
 import { targetPolicy } from './webhooks/targets.js'
@@ -113,7 +113,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   // FastAPI reads a body without a content type as JSON and refuses other types with a 422;
   // clients written for it may rely on both, so this parser does the same.
-  const parseJson = app.getDefaultJsonParser('error', 'error')
+  const defaultJsonParser = app.getDefaultJsonParser('error', 'error')
+  const parseJson: typeof defaultJsonParser = (request, body, done) =>
+    defaultJsonParser(request, body, (error, value) =>
+      error ? done(error, undefined) : done(null, withoutLoneSurrogates(body as string, value)),
+    )
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJson)
   app.addContentTypeParser(/^application\/[\w.+-]+\+json$/, { parseAs: 'string' }, parseJson)
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
     if (request.headers['content-type'] === undefined) return parseJson(request, body as string, done)

@@ -192,6 +192,42 @@ for (const backend of BACKENDS) {
       )
     })
 
+    test('lone surrogates in a JSON body are stored as U+FFFD, in fields, objects and batches alike', async () => {
+      const body = (email: string) =>
+        `{"email":"${email}","first_name":"A\\ud800B","user_attributes":{"k\\uDC00":"\\udc00x"}}`
+      const created = await t.call(org.key, {
+        method: 'POST',
+        url: '/api/v1/contact',
+        payload: body('lone1@example.com'),
+        headers: { 'content-type': 'application/json' },
+      })
+      assert.equal(created.statusCode, 201, created.body)
+      const batch = await t.call(org.key, {
+        method: 'POST',
+        url: '/api/v1/contact/batch/upsert',
+        payload: `{"contacts":[${body('lone2@example.com')},${body('lone3@example.com')}]}`,
+        headers: { 'content-type': 'application/json' },
+      })
+      assert.equal(batch.statusCode, 200, batch.body)
+      const ids = [created.json().data.id, ...batch.json().data.results.map((r: { id: string }) => r.id)]
+      for (const contactId of ids) {
+        const { data } = (
+          await t.call(org.key, { method: 'GET', url: `/api/v1/contact/${contactId}` })
+        ).json()
+        assert.equal(data.first_name, 'A\uFFFDB')
+        assert.deepEqual(data.user_attributes, { 'k\uFFFD': '\uFFFDx' })
+      }
+      // A pair is one character, not two lone halves: it is kept.
+      const paired = await t.call(org.key, {
+        method: 'PUT',
+        url: `/api/v1/contact/${ids[0]}`,
+        payload: '{"first_name":"\\ud83d\\ude00"}',
+        headers: { 'content-type': 'application/json' },
+      })
+      assert.equal(paired.statusCode, 200, paired.body)
+      assert.equal(paired.json().data.first_name, '\u{1F600}')
+    })
+
     test('a body above 1 MiB is 413 with a detail', async () => {
       const body = await rejects(
         {

@@ -29,9 +29,21 @@ export function rowsAsRecordset<T extends keyof Database & string>(
   )
   return {
     columns,
-    select: sql`select ${list} from json_populate_recordset(null::${sql.table(table)}, ${JSON.stringify(rows)}::json)`,
+    select: sql`select ${list} from json_populate_recordset(null::${sql.table(table)}, ${jsonText(rows)}::json)`,
   }
 }
+
+/**
+ * JSON.stringify writes a lone UTF-16 surrogate (text a JSON body can carry, `"\ud800"`) as an
+ * escape, which PostgreSQL refuses as invalid Unicode. Sent as a bound value, the same text
+ * reaches the database as U+FFFD, the replacement character: here too, so that a value is
+ * stored alike whichever way it travels. Every \ud800-\udfff escape in JSON.stringify's output
+ * is a lone surrogate (pairs are written as they are); an escaped backslash is skipped whole.
+ */
+const jsonText = (rows: readonly Row[]) =>
+  JSON.stringify(rows).replace(/\\\\|\\ud[89a-f][0-9a-f]{2}/g, (match) =>
+    match === '\\\\' ? match : '\\ufffd',
+  )
 
 /** Inserts rows into a table on PostgreSQL with one JSON parameter (see rowsAsRecordset). */
 export async function insertAsRecordset<T extends keyof Database & string>(

@@ -52,3 +52,24 @@ export function assertBodyNesting(body: unknown): void {
     for (const child of Array.isArray(node) ? node : Object.values(node)) pending.push([child, depth + 1])
   }
 }
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+/** A JSON text can carry a lone surrogate only as an escape (UTF-8 cannot encode one). */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/
+
+/**
+ * A parsed JSON body with every lone UTF-16 surrogate (`"\ud800"` alone, which is not Unicode
+ * text) replaced by U+FFFD, the replacement character, in values and keys. Left as they are, such
+ * strings were stored in one form by SQLite, in another by PostgreSQL as text, and refused by
+ * PostgreSQL inside JSON columns (a 500). Only a body whose text holds such an escape is walked.
+ */
+export function withoutLoneSurrogates(text: string, value: unknown): unknown {
+  if (!SURROGATE_ESCAPE.test(text)) return value
+  const clean = (node: unknown): unknown => {
+    if (typeof node === 'string') return node.replace(LONE_SURROGATE, '\ufffd')
+    if (node === null || typeof node !== 'object') return node
+    if (Array.isArray(node)) return node.map(clean)
+    return Object.fromEntries(Object.entries(node).map(([key, child]) => [clean(key), clean(child)]))
+  }
+  return clean(value)
+}
