@@ -18,10 +18,11 @@ export function rowsAsRecordset<T extends keyof Database & string>(
   rows: readonly Row[],
   jsonColumns: ReadonlySet<string> = new Set(),
 ): { columns: string[]; select: RawBuilder<unknown> } {
-  const values = rows as readonly Readonly<Record<string, unknown>>[]
-  const columns = [...new Set(values.flatMap((row) => Object.keys(row)))].filter((column) =>
-    values.some((row) => row[column] !== undefined),
-  )
+  const named = new Set<string>()
+  for (const row of rows as readonly Readonly<Record<string, unknown>>[]) {
+    for (const column in row) if (row[column] !== undefined) named.add(column)
+  }
+  const columns = [...named]
   const list = sql.join(
     columns.map((column) =>
       jsonColumns.has(column) ? sql`(${sql.ref(column)} #>> '{}')::jsonb` : sql.ref(column),
