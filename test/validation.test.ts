@@ -226,6 +226,17 @@ for (const backend of BACKENDS) {
       })
       assert.equal(paired.statusCode, 200, paired.body)
       assert.equal(paired.json().data.first_name, '\u{1F600}')
+      // A body too deep for any route is refused for its depth, whatever it holds.
+      const deep = await rejects(
+        {
+          method: 'POST',
+          url: '/api/v1/contact',
+          payload: `{"email":"deep@example.com","first_name":"\\ud800","user_attributes":{"a":${'['.repeat(5000)}${']'.repeat(5000)}}}`,
+          headers: { 'content-type': 'application/json' },
+        },
+        422,
+      )
+      assert.equal(deep.detail[0].type, 'too_deep')
     })
 
     test('a body above 1 MiB is 413 with a detail', async () => {

@@ -65,11 +65,15 @@ const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/
  */
 export function withoutLoneSurrogates(text: string, value: unknown): unknown {
   if (!SURROGATE_ESCAPE.test(text)) return value
-  const clean = (node: unknown): unknown => {
+  const clean = (node: unknown, depth: number): unknown => {
     if (typeof node === 'string') return node.replace(LONE_SURROGATE, '\ufffd')
-    if (node === null || typeof node !== 'object') return node
-    if (Array.isArray(node)) return node.map(clean)
-    return Object.fromEntries(Object.entries(node).map(([key, child]) => [clean(key), clean(child)]))
+    // A body nested deeper than any route accepts is refused whole (assertBodyNesting) after
+    // parsing; walking all of it here could exhaust the stack first.
+    if (node === null || typeof node !== 'object' || depth > MAX_BODY_DEPTH) return node
+    if (Array.isArray(node)) return node.map((child) => clean(child, depth + 1))
+    return Object.fromEntries(
+      Object.entries(node).map(([key, child]) => [clean(key, depth), clean(child, depth + 1)]),
+    )
   }
-  return clean(value)
+  return clean(value, 1)
 }
