@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict'
 import { statSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
+import { sql } from 'kysely'
 import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
 import { updateContact as updateContactRow } from '../src/contacts/contacts.repository.js'
 import { createContact, updateContact } from '../src/contacts/contacts.service.js'
 import { openDatabase, STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
+import { preparedQuery } from '../src/db/prepared.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
 
@@ -61,6 +63,47 @@ for (const backend of BACKENDS) {
       }
       assert.ok(t.database.statementCacheSize() <= STATEMENT_CACHE_CAPACITY)
       if (backend.name === 'sqlite') assert.equal(t.database.statementCacheSize(), STATEMENT_CACHE_CAPACITY)
+    })
+
+    test('a query compiled once answers as the query builder does, for each call and in a transaction', async () => {
+      let builds = 0
+      const byEmail = preparedQuery(2, (db, orgId: string, email: string) => {
+        builds += 1
+        return db
+          .selectFrom('contacts')
+          .select(['id', 'email'])
+          .where('org_id', '=', orgId)
+          .where('email_normalized', '=', email)
+          .where('deleted_at', 'is', null)
+      })
+      const people: { id: string; email: string }[] = []
+      for (const name of ['ada', 'grace', 'edsger']) {
+        const created = await t.call(org.key, {
+          method: 'POST',
+          url: '/api/v1/contact',
+          payload: { email: `${name}@prepared.example` },
+        })
+        people.push(created.json().data)
+      }
+      for (const person of people) {
+        const { rows } = await byEmail(t.database.db, org.id, person.email)
+        assert.deepEqual(rows, [{ id: person.id, email: person.email }])
+      }
+      const [ada, grace] = people as [{ id: string; email: string }, { id: string; email: string }]
+      const other = await t.createOrg()
+      assert.deepEqual((await byEmail(t.database.db, other.id, ada.email)).rows, [])
+      await t.database.db.transaction().execute(async (trx) => {
+        assert.equal((await byEmail(trx, org.id, grace.email)).rows[0]?.id, grace.id)
+      })
+      assert.equal(builds, 1, 'built and compiled once for the backend')
+
+      const misused = preparedQuery(1, (db, column: string) =>
+        db.selectFrom('contacts').select(sql.ref(column).as('x')),
+      )
+      await assert.rejects(
+        misused(t.database.db, 'email'),
+        /argument 0 of a prepared query is not one of its parameters/,
+      )
     })
 
     if (backend.name === 'sqlite') {

@@ -1,9 +1,18 @@
 import type { Kysely } from 'kysely'
+import { preparedQuery } from '../db/prepared.js'
 import type { Database, InsertableApiKeyRow } from '../db/schema.js'
 
 export async function insertApiKey(db: Kysely<Database>, row: InsertableApiKeyRow): Promise<void> {
   await db.insertInto('api_keys').values(row).execute()
 }
+
+const activeKeyByHash = preparedQuery(1, (db, keyHash: string) =>
+  db
+    .selectFrom('api_keys')
+    .select(['id', 'org_id', 'role', 'key_hash', 'last_used_at'])
+    .where('key_hash', '=', keyHash)
+    .where('revoked_at', 'is', null),
+)
 
 /**
  * The per-request lookup: only what authorization needs, by the unique hash index. A revoked key
@@ -11,12 +20,7 @@ export async function insertApiKey(db: Kysely<Database>, row: InsertableApiKeyRo
  * statement that finds nothing.
  */
 export async function findActiveApiKeyByHash(db: Kysely<Database>, keyHash: string) {
-  return db
-    .selectFrom('api_keys')
-    .select(['id', 'org_id', 'role', 'key_hash', 'last_used_at'])
-    .where('key_hash', '=', keyHash)
-    .where('revoked_at', 'is', null)
-    .executeTakeFirst()
+  return (await activeKeyByHash(db, keyHash)).rows[0]
 }
 
 export async function listApiKeys(

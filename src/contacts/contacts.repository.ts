@@ -1,20 +1,34 @@
 import { type Kysely, sql } from 'kysely'
 import { insertAsRecordset } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
+import { preparedQuery } from '../db/prepared.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import type { ListStart } from '../shared/list-paging.js'
 import { withSearchColumns } from './search-document.js'
 
+const liveContactById = preparedQuery(2, (db, orgId: string, id: string) =>
+  db
+    .selectFrom('contacts')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null),
+)
+
 /** A live contact: not in the trash. */
 export async function findContactById(db: Kysely<Database>, orgId: string, id: string) {
-  return db
+  return (await liveContactById(db, orgId, id)).rows[0]
+}
+
+const liveContactForUpdate = preparedQuery(2, (db, orgId: string, id: string) =>
+  db
     .selectFrom('contacts')
     .selectAll()
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .where('deleted_at', 'is', null)
-    .executeTakeFirst()
-}
+    .$if(dialectOf(db) === 'postgres', (query) => query.forUpdate()),
+)
 
 /**
  * A contact about to be written, locked until the transaction ends (on PostgreSQL; a SQLite
@@ -27,6 +41,7 @@ export async function findContactForUpdate(
   id: string,
   options: { includeTrash?: boolean } = {},
 ) {
+  if (!options.includeTrash) return (await liveContactForUpdate(trx, orgId, id)).rows[0]
   return trx
     .selectFrom('contacts')
     .selectAll()

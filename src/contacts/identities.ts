@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely'
+import { preparedQuery } from '../db/prepared.js'
 import type { Database, IdentityKind } from '../db/schema.js'
 import { AppError } from '../errors.js'
 import { phonesOfChannels } from './phone.js'
@@ -144,13 +145,16 @@ export async function conflictAfterRace(
   return holder ? new IdentityConflictError(holder, holder.contact_id) : null
 }
 
-export async function identitiesHeldBy(db: Kysely<Database>, orgId: string, contactId: string) {
-  return db
+const heldBy = preparedQuery(2, (db, orgId: string, contactId: string) =>
+  db
     .selectFrom('contact_identities')
     .select(['kind', 'value', 'origin'])
     .where('org_id', '=', orgId)
-    .where('contact_id', '=', contactId)
-    .execute()
+    .where('contact_id', '=', contactId),
+)
+
+export async function identitiesHeldBy(db: Kysely<Database>, orgId: string, contactId: string) {
+  return (await heldBy(db, orgId, contactId)).rows
 }
 
 export async function releaseIdentities(db: Kysely<Database>, orgId: string, contactIds: readonly string[]) {

@@ -1,6 +1,7 @@
 import { type Insertable, type Kysely, type RawBuilder, sql } from 'kysely'
 import { rowsAsRecordset } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
+import { preparedQuery } from '../db/prepared.js'
 import type { ContactEventRow, ContactEventTable, Database } from '../db/schema.js'
 
 export type NewContactEvent = Insertable<ContactEventTable>
@@ -81,12 +82,54 @@ const SQLITE_RANDOM_UUID = sql<string>`lower(
   substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))
 )`
 
+const appendOneOnSqlite = preparedQuery(
+  8,
+  (
+    db,
+    org_id: string,
+    id: string,
+    contact_id: string,
+    type: NewContactEvent['type'],
+    actor_type: NewContactEvent['actor_type'],
+    actor_id: string | null,
+    created_at: string,
+    data: string,
+  ) =>
+    db
+      .insertInto('contact_events')
+      .values({ org_id, id, contact_id, type, actor_type, actor_id, created_at, data }),
+)
+
+const fanOutOneOnSqlite = preparedQuery(2, (db, orgId: string, eventId: string) =>
+  db
+    .insertInto('webhook_deliveries')
+    .columns(QUEUED_DELIVERY_COLUMNS)
+    .expression((eb) =>
+      eb
+        .selectFrom('contact_events as e')
+        .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
+        .select(queuedDelivery(SQLITE_RANDOM_UUID))
+        .where('e.org_id', '=', orgId)
+        .where('e.id', '=', eventId)
+        .where('w.enabled', '=', 1)
+        .where(sql<boolean>`exists (select 1 from json_each(w.events) where json_each.value = e.type)`),
+    ),
+)
+
 /**
  * Two statements, whether or not the organization has webhooks: SQLite cannot insert from a
  * CTE, but the fan-out is one INSERT … SELECT, so that queuing deliveries costs the write no
  * extra statement over looking for webhooks.
  */
 async function appendOnSqlite(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
+  const [only] = events
+  if (events.length === 1 && only) {
+    // The write path's common case (one contact changed), with statements compiled once.
+    const { org_id, id, contact_id, type, actor_type, actor_id, created_at, data } = only
+    await appendOneOnSqlite(trx, org_id, id, contact_id, type, actor_type, actor_id ?? null, created_at, data)
+    const fannedOut = await fanOutOneOnSqlite(trx, org_id, id)
+    return Number(fannedOut.numAffectedRows ?? 0)
+  }
   await trx
     .insertInto('contact_events')
     .values([...events])
