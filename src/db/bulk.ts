@@ -13,7 +13,7 @@ type Row = object
  * in `jsonColumns` hold JSON text, which travels as a JSON string and is parsed on arrival. Only
  * the columns the rows name are selected, so an INSERT leaves the others to their defaults.
  */
-export function rowsAsRecordset<T extends keyof Database & string>(
+function rowsAsRecordset<T extends keyof Database & string>(
   table: T,
   rows: readonly Row[],
   jsonColumns: ReadonlySet<string> = new Set(),
@@ -23,15 +23,22 @@ export function rowsAsRecordset<T extends keyof Database & string>(
     for (const column in row) if (row[column] !== undefined) named.add(column)
   }
   const columns = [...named]
+  return { columns, select: recordsetSelect(table, columns, recordsetJson(rows), jsonColumns) }
+}
+
+/** The select of rowsAsRecordset, for given columns and rows already as recordsetJson's text. */
+export function recordsetSelect(
+  table: keyof Database & string,
+  columns: readonly string[],
+  json: string,
+  jsonColumns: ReadonlySet<string> = new Set(),
+): RawBuilder<unknown> {
   const list = sql.join(
     columns.map((column) =>
       jsonColumns.has(column) ? sql`(${sql.ref(column)} #>> '{}')::jsonb` : sql.ref(column),
     ),
   )
-  return {
-    columns,
-    select: sql`select ${list} from json_populate_recordset(null::${sql.table(table)}, ${jsonText(rows)}::json)`,
-  }
+  return sql`select ${list} from json_populate_recordset(null::${sql.table(table)}, ${json}::json)`
 }
 
 /**
@@ -41,7 +48,7 @@ export function rowsAsRecordset<T extends keyof Database & string>(
  * stored alike whichever way it travels. Every \ud800-\udfff escape in JSON.stringify's output
  * is a lone surrogate (pairs are written as they are); an escaped backslash is skipped whole.
  */
-const jsonText = (rows: readonly Row[]) =>
+export const recordsetJson = (rows: readonly Row[]) =>
   JSON.stringify(rows).replace(/\\\\|\\ud[89a-f][0-9a-f]{2}/g, (match) =>
     match === '\\\\' ? match : '\\ufffd',
   )

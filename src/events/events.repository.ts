@@ -1,5 +1,5 @@
 import { type Insertable, type Kysely, type RawBuilder, sql } from 'kysely'
-import { rowsAsRecordset } from '../db/bulk.js'
+import { recordsetJson, recordsetSelect } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
 import { preparedQuery } from '../db/prepared.js'
 import type { ContactEventRow, ContactEventTable, Database } from '../db/schema.js'
@@ -50,16 +50,28 @@ const queuedDelivery = (id: RawBuilder<string>) =>
     'e.created_at',
   ] as const
 
-/** Returns how many deliveries were queued. */
-async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
-  // One statement for all of them, the rows in one JSON parameter whatever their number.
-  const { columns, select } = rowsAsRecordset('contact_events', events)
-  const [result] = await trx
+const EVENT_COLUMNS = [
+  'org_id',
+  'id',
+  'contact_id',
+  'type',
+  'actor_type',
+  'actor_id',
+  'created_at',
+  'data',
+] as const satisfies readonly (keyof NewContactEvent)[]
+
+/**
+ * One statement for any number of events, the rows in one JSON parameter, compiled once: the
+ * events are inserted and each is queued for every enabled webhook that takes its type.
+ */
+const appendAndFanOutOnPostgres = preparedQuery(1, (db, rowsJson: string) =>
+  db
     .with('e', (db) =>
       db
         .insertInto('contact_events')
-        .columns(columns as (keyof NewContactEvent)[])
-        .expression(select)
+        .columns(EVENT_COLUMNS)
+        .expression(recordsetSelect('contact_events', EVENT_COLUMNS, rowsJson))
         .returning(['seq', 'org_id', 'id', 'contact_id', 'type', 'created_at']),
     )
     .insertInto('webhook_deliveries')
@@ -71,9 +83,13 @@ async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewConta
         .select(queuedDelivery(sql<string>`gen_random_uuid()`))
         .where('w.enabled', '=', 1)
         .where(sql<boolean>`w.events::jsonb @> jsonb_build_array(e.type)`),
-    )
-    .execute()
-  return Number(result?.numInsertedOrUpdatedRows ?? 0)
+    ),
+)
+
+/** Returns how many deliveries were queued. */
+async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
+  const result = await appendAndFanOutOnPostgres(trx, recordsetJson(events))
+  return Number(result.numAffectedRows ?? 0)
 }
 
 /** A random (version 4) UUID made by SQLite, for rows an INSERT … SELECT creates. */
