@@ -116,7 +116,8 @@ const appendOneOnSqlite = preparedQuery(
       .values({ org_id, id, contact_id, type, actor_type, actor_id, created_at, data }),
 )
 
-const fanOutOneOnSqlite = preparedQuery(2, (db, orgId: string, eventId: string) =>
+/** Queues these events of one organization to each of its enabled webhooks that takes their type. */
+const fanOutOnSqlite = (db: Kysely<Database>, orgId: string, eventIds: readonly string[]) =>
   db
     .insertInto('webhook_deliveries')
     .columns(QUEUED_DELIVERY_COLUMNS)
@@ -126,10 +127,13 @@ const fanOutOneOnSqlite = preparedQuery(2, (db, orgId: string, eventId: string) 
         .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
         .select(queuedDelivery(SQLITE_RANDOM_UUID))
         .where('e.org_id', '=', orgId)
-        .where('e.id', '=', eventId)
+        .where('e.id', 'in', eventIds)
         .where('w.enabled', '=', 1)
         .where(sql<boolean>`exists (select 1 from json_each(w.events) where json_each.value = e.type)`),
-    ),
+    )
+
+const fanOutOneOnSqlite = preparedQuery(2, (db, orgId: string, eventId: string) =>
+  fanOutOnSqlite(db, orgId, [eventId]),
 )
 
 /**
@@ -150,24 +154,11 @@ async function appendOnSqlite(trx: Kysely<Database>, events: readonly NewContact
     .insertInto('contact_events')
     .values([...events])
     .execute()
-  const [result] = await trx
-    .insertInto('webhook_deliveries')
-    .columns(QUEUED_DELIVERY_COLUMNS)
-    .expression((eb) =>
-      eb
-        .selectFrom('contact_events as e')
-        .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
-        .select(queuedDelivery(SQLITE_RANDOM_UUID))
-        .where('e.org_id', '=', events[0]?.org_id as string)
-        .where(
-          'e.id',
-          'in',
-          events.map((event) => event.id),
-        )
-        .where('w.enabled', '=', 1)
-        .where(sql<boolean>`exists (select 1 from json_each(w.events) where json_each.value = e.type)`),
-    )
-    .execute()
+  const [result] = await fanOutOnSqlite(
+    trx,
+    events[0]?.org_id as string,
+    events.map((event) => event.id),
+  ).execute()
   return Number(result?.numInsertedOrUpdatedRows ?? 0)
 }
 
