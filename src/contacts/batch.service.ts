@@ -206,7 +206,7 @@ async function createAllAtOnce(
   }
   if (rows.length === 0) return null
   const everyIdentity = rows.flatMap((r) => r.identities)
-  if (await anyHeld(db, principal.orgId, everyIdentity)) return null
+  if ((await holdersOf(db, principal.orgId, everyIdentity)).size > 0) return null
   for (const { index, row } of rows) results.push({ index, status: 'created', id: row.id })
   results.sort((a, b) => a.index - b.index)
   const trx = await db.startTransaction().execute()
@@ -497,27 +497,4 @@ async function upsertPreparedItem(
       return failure(index, error)
     }
   }
-}
-
-/** Whether any of these identities is held by a contact of the organization (or its trash merges). */
-async function anyHeld(
-  db: Kysely<Database>,
-  orgId: string,
-  identities: readonly Identity[],
-): Promise<boolean> {
-  for (const kind of ['email', 'phone', 'external_id'] as const) {
-    const values = identities.filter((identity) => identity.kind === kind).map((identity) => identity.value)
-    for (let i = 0; i < values.length; i += CHUNK) {
-      const held = await db
-        .selectFrom('contact_identities')
-        .select('value')
-        .where('org_id', '=', orgId)
-        .where('kind', '=', kind)
-        .where('value', 'in', values.slice(i, i + CHUNK))
-        .limit(1)
-        .executeTakeFirst()
-      if (held) return true
-    }
-  }
-  return false
 }

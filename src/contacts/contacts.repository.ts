@@ -20,15 +20,19 @@ export async function findContactById(db: Kysely<Database>, orgId: string, id: s
   return (await liveContactById(db, orgId, id)).rows[0]
 }
 
-const liveContactForUpdate = preparedQuery(2, (db, orgId: string, id: string) =>
-  db
-    .selectFrom('contacts')
-    .selectAll()
-    .where('org_id', '=', orgId)
-    .where('id', '=', id)
-    .where('deleted_at', 'is', null)
-    .$if(dialectOf(db) === 'postgres', (query) => query.forUpdate()),
-)
+/** Locked on PostgreSQL; live only, or live and in the trash. */
+const contactForUpdate = (includeTrash: boolean) =>
+  preparedQuery(2, (db, orgId: string, id: string) =>
+    db
+      .selectFrom('contacts')
+      .selectAll()
+      .where('org_id', '=', orgId)
+      .where('id', '=', id)
+      .$if(!includeTrash, (query) => query.where('deleted_at', 'is', null))
+      .$if(dialectOf(db) === 'postgres', (query) => query.forUpdate()),
+  )
+const liveContactForUpdate = contactForUpdate(false)
+const anyContactForUpdate = contactForUpdate(true)
 
 /**
  * A contact about to be written, locked until the transaction ends (on PostgreSQL; a SQLite
@@ -41,15 +45,8 @@ export async function findContactForUpdate(
   id: string,
   options: { includeTrash?: boolean } = {},
 ) {
-  if (!options.includeTrash) return (await liveContactForUpdate(trx, orgId, id)).rows[0]
-  return trx
-    .selectFrom('contacts')
-    .selectAll()
-    .where('org_id', '=', orgId)
-    .where('id', '=', id)
-    .$if(!options.includeTrash, (query) => query.where('deleted_at', 'is', null))
-    .$if(dialectOf(trx) === 'postgres', (query) => query.forUpdate())
-    .executeTakeFirst()
+  const query = options.includeTrash ? anyContactForUpdate : liveContactForUpdate
+  return (await query(trx, orgId, id)).rows[0]
 }
 
 /** Live or in the trash (restore and erase reach both). */
