@@ -107,6 +107,42 @@ for (const backend of BACKENDS) {
     })
 
     if (backend.name === 'sqlite') {
+      test("the server's commits never checkpoint: a worker thread copies the WAL into the database file", async () => {
+        const file = t.testDatabase.url.slice('sqlite:'.length)
+        const automatic = async (handle: typeof t.database) =>
+          Number(
+            Object.values((await sql`pragma wal_autocheckpoint`.execute(handle.db)).rows[0] as object)[0],
+          )
+        // A short-lived command keeps SQLite's own checkpoints.
+        const command = openDatabase(t.testDatabase.url)
+        try {
+          assert.equal(await automatic(command), 1000)
+        } finally {
+          await command.close()
+        }
+        assert.equal(await automatic(t.database), 0, 'the server connection never checkpoints on commit')
+        const principal = {
+          actorType: 'api_key' as const,
+          actorId: org.keyId,
+          orgId: org.id,
+          role: 'full_access' as const,
+        }
+        // In WAL mode only a checkpoint writes to the database file itself. These writes stay
+        // well under the size at which the writer would finish a checkpoint itself.
+        const sizeBefore = statSync(file).size
+        for (let i = 0; i < 200; i++)
+          await createContact(t.database.db, principal, {
+            first_name: `Background ${i}`,
+            last_name: 'x'.repeat(500),
+          })
+        let grown = false
+        for (let waited = 0; waited < 10_000 && !grown; waited += 50) {
+          grown = statSync(file).size > sizeBefore
+          if (!grown) await new Promise((resolve) => setTimeout(resolve, 50))
+        }
+        assert.ok(grown, 'the committed pages reached the database file without the writer checkpointing')
+      })
+
       test('the SQLite WAL stays under 64 MiB through 200,000 updates', async () => {
         const principal = {
           actorType: 'api_key' as const,

@@ -9,10 +9,12 @@ import {
   PostgresDialect,
   type SqliteDatabase,
   SqliteDialect,
+  type SqliteDialectConfig,
   type SqliteStatement,
 } from 'kysely'
 import pg from 'pg'
 import type { Database } from './schema.js'
+import { startWalCheckpointer } from './wal-checkpointer.js'
 
 export type DialectName = 'sqlite' | 'postgres'
 
@@ -49,9 +51,17 @@ export const dialectOf = (db: Kysely<Database>): DialectName =>
  * takes the lock first, so a transaction waits its turn (busy_timeout) and then sees the latest data.
  */
 class WriteLockingSqliteDialect extends SqliteDialect {
+  readonly #beforeTransaction: () => void
+
+  constructor(config: SqliteDialectConfig, beforeTransaction: () => void) {
+    super(config)
+    this.#beforeTransaction = beforeTransaction
+  }
+
   override createDriver(): Driver {
     const driver = super.createDriver()
     driver.beginTransaction = async (connection) => {
+      this.#beforeTransaction()
       await connection.executeQuery(CompiledQuery.raw('begin immediate'))
     }
     return driver
@@ -76,6 +86,9 @@ export function parseDatabaseUrl(url: string): DatabaseLocation {
 }
 
 export const STATEMENT_CACHE_CAPACITY = 256
+
+/** About 16 MiB of WAL (4 KiB pages): the size it returns to under sustained writes. */
+export const WAL_FINISH_AT_FRAMES = 4000
 
 /**
  * Kysely's SQLite driver prepares every statement anew, which costs more than running it on the
@@ -112,6 +125,11 @@ export interface DatabaseOptions {
   statementTimeoutMs?: number
   /** Wait for a free PostgreSQL connection before giving up. */
   poolTimeoutMs?: number
+  /**
+   * SQLite: checkpoint the WAL from a worker thread instead of inside commits (a long-running
+   * server); short-lived commands keep SQLite's automatic checkpoints.
+   */
+  backgroundCheckpoints?: boolean
 }
 
 /**
@@ -134,8 +152,24 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   database.pragma(`busy_timeout = ${busyTimeout}`)
   database.pragma('foreign_keys = ON')
   database.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
+  const checkpointer =
+    options.backgroundCheckpoints && path !== ':memory:'
+      ? startWalCheckpointer(database, path, {
+          finishAtFrames: WAL_FINISH_AT_FRAMES,
+          busyIntervalMs: 10,
+          idleIntervalMs: 250,
+          onError: (error) =>
+            process.emitWarning(
+              `SQLite background checkpoints stopped, automatic ones resumed: ${(error as Error).message}`,
+            ),
+        })
+      : null
   const cache = withStatementCache(database, STATEMENT_CACHE_CAPACITY)
-  const db = new Kysely<Database>({ dialect: new WriteLockingSqliteDialect({ database: cache.wrapped }) })
+  const db = new Kysely<Database>({
+    dialect: new WriteLockingSqliteDialect({ database: cache.wrapped }, () =>
+      checkpointer?.beforeTransaction(),
+    ),
+  })
   const dataVersion = database.prepare('pragma data_version').pluck()
   return {
     db,
@@ -144,6 +178,7 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
     foreignWriteCounter: () => dataVersion.get() as number,
     poolStats: () => null,
     async close() {
+      await checkpointer?.stop()
       // Fold the WAL back into the database file, so a stopped service leaves one tidy file.
       if (database.open) database.pragma('wal_checkpoint(TRUNCATE)')
       await db.destroy()
@@ -192,5 +227,6 @@ export function databaseOptionsOf(config: {
     poolSize: config.databasePoolSize,
     statementTimeoutMs: config.databaseStatementTimeoutMs,
     poolTimeoutMs: config.databasePoolTimeoutMs,
+    backgroundCheckpoints: true,
   }
 }

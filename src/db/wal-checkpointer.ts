@@ -1,0 +1,96 @@
+import { Worker } from 'node:worker_threads'
+import type BetterSqlite3 from 'better-sqlite3'
+
+/**
+ * SQLite's automatic checkpoint runs inside the commit that crosses its threshold: every thousand
+ * pages or so one request waits while the WAL is copied into the database file and both are
+ * synced, and with it every other request of the process. Here a worker thread does that copying
+ * and syncing on a connection of its own, with PASSIVE checkpoints that never block the writer.
+ *
+ * A PASSIVE checkpoint cannot reset the WAL while commits keep arriving: the WAL starts over only
+ * when a write begins after every frame was copied. So once the worker has seen the WAL past
+ * `finishAtFrames`, this connection (the process's only writer) runs one more PASSIVE checkpoint
+ * before its next transaction: it copies only the frames written since the worker's last round,
+ * and that transaction starts the WAL from the beginning. The WAL so stays near that size however
+ * long the load lasts. The worker's count is read from shared memory, not from messages, so a
+ * writer that never yields to the event loop (a loop of awaited transactions) still sees it. If
+ * the worker dies, automatic checkpoints resume.
+ */
+export interface WalCheckpointer {
+  /** Called by the writer between transactions (before each BEGIN). */
+  beforeTransaction(): void
+  stop(): Promise<void>
+}
+
+export interface WalCheckpointerOptions {
+  /** WAL size, in frames, past which this connection completes a checkpoint itself. */
+  finishAtFrames: number
+  /** Pause between the worker's checkpoints while the WAL grows, and while it does not. */
+  busyIntervalMs: number
+  idleIntervalMs: number
+  onError?: (error: unknown) => void
+}
+
+/** SQLite's own default, restored when the background checkpointer stops. */
+const AUTOMATIC_CHECKPOINT_PAGES = 1000
+
+export function startWalCheckpointer(
+  database: BetterSqlite3.Database,
+  path: string,
+  options: WalCheckpointerOptions,
+): WalCheckpointer {
+  database.pragma('wal_autocheckpoint = 0')
+  const walFrames = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT))
+  const worker = new Worker(new URL('./wal-checkpointer.worker.js', import.meta.url), {
+    workerData: {
+      path,
+      walFrames,
+      busyIntervalMs: options.busyIntervalMs,
+      idleIntervalMs: options.idleIntervalMs,
+    },
+  })
+  // The thread must not keep a finished process alive; close() stops it in an orderly way.
+  worker.unref()
+  let stopping = false
+  let exited = false
+
+  const resumeAutomaticCheckpoints = () => {
+    if (database.open) database.pragma(`wal_autocheckpoint = ${AUTOMATIC_CHECKPOINT_PAGES}`)
+  }
+  worker.on('error', (error) => {
+    options.onError?.(error)
+    resumeAutomaticCheckpoints()
+  })
+  worker.on('exit', () => {
+    exited = true
+    if (!stopping) resumeAutomaticCheckpoints()
+  })
+
+  return {
+    beforeTransaction() {
+      if (Atomics.load(walFrames, 0) < options.finishAtFrames || exited) return
+      // Until the worker's next round: a checkpoint that found the worker mid-round copies
+      // nothing, and the next report brings the writer back here.
+      Atomics.store(walFrames, 0, 0)
+      try {
+        database.pragma('wal_checkpoint(PASSIVE)')
+      } catch (error) {
+        // A statement left mid-iteration (a streamed export) holds the connection: the worker's
+        // next report brings the writer back here.
+        if (!/busy executing/i.test(String((error as Error).message))) options.onError?.(error)
+      }
+    },
+    async stop() {
+      if (stopping) return
+      stopping = true
+      if (!exited) {
+        const gone = new Promise<void>((resolve) => worker.once('exit', () => resolve()))
+        // Waited for, the thread must keep the process alive until it is gone.
+        worker.ref()
+        worker.postMessage('stop')
+        await gone
+      }
+      resumeAutomaticCheckpoints()
+    },
+  }
+}
