@@ -152,6 +152,42 @@ for (const backend of BACKENDS) {
       assert.equal(gone.json().code, 'webhook_not_found')
     })
 
+    test('a webhook is owed the events written while it is enabled, and only those, whenever they are queued', async () => {
+      // No dispatcher runs here: deliveries stay pending, and the log shows what is owed.
+      const created = await call('POST', '/outbound_webhook', {
+        endpoint: 'https://93.184.216.34/hooks/owed',
+        events: ['contact.created'],
+      })
+      assert.equal(created.statusCode, 201, created.body)
+      const webhook = created.json().data as { id: string }
+      const contact = async (first_name: string) => {
+        const response = await call('POST', '/contact', { first_name })
+        assert.equal(response.statusCode, 201, response.body)
+        return response.json().data.id as string
+      }
+      const owedLog = async () =>
+        (await call('GET', `/outbound_webhook/${webhook.id}/logs?limit=100`)).json().data.items as {
+          contact_id: string
+          status: string
+        }[]
+      const written = await contact('Written while enabled')
+      const update = (body: object) => call('PUT', `/outbound_webhook/${webhook.id}`, body)
+      assert.equal((await update({ enabled: false })).statusCode, 200)
+      const whileDisabled = await contact('Written while disabled')
+      assert.equal((await update({ enabled: true })).statusCode, 200)
+      const afterwards = await contact('Written after enabling again')
+      // Another event type than the webhook takes, and another organization's write: not owed.
+      await call('PUT', `/contact/${afterwards}`, { last_name: 'Changed' })
+      await call('POST', '/contact', { first_name: 'Elsewhere' }, other.key)
+      const log = await owedLog()
+      assert.deepEqual(log.map((delivery) => delivery.contact_id).sort(), [written, afterwards].sort())
+      assert.ok(log.every((delivery) => delivery.status === 'pending'))
+      assert.ok(!log.some((delivery) => delivery.contact_id === whileDisabled))
+      // Looking again queues nothing twice.
+      assert.equal((await owedLog()).length, 2)
+      assert.equal((await call('DELETE', `/outbound_webhook/${webhook.id}`)).statusCode, 200)
+    })
+
     test('a read_only key can look at webhooks but not change them', async () => {
       const response = await call(
         'POST',

@@ -757,6 +757,26 @@ function importJobs(dialect: DialectName): Migration {
   }
 }
 
+/**
+ * On SQLite the dispatcher queues deliveries from the event log instead of the write doing it:
+ * each webhook remembers how far into the log it has been served. Every event written so far was
+ * queued by the write itself, so existing webhooks start at the end of the log.
+ */
+function deliveryQueuePosition(dialect: DialectName): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .alterTable('webhooks')
+        .addColumn('queued_through_seq', dialect === 'postgres' ? 'bigint' : 'integer')
+        .execute()
+      if (dialect === 'sqlite')
+        await sql`update webhooks set queued_through_seq = (select coalesce(max(seq), 0) from contact_events)`.execute(
+          db,
+        )
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -770,6 +790,7 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
     '2026-11-27-009-sqlite-text-index': atomic(dialect, sqliteTextIndex(dialect)),
     '2026-11-27-010-events-and-webhooks': atomic(dialect, eventsAndWebhooks(dialect)),
     '2026-11-27-011-import-jobs': atomic(dialect, importJobs(dialect)),
+    '2026-11-28-012-delivery-queue-position': atomic(dialect, deliveryQueuePosition(dialect)),
   }
 }
 

@@ -172,6 +172,12 @@ export interface WebhookTable {
   failing_since: Timestamp | null
   disabled_at: Timestamp | null
   disabled_reason: string | null
+  /**
+   * SQLite only: the seq of the last event looked at for this webhook. There the dispatcher
+   * queues deliveries from the event log after the write; on PostgreSQL the writing statement
+   * queues them itself and this stays null.
+   */
+  queued_through_seq: number | string | null
 }
 
 export type DeliveryStatus = 'pending' | 'succeeded' | 'failed'

@@ -1,54 +1,28 @@
-import { type Insertable, type Kysely, type RawBuilder, sql } from 'kysely'
+import { type Insertable, type Kysely, sql } from 'kysely'
 import { recordsetJson, recordsetSelect } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
 import { preparedQuery } from '../db/prepared.js'
 import type { ContactEventRow, ContactEventTable, Database } from '../db/schema.js'
+import { QUEUED_DELIVERY_COLUMNS, queuedDelivery } from '../webhooks/webhooks.repository.js'
 
 export type NewContactEvent = Insertable<ContactEventTable>
 
 const CHUNK = 500
 
 /**
- * Appends events and, in the same statement on PostgreSQL (the same transaction on SQLite),
- * queues one delivery of each to every enabled webhook of the organization that takes its type.
- * Queuing is only rows: the HTTP requests are the dispatcher's, never the writer's.
+ * Appends events. On PostgreSQL the same statement queues one delivery of each to every enabled
+ * webhook of the organization that takes its type, and the count of those is returned; on SQLite
+ * the dispatcher queues them from the log after the commit (one write for many events, off the
+ * request), and 0 is returned. Queuing is only rows: the HTTP requests are the dispatcher's.
  */
 export async function appendEvents(
   trx: Kysely<Database>,
   events: readonly NewContactEvent[],
 ): Promise<number> {
   if (dialectOf(trx) === 'postgres') return appendOnPostgres(trx, events)
-  let queued = 0
-  for (let i = 0; i < events.length; i += CHUNK)
-    queued += await appendOnSqlite(trx, events.slice(i, i + CHUNK))
-  return queued
+  for (let i = 0; i < events.length; i += CHUNK) await appendOnSqlite(trx, events.slice(i, i + CHUNK))
+  return 0
 }
-
-const QUEUED_DELIVERY_COLUMNS = [
-  'org_id',
-  'id',
-  'webhook_id',
-  'event_seq',
-  'contact_id',
-  'status',
-  'attempts',
-  'next_attempt_at',
-  'created_at',
-] as const
-
-/** A new delivery of event `e` to webhook `w`, due at once, in QUEUED_DELIVERY_COLUMNS' order. */
-const queuedDelivery = (id: RawBuilder<string>) =>
-  [
-    'e.org_id',
-    id.as('id'),
-    'w.id as webhook_id',
-    'e.seq',
-    'e.contact_id',
-    sql<'pending'>`'pending'`.as('status'),
-    sql<number>`0`.as('attempts'),
-    'e.created_at as next_attempt_at',
-    'e.created_at',
-  ] as const
 
 const EVENT_COLUMNS = [
   'org_id',
@@ -92,12 +66,6 @@ async function appendOnPostgres(trx: Kysely<Database>, events: readonly NewConta
   return Number(result.numAffectedRows ?? 0)
 }
 
-/** A random (version 4) UUID made by SQLite, for rows an INSERT … SELECT creates. */
-const SQLITE_RANDOM_UUID = sql<string>`lower(
-  hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' ||
-  substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))
-)`
-
 const appendOneOnSqlite = preparedQuery(
   8,
   (
@@ -116,50 +84,19 @@ const appendOneOnSqlite = preparedQuery(
       .values({ org_id, id, contact_id, type, actor_type, actor_id, created_at, data }),
 )
 
-/** Queues these events of one organization to each of its enabled webhooks that takes their type. */
-const fanOutOnSqlite = (db: Kysely<Database>, orgId: string, eventIds: readonly string[]) =>
-  db
-    .insertInto('webhook_deliveries')
-    .columns(QUEUED_DELIVERY_COLUMNS)
-    .expression((eb) =>
-      eb
-        .selectFrom('contact_events as e')
-        .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
-        .select(queuedDelivery(SQLITE_RANDOM_UUID))
-        .where('e.org_id', '=', orgId)
-        .where('e.id', 'in', eventIds)
-        .where('w.enabled', '=', 1)
-        .where(sql<boolean>`exists (select 1 from json_each(w.events) where json_each.value = e.type)`),
-    )
-
-const fanOutOneOnSqlite = preparedQuery(2, (db, orgId: string, eventId: string) =>
-  fanOutOnSqlite(db, orgId, [eventId]),
-)
-
-/**
- * Two statements, whether or not the organization has webhooks: SQLite cannot insert from a
- * CTE, but the fan-out is one INSERT … SELECT, so that queuing deliveries costs the write no
- * extra statement over looking for webhooks.
- */
+/** Events only: on SQLite the dispatcher queues their deliveries from the log (queueFromLog). */
 async function appendOnSqlite(trx: Kysely<Database>, events: readonly NewContactEvent[]) {
   const [only] = events
   if (events.length === 1 && only) {
-    // The write path's common case (one contact changed), with statements compiled once.
+    // The write path's common case (one contact changed), with its statement compiled once.
     const { org_id, id, contact_id, type, actor_type, actor_id, created_at, data } = only
     await appendOneOnSqlite(trx, org_id, id, contact_id, type, actor_type, actor_id ?? null, created_at, data)
-    const fannedOut = await fanOutOneOnSqlite(trx, org_id, id)
-    return Number(fannedOut.numAffectedRows ?? 0)
+    return
   }
   await trx
     .insertInto('contact_events')
     .values([...events])
     .execute()
-  const [result] = await fanOutOnSqlite(
-    trx,
-    events[0]?.org_id as string,
-    events.map((event) => event.id),
-  ).execute()
-  return Number(result?.numInsertedOrUpdatedRows ?? 0)
 }
 
 /** One contact's events, newest first, from before a position (the seq of the last one seen). */

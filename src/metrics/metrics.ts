@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { sql } from 'kysely'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { DatabaseHandle } from '../db/database.js'
+import { unqueuedDeliveries } from '../webhooks/webhooks.repository.js'
 
 /**
  * The service's Prometheus metrics, one registry per app (so that several apps in one process,
@@ -80,7 +81,8 @@ export function createMetrics(database: DatabaseHandle): Metrics {
       importProgress.set({ job_id: job.id }, bytes > 0 ? Number(job.bytes_read) / bytes : 0)
     }
   }
-  // Both gauges come from one query over the pending deliveries, run at scrape time.
+  // Both gauges come from the pending deliveries, read at scrape time; on SQLite they include the
+  // deliveries the log owes but the dispatcher has not queued yet (all due since their event).
   const refreshDeliveries = async () => {
     const now = new Date().toISOString()
     const { rows } = await sql<{ pending: number | string; oldest_due: Date | string | null }>`
@@ -88,8 +90,13 @@ export function createMetrics(database: DatabaseHandle): Metrics {
              min(case when next_attempt_at <= ${now} then next_attempt_at end) as oldest_due
       from webhook_deliveries where status = 'pending'`.execute(database.db)
     const [row] = rows
-    pending.set(Number(row?.pending ?? 0))
-    lag.set(row?.oldest_due ? Math.max(0, (Date.now() - new Date(row.oldest_due).getTime()) / 1000) : 0)
+    const unqueued =
+      database.dialect === 'sqlite' ? await unqueuedDeliveries(database.db) : { count: 0, oldest: null }
+    const times = [row?.oldest_due, unqueued.oldest]
+      .filter((time) => time !== null && time !== undefined)
+      .map((time) => new Date(time).getTime())
+    pending.set(Number(row?.pending ?? 0) + unqueued.count)
+    lag.set(times.length > 0 ? Math.max(0, (Date.now() - Math.min(...times)) / 1000) : 0)
   }
   const attempts = new Counter({
     name: 'contacts_webhook_delivery_attempts_total',

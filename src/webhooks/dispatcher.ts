@@ -2,6 +2,7 @@ import { isIP } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import { type Kysely, sql } from 'kysely'
 import { Agent } from 'undici'
+import { dialectOf } from '../db/database.js'
 import type { Database } from '../db/schema.js'
 import { contactEventJson } from '../events/events.service.js'
 import { uuidv7 } from '../shared/ids.js'
@@ -13,8 +14,8 @@ import {
   signatureHeader,
 } from './signature.js'
 import { ForbiddenTargetError, guardedLookup, type TargetPolicy } from './targets.js'
-import { onDeliveriesQueued } from './wakeup.js'
-import { type ClaimedDelivery, claimDueDeliveries } from './webhooks.repository.js'
+import { onDeliveriesQueued, onEventsAppended } from './wakeup.js'
+import { type ClaimedDelivery, claimDueDeliveries, queueFromLog } from './webhooks.repository.js'
 
 export interface DispatcherOptions {
   policy: TargetPolicy
@@ -153,7 +154,15 @@ export function startDispatcher(
   }
   const pollTimer = setInterval(() => void pump(), options.pollIntervalMs)
   pollTimer.unref()
+  const sqlite = dialectOf(db) === 'sqlite'
+  /** Whether the last look found an enabled webhook; while none is, appended events need no look. */
+  let anyEnabled = true
   const unsubscribe = onDeliveriesQueued(schedulePump)
+  const unsubscribeAppended = sqlite
+    ? onEventsAppended(() => {
+        if (anyEnabled) schedulePump()
+      })
+    : () => {}
 
   async function pump(): Promise<void> {
     if (stopped) return
@@ -172,6 +181,8 @@ export function startDispatcher(
         // doing each on its own.
         let counted: AttemptOutcome[] = []
         const claimed = await db.transaction().execute(async (trx) => {
+          // First, so that a webhook disabled below has been sent every event written before.
+          if (sqlite) anyEnabled = (await queueFromLog(trx)).anyEnabled
           if (finished.length > 0) counted = await recordOutcomes(trx, finished, options)
           if (free <= 0) return []
           const now = new Date()
@@ -241,6 +252,7 @@ export function startDispatcher(
       clearInterval(pollTimer)
       if (pumpTimer) clearTimeout(pumpTimer)
       unsubscribe()
+      unsubscribeAppended()
       await Promise.allSettled([...inFlightDone])
       while (pumping) await new Promise((resolve) => setTimeout(resolve, 5))
       while (outcomes.length > 0) {

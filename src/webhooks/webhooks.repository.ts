@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Updateable } from 'kysely'
+import type { Insertable, Kysely, RawBuilder, Updateable } from 'kysely'
 import { sql } from 'kysely'
 import { dialectOf } from '../db/database.js'
 import type { ContactEventRow, Database, WebhookDeliveryRow, WebhookTable } from '../db/schema.js'
@@ -9,8 +9,14 @@ import type { ContactEventRow, Database, WebhookDeliveryRow, WebhookTable } from
  */
 const PENDING = sql.lit('pending' as const)
 
+/** The seq of the newest event (SQLite): a webhook created or enabled now is sent what follows it. */
+const END_OF_LOG = sql<number>`(select coalesce(max(seq), 0) from contact_events)`
+
 export async function insertWebhook(db: Kysely<Database>, row: Insertable<WebhookTable>) {
-  await db.insertInto('webhooks').values(row).execute()
+  await db
+    .insertInto('webhooks')
+    .values(dialectOf(db) === 'sqlite' ? { ...row, queued_through_seq: END_OF_LOG } : row)
+    .execute()
 }
 
 export async function findWebhook(db: Kysely<Database>, orgId: string, id: string) {
@@ -41,15 +47,22 @@ export async function listWebhooks(
   return query.execute()
 }
 
+/**
+ * On SQLite, first queues what the webhook is owed from the log under its present settings, so
+ * that a change (disabling it, other event types) applies to events written after it only; an
+ * enabled or re-enabled webhook is then owed nothing older. Callers run it in a transaction.
+ */
 export async function updateWebhook(
   db: Kysely<Database>,
   orgId: string,
   id: string,
   changes: Updateable<WebhookTable>,
 ) {
+  const sqlite = dialectOf(db) === 'sqlite'
+  if (sqlite) await queueFromLog(db, { orgId, webhookId: id })
   return db
     .updateTable('webhooks')
-    .set(changes)
+    .set(sqlite ? { ...changes, queued_through_seq: END_OF_LOG } : changes)
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .returningAll()
@@ -164,6 +177,102 @@ export async function hasPendingDelivery(
 
 export async function insertDelivery(db: Kysely<Database>, row: Insertable<Database['webhook_deliveries']>) {
   await db.insertInto('webhook_deliveries').values(row).execute()
+}
+
+export const QUEUED_DELIVERY_COLUMNS = [
+  'org_id',
+  'id',
+  'webhook_id',
+  'event_seq',
+  'contact_id',
+  'status',
+  'attempts',
+  'next_attempt_at',
+  'created_at',
+] as const
+
+/** A new delivery of event `e` to webhook `w`, due at once, in QUEUED_DELIVERY_COLUMNS' order. */
+export const queuedDelivery = (id: RawBuilder<string>) =>
+  [
+    'e.org_id',
+    id.as('id'),
+    'w.id as webhook_id',
+    'e.seq',
+    'e.contact_id',
+    sql<'pending'>`'pending'`.as('status'),
+    sql<number>`0`.as('attempts'),
+    'e.created_at as next_attempt_at',
+    'e.created_at',
+  ] as const
+
+/**
+ * A version 7 UUID made by SQLite for the delivery of event `e`: its time is the event's (whose id
+ * is a version 7 UUID too), the rest random. Deliveries so follow each other in their keys and
+ * log index, and a batch of them fills a few pages at the end instead of one random page each.
+ */
+const SQLITE_DELIVERY_UUID = sql<string>`(substr(e.id, 1, 14) || lower(
+  '7' || substr(hex(randomblob(2)), 2) || '-' ||
+  substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))
+))`
+
+/** The (event, webhook) pairs of the log not queued yet (SQLite): events past the webhook's position it takes. */
+const unqueued = (db: Kysely<Database>, only: { orgId: string; webhookId: string } | null) =>
+  db
+    .selectFrom('webhooks as w')
+    // For each webhook, the events since its position: a range of contact_events' rowid (seq).
+    // SQLite keeps a CROSS JOIN's order (webhooks first), and the unary plus keeps it from taking
+    // the (org, contact) index instead, which would walk the organization's whole history.
+    .crossJoin('contact_events as e')
+    .whereRef('e.seq', '>', 'w.queued_through_seq')
+    .where(sql<boolean>`+${sql.ref('e.org_id')} = ${sql.ref('w.org_id')}`)
+    .where('w.enabled', '=', 1)
+    .where(sql<boolean>`exists (select 1 from json_each(w.events) where json_each.value = e.type)`)
+    .$if(only !== null, (query) =>
+      query
+        .where('w.org_id', '=', (only as { orgId: string }).orgId)
+        .where('w.id', '=', (only as { webhookId: string }).webhookId),
+    )
+
+/**
+ * SQLite: queues a delivery of every event each enabled webhook (or the one given) has not been
+ * served yet, and moves the webhooks' positions to the end of the log. The caller holds the write
+ * lock (a transaction), so no event can be committed between the two statements; and since
+ * SQLite numbers events in the order their transactions commit, no event can later appear
+ * behind a position. Returns whether any webhook is enabled at all.
+ */
+export async function queueFromLog(
+  trx: Kysely<Database>,
+  only: { orgId: string; webhookId: string } | null = null,
+): Promise<{ queued: number; anyEnabled: boolean }> {
+  if (only === null) {
+    const enabled = await trx.selectFrom('webhooks').select('id').where('enabled', '=', 1).limit(1).execute()
+    if (enabled.length === 0) return { queued: 0, anyEnabled: false }
+  }
+  const [inserted] = await trx
+    .insertInto('webhook_deliveries')
+    .columns(QUEUED_DELIVERY_COLUMNS)
+    .expression(unqueued(trx, only).select(queuedDelivery(SQLITE_DELIVERY_UUID)))
+    .execute()
+  await trx
+    .updateTable('webhooks')
+    .set({ queued_through_seq: END_OF_LOG })
+    .where('enabled', '=', 1)
+    .where('queued_through_seq', '<', END_OF_LOG)
+    .$if(only !== null, (query) =>
+      query
+        .where('org_id', '=', (only as { orgId: string }).orgId)
+        .where('id', '=', (only as { webhookId: string }).webhookId),
+    )
+    .execute()
+  return { queued: Number(inserted?.numInsertedOrUpdatedRows ?? 0), anyEnabled: true }
+}
+
+/** How many deliveries the log still owes and the time of the oldest (SQLite), for the metrics. */
+export async function unqueuedDeliveries(db: Kysely<Database>) {
+  const row = await unqueued(db, null)
+    .select((eb) => [eb.fn.countAll<number>().as('count'), eb.fn.min('e.created_at').as('oldest')])
+    .executeTakeFirst()
+  return { count: Number(row?.count ?? 0), oldest: row?.oldest ?? null }
 }
 
 function dueDeliveries(

@@ -1,5 +1,6 @@
 import type { Kysely, Updateable } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
+import { dialectOf } from '../db/database.js'
 import type { ContactEventType, Database, WebhookRow, WebhookTable } from '../db/schema.js'
 import { AppError, ValidationFailedError } from '../errors.js'
 import { EVENT_TYPES } from '../events/events.schemas.js'
@@ -10,6 +11,7 @@ import { assertOwnOrganization } from '../shared/tenancy.js'
 import { formatNullableTimestamp, formatTimestamp, nowTimestamp } from '../shared/time.js'
 import { newWebhookSecret, secretHint } from './signature.js'
 import { type TargetPolicy, targetProblem } from './targets.js'
+import { deliveriesQueued } from './wakeup.js'
 import * as webhooks from './webhooks.repository.js'
 import type {
   Delivery,
@@ -75,8 +77,10 @@ export async function createWebhook(
     failing_since: null,
     disabled_at: null,
     disabled_reason: null,
+    queued_through_seq: null,
   } satisfies WebhookRow
   await webhooks.insertWebhook(db, row)
+  deliveriesQueued()
   return { ...toWebhook(row), secret: row.secret }
 }
 
@@ -120,8 +124,12 @@ export async function updateWebhook(
     if (body.enabled)
       Object.assign(changes, { disabled_at: null, disabled_reason: null, failing_since: null })
   }
-  const row = await webhooks.updateWebhook(db, principal.orgId, id.toLowerCase(), changes)
+  const row = await db
+    .transaction()
+    .execute((trx) => webhooks.updateWebhook(trx, principal.orgId, id.toLowerCase(), changes))
   if (!row) throw webhookNotFound()
+  // Enabled again, its pending deliveries are due.
+  deliveriesQueued()
   return toWebhook(row)
 }
 
@@ -130,10 +138,12 @@ export async function rotateWebhookSecret(
   orgId: string,
   id: string,
 ): Promise<Webhook & { secret: string }> {
-  const row = await webhooks.updateWebhook(db, orgId, id.toLowerCase(), {
-    secret: newWebhookSecret(),
-    updated_at: nowTimestamp(),
-  })
+  const row = await db.transaction().execute((trx) =>
+    webhooks.updateWebhook(trx, orgId, id.toLowerCase(), {
+      secret: newWebhookSecret(),
+      updated_at: nowTimestamp(),
+    }),
+  )
   if (!row) throw webhookNotFound()
   return { ...toWebhook(row), secret: row.secret }
 }
@@ -175,6 +185,10 @@ export async function listDeliveries(
 ) {
   const id = webhookId.toLowerCase()
   if (!(await webhooks.findWebhook(db, orgId, id))) throw webhookNotFound()
+  // On SQLite the log may owe the webhook deliveries the dispatcher has not queued yet: the
+  // page shows them too, as PostgreSQL's would.
+  if (dialectOf(db) === 'sqlite')
+    await db.transaction().execute((trx) => webhooks.queueFromLog(trx, { orgId, webhookId: id }))
   const codec = await cursors()
   const queryKey = queryKeyOf([orgId, 'deliveries', id, query.status ?? null])
   const after = query.cursor === undefined ? null : readTimeAndId(codec, queryKey, query.cursor)
@@ -241,6 +255,7 @@ export async function redeliver(
       redelivery_of: original.id,
     })
   })
+  deliveriesQueued()
   const created = await webhooks.findDelivery(db, orgId, original.webhook_id, id)
   if (!created) throw deliveryNotFound()
   return toDelivery(created)
