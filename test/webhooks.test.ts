@@ -342,6 +342,33 @@ for (const backend of BACKENDS) {
       receiver.decide = () => ({ status: 200 })
     })
 
+    test('a redirect is not followed: the attempt fails with its status and where it pointed', async () => {
+      const webhook = await webhookTo('/moved', { events: ['contact.created'] })
+      receiver.decide = (request) =>
+        request.path === '/moved' && at('/moved')().length === 1
+          ? { status: 302, headers: { location: 'https://elsewhere.example/hook' } }
+          : { status: 200 }
+      await contact({ first_name: 'Moved' })
+      const log = await eventually(
+        async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
+        (items) => items[0]?.status === 'succeeded',
+        'the delivery to succeed on its retry',
+      )
+      const detail = (await call('GET', `/outbound_webhook/${webhook.id}/logs/${log[0].id}`)).json().data
+      assert.deepEqual(
+        detail.attempts_log.map((attempt: { status_code: number; error: string | null }) => [
+          attempt.status_code,
+          attempt.error,
+        ]),
+        [
+          [302, 'redirect to https://elsewhere.example/hook not followed'],
+          [200, null],
+        ],
+      )
+      assert.equal(at('/moved')().length, 2, 'the redirect target was never called')
+      receiver.decide = () => ({ status: 200 })
+    })
+
     test('writes are not held up by a webhook that hangs', async () => {
       await webhookTo('/hang', { events: ['contact.updated'] })
       receiver.decide = (request) => (request.path === '/hang' ? 'hang' : { status: 200 })

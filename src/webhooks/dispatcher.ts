@@ -1,7 +1,7 @@
 import { isIP } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import { type Kysely, sql } from 'kysely'
-import { Agent } from 'undici'
+import { Agent, type Dispatcher as UndiciDispatcher } from 'undici'
 import { dialectOf } from '../db/database.js'
 import type { Database } from '../db/schema.js'
 import { contactEventJson } from '../events/events.service.js'
@@ -59,6 +59,39 @@ export function retryDelayMs(attempt: number, baseMs: number, maxDelayMs: number
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 const isTimeout = (error: unknown) => TIMEOUT_CODES.has(String((error as { code?: string }).code))
 
+/**
+ * One request through undici's dispatch interface, which the request API is built on: only the
+ * status code and a redirect's location are kept and the answer's body is dropped as it arrives
+ * (read to the end, so the connection is reused), without the response stream the request API
+ * makes for every call.
+ */
+function answerTo(
+  agent: Agent,
+  options: UndiciDispatcher.DispatchOptions,
+): Promise<{ statusCode: number; location: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    let statusCode = 0
+    let location: string | undefined
+    agent.dispatch(options, {
+      onConnect() {},
+      onHeaders(status, rawHeaders) {
+        // 1xx answers come before the final one.
+        if (status < 200) return true
+        statusCode = status
+        if (status >= 300 && status < 400) {
+          for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+            if (String(rawHeaders[i]).toLowerCase() === 'location') location = String(rawHeaders[i + 1])
+          }
+        }
+        return true
+      },
+      onData: () => true,
+      onComplete: () => resolve({ statusCode, location }),
+      onError: reject,
+    })
+  })
+}
+
 /** Sends one body; resolves with the status code or the reason there was none. Never rejects. */
 async function post(
   agent: Agent,
@@ -79,18 +112,14 @@ async function post(
     return { statusCode: null, error: `${host} is an internal address` }
   }
   try {
-    const response = await agent.request({
+    const { statusCode, location } = await answerTo(agent, {
       origin: url.origin,
       path: `${url.pathname}${url.search}`,
       method: 'POST',
       headers,
       body,
     })
-    // The answer's body is not needed; reading it lets the connection be reused.
-    await response.body.dump()
-    const { statusCode } = response
     if (statusCode >= 200 && statusCode < 300) return { statusCode, error: null }
-    const location = response.headers.location
     return {
       statusCode,
       error:

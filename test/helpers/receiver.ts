@@ -14,7 +14,7 @@ export interface ReceivedRequest {
 }
 
 /** What to do with a request: answer with a status after an optional delay, or never answer. */
-export type Reply = { status: number; delayMs?: number } | 'hang'
+export type Reply = { status: number; delayMs?: number; headers?: Record<string, string> } | 'hang'
 
 /**
  * A webhook receiver on loopback, as an integrator would run one: records every request and
@@ -59,7 +59,7 @@ export async function startReceiver(
       setTimeout(() => {
         entry.answeredAt = Date.now()
         entry.status = reply.status
-        response.writeHead(reply.status, { 'content-type': 'text/plain' }).end('ok')
+        response.writeHead(reply.status, { 'content-type': 'text/plain', ...reply.headers }).end('ok')
         settle()
       }, reply.delayMs ?? 0)
     })
