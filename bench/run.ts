@@ -8,7 +8,8 @@
  * ratio to the ceiling (fixed JSON through the same server) measured in the same round. On
  * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench. In
  * each round the PUT runs a second time with one enabled webhook (bench/receiver.ts acknowledging
- * in a process of its own), and the ratio of the two is reported with the delivery backlog. The
+ * in a process of its own), then once more without; the ratio of the webhook's run to the mean of
+ * the plain runs either side of it is reported with the delivery backlog. The
  * server and the load generator are pinned to different cores when taskset exists. Writes a
  * Markdown table and a JSON file to .bench/ (git-ignored). Last, bench/import.ts imports a CSV
  * file of 1,000,000 new contacts (10,000 with --quick; --import-rows 0 skips it) and exports them.
@@ -301,7 +302,7 @@ async function measure(
   const webhook = await webhookSwitch(server.url, key, receiver.url, database.url)
   const rounds: Record<string, Measure>[] = []
   const pgbenchRounds: number[] = []
-  const webhookRounds: { backlog: number; drainSeconds: number }[] = []
+  const webhookRounds: { backlog: number; drainSeconds: number; putAfterRps: number }[] = []
   try {
     // The PUT with a webhook too: the dispatcher's code, statements and connections are not
     // exercised by the other routes.
@@ -325,9 +326,12 @@ async function measure(
         const backlog = await webhook.pending()
         const drainSeconds = await webhook.drain()
         await webhook.enable(false)
-        webhookRounds.push({ backlog, drainSeconds })
+        // The plain PUT once more, so that the webhook's run is compared with the plain runs
+        // either side of it: a drift of the machine's speed during the round cancels out.
+        const putAfterRps = (await drive(server.url, scenario.request(key), SECONDS)).rps
+        webhookRounds.push({ backlog, drainSeconds, putAfterRps })
         process.stdout.write(
-          `${backend} round ${round} put_webhook: ${Math.round(measures.put_webhook.rps)} req/s, ${backlog} deliveries pending at the end, drained in ${drainSeconds} s\n`,
+          `${backend} round ${round} put_webhook: ${Math.round(measures.put_webhook.rps)} req/s, ${backlog} deliveries pending at the end, drained in ${drainSeconds} s; put again: ${Math.round(putAfterRps)} req/s\n`,
         )
       }
       if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
@@ -371,7 +375,12 @@ async function measure(
     pgbench_tps: pgbenchTps,
     put_to_pgbench: pgbenchTps ? Number((putRps / pgbenchTps).toFixed(3)) : null,
     put_webhook_to_put: Number(
-      median(rounds.map((r) => (r.put_webhook?.rps ?? 0) / (r.put?.rps ?? 1))).toFixed(3),
+      median(
+        rounds.map((r, i) => {
+          const around = ((r.put?.rps ?? 0) + (webhookRounds[i]?.putAfterRps ?? 0)) / 2
+          return (r.put_webhook?.rps ?? 0) / (around || 1)
+        }),
+      ).toFixed(3),
     ),
     webhook_backlog_at_end: median(webhookRounds.map((r) => r.backlog)),
     webhook_drain_seconds: median(webhookRounds.map((r) => r.drainSeconds)),
