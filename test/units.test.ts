@@ -8,7 +8,7 @@ import { DatabaseUrlError, parseDatabaseUrl } from '../src/db/database.js'
 import { contactEventJson, toContactEvent } from '../src/events/events.service.js'
 import { progressReporter } from '../src/imports/progress.js'
 import { uuidv7 } from '../src/shared/ids.js'
-import { formatTimestamp, parseDateTime } from '../src/shared/time.js'
+import { formatTimestamp, parseDateTime, timestampFromPostgres } from '../src/shared/time.js'
 import { retryDelayMs } from '../src/webhooks/dispatcher.js'
 import { signatureHeader } from '../src/webhooks/signature.js'
 import { targetPolicy } from '../src/webhooks/targets.js'
@@ -39,6 +39,27 @@ describe('date-times', () => {
     assert.equal(parseDateTime('0001-01-01T00:00:00Z')?.toISOString(), '0001-01-01T00:00:00.000Z')
     assert.equal(formatTimestamp(new Date('2023-11-07T05:31:56.000Z')), '2023-11-07T05:31:56Z')
     assert.equal(formatTimestamp('2023-11-07T05:31:56.120Z'), '2023-11-07T05:31:56.120Z')
+    assert.equal(formatTimestamp('2023-11-07T05:31:56.000Z'), '2023-11-07T05:31:56Z')
+    assert.equal(formatTimestamp('2023-11-07T07:31:56.5+02:00'), '2023-11-07T05:31:56.500Z')
+  })
+  test("PostgreSQL's timestamps read as the strings SQLite stores for the same instants", () => {
+    const driverParser = (text: string) => new Date(text.replace(' ', 'T').replace(/([+-]\d{2})$/, '$1:00'))
+    const cases: [string, string][] = [
+      ['2026-11-28 06:05:01.123+00', '2026-11-28T06:05:01.123Z'],
+      ['2026-11-28 06:05:01+00', '2026-11-28T06:05:01.000Z'],
+      ['2026-11-28 06:05:01.5+00', '2026-11-28T06:05:01.500Z'],
+      ['2026-11-28 06:05:01.123456+00', '2026-11-28T06:05:01.123Z'],
+      // A session in another time zone: through the driver's parser.
+      ['2026-11-28 08:05:01.123+02', '2026-11-28T06:05:01.123Z'],
+    ]
+    for (const [text, stored] of cases) {
+      assert.equal(timestampFromPostgres(text, driverParser), stored, text)
+      assert.equal(timestampFromPostgres(text, driverParser), new Date(stored).toISOString())
+    }
+    assert.equal(
+      timestampFromPostgres('infinity', () => 'infinity'),
+      'infinity',
+    )
   })
   test('impossible calendar values are refused, not rolled over', () => {
     for (const text of [

@@ -13,6 +13,7 @@ import {
   type SqliteStatement,
 } from 'kysely'
 import pg from 'pg'
+import { timestampFromPostgres } from '../shared/time.js'
 import type { Database } from './schema.js'
 import { startWalCheckpointer } from './wal-checkpointer.js'
 
@@ -186,9 +187,24 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   }
 }
 
+const TIMESTAMPTZ_OID = 1184
+const parseTimestamptz = pg.types.getTypeParser(TIMESTAMPTZ_OID, 'text') as (text: string) => unknown
+
+/**
+ * Timestamps come back as the same RFC 3339 strings SQLite stores, read straight from their text:
+ * the driver's Date (parsed, then formatted again for every answer) was a tenth of an export.
+ */
+const postgresTypes = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === TIMESTAMPTZ_OID && format !== 'binary'
+      ? (text: string) => timestampFromPostgres(text, parseTimestamptz)
+      : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+}
+
 function openPostgres(connectionString: string, options: DatabaseOptions): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString,
+    types: postgresTypes,
     max: options.poolSize ?? 10,
     connectionTimeoutMillis: options.poolTimeoutMs ?? 5_000,
     // A statement that runs away (or waits on a lock) must not hold a connection, and the

@@ -3,8 +3,30 @@
  * `2023-11-07T05:31:56Z` comes back exactly as it was sent.
  */
 export function formatTimestamp(value: Date | string): string {
-  const iso = (value instanceof Date ? value : new Date(value)).toISOString()
+  // Stored timestamps are already RFC 3339 in UTC with milliseconds (the application writes them
+  // with toISOString, and PostgreSQL's are read as such): no Date to make on every read.
+  const iso =
+    typeof value === 'string' && value.length === 24 && STORED_TIMESTAMP.test(value)
+      ? value
+      : (value instanceof Date ? value : new Date(value)).toISOString()
   return iso.endsWith('.000Z') ? `${iso.slice(0, -5)}Z` : iso
+}
+
+const STORED_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
+
+/** PostgreSQL's text for a timestamptz in a UTC session: `2026-11-28 06:05:01.123+00`. */
+const POSTGRES_UTC_TIMESTAMP = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?\+00$/
+
+/**
+ * A timestamptz as PostgreSQL sends it, as the string SQLite stores for the same instant
+ * (toISOString's form, to the millisecond): made from the text when the session is in UTC, through
+ * a Date otherwise (`parseOther`: the driver's own parser).
+ */
+export function timestampFromPostgres(text: string, parseOther: (text: string) => unknown): string {
+  const match = POSTGRES_UTC_TIMESTAMP.exec(text)
+  if (match) return `${match[1]}T${match[2]}.${(match[3] ?? '').padEnd(3, '0').slice(0, 3)}Z`
+  const parsed = parseOther(text)
+  return parsed instanceof Date && !Number.isNaN(parsed.getTime()) ? parsed.toISOString() : text
 }
 
 export const formatNullableTimestamp = (value: Date | string | null): string | null =>
