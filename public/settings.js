@@ -10,7 +10,8 @@ document.addEventListener('DOMContentLoaded', () => {
       dialog.addEventListener('close', removeOnClose, { once: true })
       dialog.showModal()
     } else {
-      removeOnClose()
+      // Always rendered open: closed already, by a user quicker than this script.
+      dialog.remove()
     }
   }
   for (const button of document.querySelectorAll('[data-copy]')) {

@@ -50,6 +50,8 @@ for (const backend of BACKENDS) {
       await page.getByRole('button', { name: 'Create key' }).click()
       const dialog = page.getByRole('dialog')
       await dialog.waitFor()
+      // Made modal by the page's script, as a user meets it: then Done and Escape close it for good.
+      await page.locator('dialog#new-key:modal').waitFor()
       const key = (await dialog.locator('code').innerText()).trim()
       assert.match(key, API_KEY_PATTERN)
       return key
@@ -105,7 +107,8 @@ for (const backend of BACKENDS) {
       fullKey = await createKey('zapier', 'full_access', 'Zapier integration')
       await shot('key-dialog')
       await page.getByRole('button', { name: 'Done' }).click()
-      await page.getByRole('dialog').waitFor({ state: 'detached' })
+      // The element itself, not only a visible dialog: a closed one would still hold the key.
+      await page.locator('#new-key').waitFor({ state: 'detached' })
       const table = await page.locator('#keys-table').innerText()
       assert.ok(table.includes(fullKey.slice(0, 10)), 'the prefix is listed')
       assert.ok(!(await page.content()).includes(fullKey), 'the key is no longer anywhere in the page')
@@ -123,7 +126,7 @@ for (const backend of BACKENDS) {
     test('a read_only key made in the page gets 403 on PUT', async () => {
       readOnlyKey = await createKey('reporting', 'read_only', 'Dashboards')
       await page.keyboard.press('Escape')
-      await page.getByRole('dialog').waitFor({ state: 'detached' })
+      await page.locator('#new-key').waitFor({ state: 'detached' })
       const put = await api(`/contact/${contactId}`, readOnlyKey, {
         method: 'PUT',
         body: '{"first_name":"x"}',
@@ -244,6 +247,43 @@ for (const backend of BACKENDS) {
       await page.getByLabel('Password').fill(OWNER.password)
       await page.keyboard.press('Enter')
       await page.waitForURL(/\/settings\/contacts$/)
+    })
+
+    test("a key dialog closed before the page's script ran still takes the key out of the page", async () => {
+      // The script held back until the dialog, shown open without it, has been closed.
+      let release = () => {}
+      const held = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      await page.route('**/settings/assets/settings.js', async (route) => {
+        await held
+        // The first page's request is abandoned when the form's answer replaces it.
+        await route.continue().catch(() => {})
+      })
+      try {
+        await page.goto(`${server.url}/settings/keys`, { waitUntil: 'commit' })
+        await page.getByLabel('Name', { exact: true }).fill('early')
+        await page.getByLabel('Role').selectOption('read_only')
+        await page.getByLabel('Description').fill('Closed in a hurry')
+        await page.getByRole('button', { name: 'Create key' }).click({ noWaitAfter: true })
+        const dialog = page.getByRole('dialog')
+        await dialog.waitFor()
+        const key = (await dialog.locator('code').innerText()).trim()
+        assert.match(key, API_KEY_PATTERN)
+        await page.getByRole('button', { name: 'Done' }).click()
+        await dialog.waitFor({ state: 'hidden' })
+        assert.equal(
+          await page.locator('#new-key').count(),
+          1,
+          'closed, but still in the page until the script runs',
+        )
+        release()
+        await page.locator('#new-key').waitFor({ state: 'detached' })
+        assert.ok(!(await page.content()).includes(key), 'the key is no longer anywhere in the page')
+      } finally {
+        release()
+        await page.unroute('**/settings/assets/settings.js')
+      }
     })
   })
 }
