@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -367,6 +370,40 @@ for (const backend of BACKENDS) {
       )
       assert.equal(at('/moved')().length, 2, 'the redirect target was never called')
       receiver.decide = () => ({ status: 200 })
+    })
+
+    test('an endpoint that acknowledges and then never stops sending is cut off, and the delivery counts', async () => {
+      const endless = http.createServer((request, response) => {
+        request.resume()
+        request.on('end', () => {
+          response.writeHead(200, { 'content-type': 'text/plain' })
+          const chunk = 'x'.repeat(16 * 1024)
+          const timer = setInterval(() => response.write(chunk), 1)
+          response.on('close', () => clearInterval(timer))
+        })
+      })
+      endless.listen(0, '127.0.0.1')
+      await once(endless, 'listening')
+      try {
+        const { port } = endless.address() as AddressInfo
+        const created = await call('POST', '/outbound_webhook', {
+          endpoint: `http://127.0.0.1:${port}/endless`,
+          events: ['contact.created'],
+        })
+        assert.equal(created.statusCode, 201, created.body)
+        const webhook = created.json().data as { id: string }
+        await contact({ first_name: 'Endless' })
+        const log = await eventually(
+          async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
+          (items) => items[0]?.status === 'succeeded',
+          'the delivery to be recorded as succeeded',
+        )
+        assert.equal(log[0].attempts, 1)
+        assert.equal(log[0].last_status_code, 200)
+      } finally {
+        endless.closeAllConnections()
+        endless.close()
+      }
     })
 
     test('writes are not held up by a webhook that hangs', async () => {

@@ -59,11 +59,14 @@ export function retryDelayMs(attempt: number, baseMs: number, maxDelayMs: number
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 const isTimeout = (error: unknown) => TIMEOUT_CODES.has(String((error as { code?: string }).code))
 
+/** An answer's body is read this far (so that its connection can be reused), then cut off. */
+const MAX_ANSWER_BODY_BYTES = 128 * 1024
+
 /**
  * One request through undici's dispatch interface, which the request API is built on: only the
- * status code and a redirect's location are kept and the answer's body is dropped as it arrives
- * (read to the end, so the connection is reused), without the response stream the request API
- * makes for every call.
+ * status code and a redirect's location are kept and the answer's body is dropped as it arrives,
+ * without the response stream the request API makes for every call. A body longer than
+ * MAX_ANSWER_BODY_BYTES (or endless) ends the connection; the status already counts.
  */
 function answerTo(
   agent: Agent,
@@ -72,8 +75,12 @@ function answerTo(
   return new Promise((resolve, reject) => {
     let statusCode = 0
     let location: string | undefined
+    let bodyBytes = 0
+    let abort: (error?: Error) => void = () => {}
     agent.dispatch(options, {
-      onConnect() {},
+      onConnect(abortRequest) {
+        abort = abortRequest
+      },
       onHeaders(status, rawHeaders) {
         // 1xx answers come before the final one.
         if (status < 200) return true
@@ -85,7 +92,13 @@ function answerTo(
         }
         return true
       },
-      onData: () => true,
+      onData(chunk) {
+        bodyBytes += chunk.length
+        if (bodyBytes <= MAX_ANSWER_BODY_BYTES) return true
+        resolve({ statusCode, location })
+        abort()
+        return false
+      },
       onComplete: () => resolve({ statusCode, location }),
       onError: reject,
     })
