@@ -89,7 +89,7 @@ export function parseDatabaseUrl(url: string): DatabaseLocation {
 export const STATEMENT_CACHE_CAPACITY = 256
 
 /** About 16 MiB of WAL (4 KiB pages): the size it returns to under sustained writes. */
-export const WAL_FINISH_AT_FRAMES = 4000
+const WAL_FINISH_AT_FRAMES = 4000
 
 /**
  * Kysely's SQLite driver prepares every statement anew, which costs more than running it on the

@@ -224,7 +224,7 @@ export function startDispatcher(
         let counted: AttemptOutcome[] = []
         const claimed = await db.transaction().execute(async (trx) => {
           // First, so that a webhook disabled below has been sent every event written before.
-          if (sqlite) anyEnabled = (await queueFromLog(trx)).anyEnabled
+          if (sqlite) anyEnabled = await queueFromLog(trx)
           if (finished.length > 0) counted = await recordOutcomes(trx, finished, options)
           if (free <= 0) return []
           const now = new Date()

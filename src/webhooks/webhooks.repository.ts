@@ -238,17 +238,18 @@ const unqueued = (db: Kysely<Database>, only: { orgId: string; webhookId: string
  * served yet, and moves the webhooks' positions to the end of the log. The caller holds the write
  * lock (a transaction), so no event can be committed between the two statements; and since
  * SQLite numbers events in the order their transactions commit, no event can later appear
- * behind a position. Returns whether any webhook is enabled at all.
+ * behind a position. Returns false when no webhook at all is enabled (for the dispatcher, which
+ * then need not look after every write).
  */
 export async function queueFromLog(
   trx: Kysely<Database>,
   only: { orgId: string; webhookId: string } | null = null,
-): Promise<{ queued: number; anyEnabled: boolean }> {
+): Promise<boolean> {
   if (only === null) {
     const enabled = await trx.selectFrom('webhooks').select('id').where('enabled', '=', 1).limit(1).execute()
-    if (enabled.length === 0) return { queued: 0, anyEnabled: false }
+    if (enabled.length === 0) return false
   }
-  const [inserted] = await trx
+  await trx
     .insertInto('webhook_deliveries')
     .columns(QUEUED_DELIVERY_COLUMNS)
     .expression(unqueued(trx, only).select(queuedDelivery(SQLITE_DELIVERY_UUID)))
@@ -264,7 +265,7 @@ export async function queueFromLog(
         .where('id', '=', (only as { webhookId: string }).webhookId),
     )
     .execute()
-  return { queued: Number(inserted?.numInsertedOrUpdatedRows ?? 0), anyEnabled: true }
+  return true
 }
 
 /** How many deliveries the log still owes and the time of the oldest (SQLite), for the metrics. */
