@@ -244,6 +244,13 @@ for (const backend of BACKENDS) {
       return response.json().data.id as string
     }
     const at = (path: string) => () => receiver.received.filter((r) => r.path === path)
+    /** The webhook's delivery log once its newest delivery has succeeded. */
+    const succeededLog = (webhookId: string, what: string) =>
+      eventually(
+        async () => (await call('GET', `/outbound_webhook/${webhookId}/logs`)).json().data.items,
+        (items) => items[0]?.status === 'succeeded',
+        what,
+      )
 
     test('a delivery is the history event, signed as the README shows how to verify', async () => {
       const webhook = await webhookTo('/signed', { events: ['contact.created'] })
@@ -281,11 +288,7 @@ for (const backend of BACKENDS) {
       const requests = at('/flaky')()
       assert.equal(requests.length, 4, 'acknowledged once, never sent again')
       assert.equal(new Set(requests.map((r) => r.eventId)).size, 1)
-      const log = await eventually(
-        async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
-        (items) => items[0]?.status === 'succeeded',
-        'the delivery to be recorded',
-      )
+      const log = await succeededLog(webhook.id, 'the delivery to be recorded')
       assert.equal(log.length, 1)
       assert.equal(log[0].attempts, 4)
       assert.equal(log[0].last_status_code, 200)
@@ -334,11 +337,7 @@ for (const backend of BACKENDS) {
       receiver.decide = (request) =>
         request.path === '/slow' && at('/slow')().length === 1 ? 'hang' : { status: 200 }
       await contact({ first_name: 'Slow' })
-      const log = await eventually(
-        async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
-        (items) => items[0]?.status === 'succeeded',
-        'the delivery to succeed after a timeout',
-      )
+      const log = await succeededLog(webhook.id, 'the delivery to succeed after a timeout')
       const detail = (await call('GET', `/outbound_webhook/${webhook.id}/logs/${log[0].id}`)).json().data
       assert.match(detail.attempts_log[0].error, /no answer within 500 ms/)
       assert.equal(detail.attempts_log.at(-1).status_code, 200)
@@ -352,11 +351,7 @@ for (const backend of BACKENDS) {
           ? { status: 302, headers: { location: 'https://elsewhere.example/hook' } }
           : { status: 200 }
       await contact({ first_name: 'Moved' })
-      const log = await eventually(
-        async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
-        (items) => items[0]?.status === 'succeeded',
-        'the delivery to succeed on its retry',
-      )
+      const log = await succeededLog(webhook.id, 'the delivery to succeed on its retry')
       const detail = (await call('GET', `/outbound_webhook/${webhook.id}/logs/${log[0].id}`)).json().data
       assert.deepEqual(
         detail.attempts_log.map((attempt: { status_code: number; error: string | null }) => [
@@ -393,11 +388,7 @@ for (const backend of BACKENDS) {
         assert.equal(created.statusCode, 201, created.body)
         const webhook = created.json().data as { id: string }
         await contact({ first_name: 'Endless' })
-        const log = await eventually(
-          async () => (await call('GET', `/outbound_webhook/${webhook.id}/logs`)).json().data.items,
-          (items) => items[0]?.status === 'succeeded',
-          'the delivery to be recorded as succeeded',
-        )
+        const log = await succeededLog(webhook.id, 'the delivery to be recorded as succeeded')
         assert.equal(log[0].attempts, 1)
         assert.equal(log[0].last_status_code, 200)
       } finally {
