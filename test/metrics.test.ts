@@ -111,6 +111,15 @@ for (const backend of BACKENDS) {
       if (backend.name === 'postgres')
         assert.ok((seriesValue(text, 'contacts_db_pool_connections', { state: 'total' }) ?? 0) >= 1)
       else assert.ok(!text.includes('contacts_db_pool_connections{'))
+      if (backend.name === 'sqlite') {
+        const unlabelled = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0)
+        const transactions = unlabelled('contacts_sqlite_transactions_total')
+        const commits = unlabelled('contacts_sqlite_commits_total')
+        assert.ok(
+          transactions >= 1 && commits >= 1 && commits <= transactions,
+          `${transactions} / ${commits}`,
+        )
+      } else assert.ok(!text.includes('contacts_sqlite_transactions_total '))
     })
 
     test('import jobs: their rows by outcome, and the jobs waiting or running', async () => {

@@ -1,19 +1,10 @@
 import { mkdirSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
-import {
-  CompiledQuery,
-  type Driver,
-  Kysely,
-  PostgresAdapter,
-  PostgresDialect,
-  type SqliteDatabase,
-  SqliteDialect,
-  type SqliteDialectConfig,
-  type SqliteStatement,
-} from 'kysely'
+import { Kysely, PostgresAdapter, PostgresDialect, type SqliteDatabase, type SqliteStatement } from 'kysely'
 import pg from 'pg'
 import { timestampFromPostgres } from '../shared/time.js'
+import { GroupCommitDriver, GroupCommitSqliteDialect } from './group-commit.js'
 import type { Database } from './schema.js'
 import { startWalCheckpointer } from './wal-checkpointer.js'
 
@@ -36,6 +27,11 @@ export interface DatabaseHandle {
   foreignWriteCounter(): number | null
   /** PostgreSQL's pool: connections open, idle, and requests waiting for one; null on SQLite. */
   poolStats(): { total: number; idle: number; waiting: number } | null
+  /**
+   * SQLite: transactions committed and the COMMITs that stored them (transactions that arrive
+   * together share one, see group-commit.ts); null on PostgreSQL, which groups commits itself.
+   */
+  transactionStats(): { transactions: number; commits: number } | null
   close(): Promise<void>
 }
 
@@ -44,30 +40,6 @@ export class DatabaseUrlError extends Error {}
 /** The backend behind a Kysely instance (or a transaction of one), for the few dialect-specific queries. */
 export const dialectOf = (db: Kysely<Database>): DialectName =>
   db.getExecutor().adapter instanceof PostgresAdapter ? 'postgres' : 'sqlite'
-
-/**
- * Every transaction of this service writes, and most read before they write. SQLite's plain
- * BEGIN takes the write lock only at the first write, and when another process committed in
- * between, that upgrade fails at once (SQLITE_BUSY_SNAPSHOT) instead of waiting; BEGIN IMMEDIATE
- * takes the lock first, so a transaction waits its turn (busy_timeout) and then sees the latest data.
- */
-class WriteLockingSqliteDialect extends SqliteDialect {
-  readonly #beforeTransaction: () => void
-
-  constructor(config: SqliteDialectConfig, beforeTransaction: () => void) {
-    super(config)
-    this.#beforeTransaction = beforeTransaction
-  }
-
-  override createDriver(): Driver {
-    const driver = super.createDriver()
-    driver.beginTransaction = async (connection) => {
-      this.#beforeTransaction()
-      await connection.executeQuery(CompiledQuery.raw('begin immediate'))
-    }
-    return driver
-  }
-}
 
 /** The contract's `DATABASE_URL` forms: `sqlite:PATH`, `file:PATH`, `postgres://…`, `postgresql://…`. */
 export function parseDatabaseUrl(url: string): DatabaseLocation {
@@ -166,11 +138,10 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
         })
       : null
   const cache = withStatementCache(database, STATEMENT_CACHE_CAPACITY)
-  const db = new Kysely<Database>({
-    dialect: new WriteLockingSqliteDialect({ database: cache.wrapped }, () =>
-      checkpointer?.beforeTransaction(),
-    ),
+  const driver = new GroupCommitDriver(cache.wrapped, database, {
+    beforeTransaction: () => checkpointer?.beforeTransaction(),
   })
+  const db = new Kysely<Database>({ dialect: new GroupCommitSqliteDialect(driver) })
   const dataVersion = database.prepare('pragma data_version').pluck()
   return {
     db,
@@ -178,7 +149,10 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
     statementCacheSize: cache.size,
     foreignWriteCounter: () => dataVersion.get() as number,
     poolStats: () => null,
+    transactionStats: () => driver.stats(),
     async close() {
+      // Whatever a group still holds is stored before the connection goes.
+      driver.commitOpenGroup()
       await checkpointer?.stop()
       // Fold the WAL back into the database file, so a stopped service leaves one tidy file.
       if (database.open) database.pragma('wal_checkpoint(TRUNCATE)')
@@ -220,6 +194,7 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
     statementCacheSize: () => 0,
     foreignWriteCounter: () => null,
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    transactionStats: () => null,
     async close() {
       await db.destroy()
     },

@@ -36,6 +36,26 @@ export function createMetrics(database: DatabaseHandle): Metrics {
       this.set({ state: 'waiting' }, stats.waiting)
     },
   })
+  if (database.transactionStats()) {
+    new Counter({
+      name: 'contacts_sqlite_transactions_total',
+      help: 'SQLite transactions committed.',
+      registers: [registry],
+      collect() {
+        this.reset()
+        this.inc(database.transactionStats()?.transactions ?? 0)
+      },
+    })
+    new Counter({
+      name: 'contacts_sqlite_commits_total',
+      help: 'SQLite COMMITs that stored those transactions (transactions arriving together share one).',
+      registers: [registry],
+      collect() {
+        this.reset()
+        this.inc(database.transactionStats()?.commits ?? 0)
+      },
+    })
+  }
   const pending = new Gauge({
     name: 'contacts_webhook_deliveries_pending',
     help: 'Webhook deliveries not yet acknowledged (due now or waiting for a retry).',

@@ -1,0 +1,294 @@
+import type BetterSqlite3 from 'better-sqlite3'
+import {
+  type CompiledQuery,
+  type DatabaseConnection,
+  type Driver,
+  type QueryCompiler,
+  type QueryResult,
+  SelectQueryNode,
+  type SqliteDatabase,
+  SqliteDialect,
+} from 'kysely'
+
+/**
+ * SQLite with group commit. Every transaction of the process runs on SQLite's one connection,
+ * one after another; a commit costs more than the statements of a typical request (the WAL
+ * frames, the full-text index's flush). Here the transactions that queue for the connection
+ * while one runs share one SQLite transaction: each runs inside a savepoint of its own, so that
+ * one that fails is rolled back alone, and all are committed together when nobody else waits
+ * (or the group is full). A transaction's commit resolves only once that COMMIT has run, so
+ * nothing is acknowledged before it is stored exactly as durably as before; if that COMMIT
+ * fails, every transaction of the group fails with it.
+ *
+ * A transaction of a group sees the changes of those before it in the same group, as it would
+ * have after their commits: it shares their fate. A statement outside any transaction (a read,
+ * or a single write) first commits the open group, so it only ever sees committed data and its
+ * own write is never held back for others.
+ */
+export interface GroupCommitOptions {
+  /** Called before the SQLite transaction of a new group begins (the WAL checkpointer's turn). */
+  beforeTransaction?: () => void
+  /** Transactions at most in one group. */
+  maxGroupSize?: number
+  /** A group is committed at the next turn once it has been open this long, waiters or not. */
+  maxGroupMs?: number
+}
+
+const UNIT_SAVEPOINT = 'group_commit_unit'
+
+interface Group {
+  openedAt: number
+  /** Transactions of the group that committed their savepoint and wait for the COMMIT. */
+  members: number
+  /** Transactions that began in the group, committed or not. */
+  size: number
+  durable: Promise<void>
+  settle(error?: unknown): void
+}
+
+function openGroup(): Group {
+  let resolve!: () => void
+  let reject!: (error: unknown) => void
+  const durable = new Promise<void>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  // A group whose members all rolled back has nobody to hear of a failed COMMIT.
+  durable.catch(() => {})
+  return {
+    openedAt: performance.now(),
+    members: 0,
+    size: 0,
+    durable,
+    settle: (error) => (error === undefined ? resolve() : reject(error)),
+  }
+}
+
+/** One holder's use of the connection, from acquireConnection to releaseConnection. */
+class Lease implements DatabaseConnection {
+  inTransaction = false
+  released = false
+
+  constructor(readonly driver: GroupCommitDriver) {}
+
+  executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+    if (!this.inTransaction) this.driver.commitOpenGroup()
+    return Promise.resolve(this.driver.run<R>(query))
+  }
+
+  async *streamQuery<R>(query: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
+    if (!this.inTransaction) this.driver.commitOpenGroup()
+    if (!SelectQueryNode.is(query.query)) throw new Error('SQLite streams only select queries')
+    for (const row of this.driver.statement(query.sql).iterate(query.parameters as unknown[])) {
+      yield { rows: [row as R] }
+    }
+  }
+}
+
+export class GroupCommitDriver implements Driver {
+  readonly database: SqliteDatabase
+  readonly #raw: BetterSqlite3.Database
+  readonly #beforeTransaction: () => void
+  readonly #maxGroupSize: number
+  readonly #maxGroupMs: number
+  #held = false
+  readonly #waiting: Array<() => void> = []
+  #group: Group | null = null
+  #transactions = 0
+  #commits = 0
+
+  constructor(database: SqliteDatabase, raw: BetterSqlite3.Database, options: GroupCommitOptions = {}) {
+    this.database = database
+    this.#raw = raw
+    this.#beforeTransaction = options.beforeTransaction ?? (() => {})
+    this.#maxGroupSize = options.maxGroupSize ?? 64
+    this.#maxGroupMs = options.maxGroupMs ?? 20
+  }
+
+  async init(): Promise<void> {}
+
+  /** Transactions committed, and the SQLite COMMITs that stored them, since the driver started. */
+  stats() {
+    return { transactions: this.#transactions, commits: this.#commits }
+  }
+
+  statement(sql: string) {
+    return this.database.prepare(sql) as unknown as BetterSqlite3.Statement
+  }
+
+  run<R>(query: CompiledQuery): QueryResult<R> {
+    const statement = this.statement(query.sql)
+    const parameters = query.parameters as unknown[]
+    if (statement.reader) return { rows: statement.all(parameters) as R[] }
+    const { changes, lastInsertRowid } = statement.run(parameters)
+    return { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] }
+  }
+
+  #exec(sql: string) {
+    this.statement(sql).run()
+  }
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    if (this.#held) await new Promise<void>((resolve) => this.#waiting.push(resolve))
+    else this.#held = true
+    return new Lease(this)
+  }
+
+  async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    const lease = connection as Lease
+    if (this.#group && this.#group.size >= this.#maxGroupSize) this.commitOpenGroup()
+    if (!this.#group) {
+      this.#beforeTransaction()
+      // IMMEDIATE: the write lock first, so that a transaction waits its turn (busy_timeout)
+      // behind another process instead of failing at its first write.
+      this.#exec('begin immediate')
+      this.#group = openGroup()
+    }
+    this.#exec(`savepoint ${UNIT_SAVEPOINT}`)
+    this.#group.size++
+    lease.inTransaction = true
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    const lease = connection as Lease
+    const group = this.#group
+    if (!group || !this.#raw.inTransaction) throw new Error('the transaction of this group was rolled back')
+    this.#exec(`release ${UNIT_SAVEPOINT}`)
+    lease.inTransaction = false
+    group.members++
+    this.#transactions++
+    // The next holder may run while this one waits for the group's COMMIT.
+    this.#handOver(lease)
+    await group.durable
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    const lease = connection as Lease
+    lease.inTransaction = false
+    const group = this.#group
+    if (!group) return
+    if (this.#raw.inTransaction) {
+      this.#exec(`rollback to ${UNIT_SAVEPOINT}`)
+      this.#exec(`release ${UNIT_SAVEPOINT}`)
+      return
+    }
+    // SQLite rolled back the whole transaction (an I/O error, a full disk): the members of the
+    // group lost their changes with it.
+    this.#group = null
+    group.settle(new Error('the transaction of this group was rolled back by SQLite'))
+  }
+
+  async savepoint(
+    connection: DatabaseConnection,
+    name: string,
+    compileQuery: QueryCompiler['compileQuery'],
+  ): Promise<void> {
+    await this.#savepointCommand(connection, 'savepoint', name, compileQuery)
+  }
+
+  async rollbackToSavepoint(
+    connection: DatabaseConnection,
+    name: string,
+    compileQuery: QueryCompiler['compileQuery'],
+  ): Promise<void> {
+    await this.#savepointCommand(connection, 'rollback to', name, compileQuery)
+  }
+
+  async releaseSavepoint(
+    connection: DatabaseConnection,
+    name: string,
+    compileQuery: QueryCompiler['compileQuery'],
+  ): Promise<void> {
+    await this.#savepointCommand(connection, 'release', name, compileQuery)
+  }
+
+  async #savepointCommand(
+    connection: DatabaseConnection,
+    command: 'savepoint' | 'rollback to' | 'release',
+    name: string,
+    _compileQuery: QueryCompiler['compileQuery'],
+  ) {
+    if (name === UNIT_SAVEPOINT) throw new Error(`the savepoint name ${name} is reserved`)
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`invalid savepoint name ${name}`)
+    const lease = connection as Lease
+    if (!lease.inTransaction) throw new Error('a savepoint needs a transaction')
+    this.#exec(`${command} ${name}`)
+  }
+
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    const lease = connection as Lease
+    if (!lease.released) this.#handOver(lease)
+  }
+
+  /** Commits the open group, if any, and settles its members. */
+  commitOpenGroup(): void {
+    const group = this.#group
+    if (!group) return
+    this.#group = null
+    try {
+      this.#exec('commit')
+      this.#commits++
+      group.settle()
+    } catch (error) {
+      if (this.#raw.inTransaction) {
+        try {
+          this.#exec('rollback')
+        } catch {
+          // The COMMIT's error is the one to report.
+        }
+      }
+      group.settle(error)
+    }
+  }
+
+  /**
+   * Passes the connection to the next waiter, first committing the open group when nobody
+   * waits (the group cannot grow) or it has been open long enough.
+   */
+  #handOver(lease: Lease) {
+    lease.released = true
+    const group = this.#group
+    if (group && performance.now() - group.openedAt >= this.#maxGroupMs) this.commitOpenGroup()
+    const next = this.#waiting.shift()
+    if (next) {
+      next()
+      return
+    }
+    this.#held = false
+    if (this.#group && !this.#commitScheduled) {
+      this.#commitScheduled = true
+      setImmediate(this.#commitWhenFree)
+    }
+  }
+
+  #commitScheduled = false
+
+  readonly #commitWhenFree = () => {
+    this.#commitScheduled = false
+    if (!this.#group) return
+    if (this.#held) {
+      // Whoever holds the connection hands it over later and schedules this again.
+      return
+    }
+    this.commitOpenGroup()
+  }
+
+  async destroy(): Promise<void> {
+    this.commitOpenGroup()
+    this.#raw.close()
+  }
+}
+
+/** Kysely's SQLite dialect on one GroupCommitDriver. */
+export class GroupCommitSqliteDialect extends SqliteDialect {
+  readonly #driver: GroupCommitDriver
+
+  constructor(driver: GroupCommitDriver) {
+    super({ database: driver.database })
+    this.#driver = driver
+  }
+
+  override createDriver(): Driver {
+    return this.#driver
+  }
+}

@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import BetterSqlite3 from 'better-sqlite3'
+import { type Kysely, sql } from 'kysely'
+import { type DatabaseHandle, openDatabase } from '../src/db/database.js'
+import { migrateToLatest } from '../src/db/migrations.js'
+import type { Database } from '../src/db/schema.js'
+import { type ScratchDatabase, scratchDatabase } from './helpers/scratch-database.js'
+
+/**
+ * SQLite's group commit (db/group-commit.ts): transactions that queue for the one connection
+ * share a COMMIT, and none is acknowledged before that COMMIT has run.
+ */
+describe('SQLite group commit', () => {
+  let scratch: ScratchDatabase
+  let handle: DatabaseHandle
+  let db: Kysely<Database>
+  /** Another connection, as another process would have: it sees only committed data. */
+  let elsewhere: BetterSqlite3.Database
+
+  const rowsSeenElsewhere = (tag: string) =>
+    (elsewhere.prepare('select k from notes where tag = ? order by k').pluck().all(tag) as string[]).sort()
+
+  const insertNote = (trx: Kysely<Database>, tag: string, k: string) =>
+    sql`insert into notes (tag, k) values (${tag}, ${k})`.execute(trx)
+
+  before(async () => {
+    scratch = await scratchDatabase('sqlite')
+    handle = openDatabase(scratch.url, { backgroundCheckpoints: true })
+    db = handle.db
+    await sql`create table notes (tag text not null, k text not null, primary key (tag, k))`.execute(db)
+    elsewhere = new BetterSqlite3(scratch.url.slice('sqlite:'.length))
+  })
+  after(async () => {
+    elsewhere?.close()
+    await handle?.close()
+    await scratch?.drop()
+  })
+
+  test('transactions that arrive together share one COMMIT, and each is stored before it resolves', async () => {
+    const before = handle.transactionStats()
+    assert.ok(before)
+    const unseenOnResolve: string[] = []
+    await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const k = `n${String(i).padStart(2, '0')}`
+        await db.transaction().execute((trx) => insertNote(trx, 'together', k))
+        if (!rowsSeenElsewhere('together').includes(k)) unseenOnResolve.push(k)
+      }),
+    )
+    const stats = handle.transactionStats()
+    assert.ok(stats)
+    assert.equal(stats.transactions - before.transactions, 20)
+    assert.ok(stats.commits - before.commits < 20, `${stats.commits - before.commits} COMMITs for 20`)
+    // Whenever a transaction resolved, another connection already saw its row.
+    assert.deepEqual(unseenOnResolve, [])
+    assert.equal(rowsSeenElsewhere('together').length, 20)
+  })
+
+  test('a transaction that fails is rolled back alone; the others of its group are committed', async () => {
+    const outcomes = await Promise.allSettled(
+      ['a', 'b', 'c'].map((k) =>
+        db.transaction().execute(async (trx) => {
+          await insertNote(trx, 'alone', k)
+          if (k === 'b') throw new Error('b changes its mind')
+        }),
+      ),
+    )
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    )
+    assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /b changes its mind/)
+    assert.deepEqual(rowsSeenElsewhere('alone'), ['a', 'c'])
+  })
+
+  test('a statement outside any transaction commits the open group first, so it never sees uncommitted data', async () => {
+    const written = db.transaction().execute((trx) => insertNote(trx, 'read-after', 'x'))
+    const read = await sql<{ k: string }>`select k from notes where tag = 'read-after'`.execute(db)
+    assert.deepEqual(read.rows, [{ k: 'x' }])
+    // Still within the same turn of the event loop: the group did not wait for its usual moment.
+    assert.deepEqual(rowsSeenElsewhere('read-after'), ['x'])
+    await written
+  })
+
+  test('a write outside any transaction is stored before it resolves', async () => {
+    const grouped = db.transaction().execute((trx) => insertNote(trx, 'single', 'in-group'))
+    await sql`insert into notes (tag, k) values ('single', 'alone')`.execute(db)
+    assert.deepEqual(rowsSeenElsewhere('single'), ['alone', 'in-group'])
+    await grouped
+  })
+
+  test('a COMMIT that fails fails every transaction of its group, and stores none of them', async () => {
+    // The service's schema has no deferred constraints (see below): here one stands in for the
+    // I/O error that is the only way its COMMIT can fail.
+    await sql`create table parents (id text primary key)`.execute(db)
+    await sql`create table children (id text primary key, parent text references parents (id) deferrable initially deferred)`.execute(
+      db,
+    )
+    const outcomes = await Promise.allSettled([
+      db.transaction().execute((trx) => insertNote(trx, 'doomed', 'innocent')),
+      db
+        .transaction()
+        .execute((trx) => sql`insert into children (id, parent) values ('c', 'missing')`.execute(trx)),
+    ])
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['rejected', 'rejected'],
+    )
+    assert.deepEqual(rowsSeenElsewhere('doomed'), [])
+    assert.equal(elsewhere.prepare('select count(*) from children').pluck().get(), 0)
+    // The connection is usable again afterwards.
+    await db.transaction().execute((trx) => insertNote(trx, 'doomed', 'later'))
+    assert.deepEqual(rowsSeenElsewhere('doomed'), ['later'])
+  })
+
+  test('savepoints inside a transaction of a group roll back only their own part', async () => {
+    const trx = await db.startTransaction().execute()
+    await insertNote(trx, 'savepoint', 'kept')
+    const inner = await trx.savepoint('inner').execute()
+    await insertNote(inner, 'savepoint', 'undone')
+    await inner.rollbackToSavepoint('inner').execute()
+    await trx.commit().execute()
+    assert.deepEqual(rowsSeenElsewhere('savepoint'), ['kept'])
+  })
+})
+
+describe("the service's SQLite schema", () => {
+  test('has no deferred constraint, so that one transaction cannot fail the COMMIT of its group', async () => {
+    const scratch = await scratchDatabase('sqlite')
+    const handle = openDatabase(scratch.url)
+    try {
+      await migrateToLatest(handle)
+      const definitions = await sql<{ name: string; sql: string }>`
+        select name, sql from sqlite_master where sql is not null`.execute(handle.db)
+      assert.ok(definitions.rows.length > 10)
+      for (const { name, sql: definition } of definitions.rows) {
+        assert.doesNotMatch(definition, /deferr/i, name)
+      }
+    } finally {
+      await handle.close()
+      await scratch.drop()
+    }
+  })
+})
