@@ -30,7 +30,7 @@ import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { POSTGRES_URL, type ScratchDatabase, scratchDatabase } from '../test/helpers/scratch-database.js'
 import { benchImport, importBenchLine } from './import.js'
-import { canPin, startReceiver, startServer } from './server-process.js'
+import { canPin, PRODUCTION_NODE_OPTIONS, startReceiver, startServer } from './server-process.js'
 
 const { values } = parseArgs({
   options: {
@@ -570,6 +570,7 @@ const importResult = IMPORT_ROWS > 0 ? await benchImport(importBackend, IMPORT_R
 const environment = {
   date: new Date().toISOString(),
   node: process.version,
+  server_node_options: PRODUCTION_NODE_OPTIONS.join(' '),
   cpus: cpus().length,
   cpu: cpus()[0]?.model,
   tool: 'autocannon',
@@ -580,7 +581,7 @@ const environment = {
   seconds_per_route: SECONDS,
 }
 const lines = [
-  `Node ${environment.node}, ${environment.cpus} CPUs (${environment.cpu}), autocannon, ${CONNECTIONS} connections, no pipelining, ${ROUNDS} round(s) × ${SECONDS} s, ${canPin ? 'server on CPU 1, load on CPU 0' : 'not pinned'}.`,
+  `Node ${environment.node} (server: node ${environment.server_node_options}), ${environment.cpus} CPUs (${environment.cpu}), autocannon, ${CONNECTIONS} connections, no pipelining, ${ROUNDS} round(s) × ${SECONDS} s, ${canPin ? 'server on CPU 1, load on CPU 0' : 'not pinned'}.`,
   '',
   '| backend | route | req/s | p50 ms | p99 ms | max ms | ratio to ceiling | errors |',
   '| --- | --- | --- | --- | --- | --- | --- | --- |',

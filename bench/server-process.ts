@@ -6,6 +6,20 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const SERVER = fileURLToPath(new URL('./server.js', import.meta.url))
+
+/**
+ * The options `npm start` gives node (package.json), so that the benchmark's server runs as the
+ * production one does: a young generation of 2 × 4 MiB instead of node's 2 × 16 MiB, which keeps
+ * about 20 MB off the server's resident memory for a few per cent of throughput at most.
+ */
+export const PRODUCTION_NODE_OPTIONS: readonly string[] = (() => {
+  const packageJson = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    scripts: { start: string }
+  }
+  const [command, ...words] = packageJson.scripts.start.split(/\s+/)
+  if (command !== 'node') throw new Error(`npm start does not run node: ${packageJson.scripts.start}`)
+  return words.filter((word) => word.startsWith('--'))
+})()
 /** The server runs on core 1 and the load generator on core 0 when the machine allows it. */
 export const canPin = spawnSync('taskset', ['--version']).status === 0 && cpus().length >= 2
 
@@ -31,7 +45,7 @@ export async function startServer(
   const logPath = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.log`)
   const logFile = openSync(logPath, 'w')
   const command = canPin ? 'taskset' : process.execPath
-  const nodeArgs = [...(options.nodeArgs ?? []), SERVER]
+  const nodeArgs = [...PRODUCTION_NODE_OPTIONS, ...(options.nodeArgs ?? []), SERVER]
   const args = canPin ? ['-c', '1', process.execPath, ...nodeArgs] : nodeArgs
   const child = spawn(command, args, { env, stdio: ['ignore', logFile, 'inherit'] })
   closeSync(logFile)
