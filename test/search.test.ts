@@ -2,9 +2,17 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fc from 'fast-check'
+import type { Principal } from '../src/api-keys/api-keys.service.js'
+import { createContact, updateContact } from '../src/contacts/contacts.service.js'
 import type { Filter } from '../src/contacts/search.schemas.js'
+import { searchContacts } from '../src/contacts/search.service.js'
+import { openDatabase } from '../src/db/database.js'
+import { migrateTo, migrateToLatest } from '../src/db/migrations.js'
+import { createOrganization } from '../src/organizations/organizations.service.js'
+import { cursorCodecOnce } from '../src/shared/cursor.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
+import { scratchDatabase } from './helpers/scratch-database.js'
 import { type ModelContact, matchesFilter, matchesText, sortContacts } from './helpers/search-model.js'
 
 const ASSISTANT = '0191d7a0-0000-7000-8000-00000000000a'
@@ -756,6 +764,66 @@ describe('differential: random filters agree on SQLite, PostgreSQL and the refer
       )
     } finally {
       await Promise.all(apps.map((app) => app.close()))
+    }
+  })
+})
+
+describe('the SQLite text index without positions (migration 013)', () => {
+  test('a database indexed before it finds the same contacts by q after it, and keeps up with writes', async () => {
+    const scratch = await scratchDatabase('sqlite')
+    const handle = openDatabase(scratch.url)
+    try {
+      await migrateTo(handle, '2026-11-28-012-delivery-queue-position')
+      const org = await createOrganization(handle.db, 'indexed-before')
+      const principal: Principal = {
+        orgId: org.id,
+        actorType: 'user',
+        actorId: 'tester',
+        role: 'full_access',
+      }
+      const people = [
+        { first_name: 'Zoë', last_name: 'Ørsted', email: 'zoe.orsted@example.com' },
+        { first_name: 'Ann', last_name: 'Lee', channels: { whatsapp: '+44 20 7946 0958' } },
+        { first_name: 'Annabel', last_name: 'Leeds', email: 'annabel@example.org' },
+        { first_name: 'Grace', last_name: 'Hopper', email: 'grace"quote@example.net' },
+      ]
+      const ids = []
+      for (const person of people) ids.push((await createContact(handle.db, principal, person)).id)
+      const engine = { db: handle.db, dialect: 'sqlite' as const, cursors: cursorCodecOnce(handle.db) }
+      const found = async (q: string) =>
+        (await searchContacts(engine, org.id, { q, sort: 'created_at' })).items.map((c) => c.id)
+      const queries = ['ann', 'Lee', 'zoë ør', '7946 09', 'example.', 'ace"quo', 'nobody']
+      const before = await Promise.all(queries.map(found))
+      assert.deepEqual(before, [
+        [ids[1], ids[2]],
+        [ids[1], ids[2]],
+        [ids[0]],
+        [ids[1]],
+        [ids[0], ids[2], ids[3]],
+        [ids[3]],
+        [],
+      ])
+
+      await migrateToLatest(handle)
+      assert.deepEqual(await Promise.all(queries.map(found)), before)
+      const { sql: definition } = (await handle.db
+        .selectFrom('sqlite_master' as never)
+        .select('sql' as never)
+        .where('name' as never, '=', 'contact_search_fts' as never)
+        .executeTakeFirstOrThrow()) as { sql: string }
+      assert.match(definition, /detail = 'none'/)
+
+      // The rebuilt index follows later writes: a new contact, and a renamed one under its new name only.
+      const later = await createContact(handle.db, principal, {
+        first_name: 'Annika',
+        email: 'annika@example.com',
+      })
+      await updateContact(handle.db, principal, ids[1] as string, { first_name: 'Bob', last_name: 'Stone' })
+      assert.deepEqual(await found('ann'), [ids[2], later.id])
+      assert.deepEqual(await found('b ston'), [ids[1]])
+    } finally {
+      await handle.close()
+      await scratch.drop()
     }
   })
 })

@@ -24,6 +24,11 @@ import {
  * have after their commits: it shares their fate. A statement outside any transaction (a read,
  * or a single write) first commits the open group, so it only ever sees committed data and its
  * own write is never held back for others.
+ *
+ * The price is latency, never safety: a transaction's answer waits for those that joined its
+ * group after it (at most `maxGroupSize`, and none once the group is `maxGroupMs` old at a
+ * hand-over). Under light load a group holds one transaction, committed at the end of the event
+ * loop's turn in which it ran.
  */
 export interface GroupCommitOptions {
   /** Called before the SQLite transaction of a new group begins (the WAL checkpointer's turn). */
