@@ -3,7 +3,6 @@ import {
   type CompiledQuery,
   type DatabaseConnection,
   type Driver,
-  type QueryCompiler,
   type QueryResult,
   SelectQueryNode,
   type SqliteDatabase,
@@ -12,8 +11,8 @@ import {
 
 /**
  * SQLite with group commit. Every transaction of the process runs on SQLite's one connection,
- * one after another; a commit costs more than the statements of a typical request (the WAL
- * frames, the full-text index's flush). Here the transactions that queue for the connection
+ * one after another, and a COMMIT (writing the WAL frames of every page the transaction changed)
+ * costs about what the statements of a typical request do. Here the transactions that queue for the connection
  * while one runs share one SQLite transaction: each runs inside a savepoint of its own, so that
  * one that fails is rolled back alone, and all are committed together when nobody else waits
  * (or the group is full). A transaction's commit resolves only once that COMMIT has run, so
@@ -43,8 +42,6 @@ const UNIT_SAVEPOINT = 'group_commit_unit'
 
 interface Group {
   openedAt: number
-  /** Transactions of the group that committed their savepoint and wait for the COMMIT. */
-  members: number
   /** Transactions that began in the group, committed or not. */
   size: number
   durable: Promise<void>
@@ -62,7 +59,6 @@ function openGroup(): Group {
   durable.catch(() => {})
   return {
     openedAt: performance.now(),
-    members: 0,
     size: 0,
     durable,
     settle: (error) => (error === undefined ? resolve() : reject(error)),
@@ -99,6 +95,7 @@ export class GroupCommitDriver implements Driver {
   #held = false
   readonly #waiting: Array<() => void> = []
   #group: Group | null = null
+  #commitScheduled = false
   #transactions = 0
   #commits = 0
 
@@ -160,7 +157,6 @@ export class GroupCommitDriver implements Driver {
     if (!group || !this.#raw.inTransaction) throw new Error('the transaction of this group was rolled back')
     this.#exec(`release ${UNIT_SAVEPOINT}`)
     lease.inTransaction = false
-    group.members++
     this.#transactions++
     // The next holder may run while this one waits for the group's COMMIT.
     this.#handOver(lease)
@@ -183,35 +179,22 @@ export class GroupCommitDriver implements Driver {
     group.settle(new Error('the transaction of this group was rolled back by SQLite'))
   }
 
-  async savepoint(
-    connection: DatabaseConnection,
-    name: string,
-    compileQuery: QueryCompiler['compileQuery'],
-  ): Promise<void> {
-    await this.#savepointCommand(connection, 'savepoint', name, compileQuery)
+  async savepoint(connection: DatabaseConnection, name: string): Promise<void> {
+    this.#savepointCommand(connection, 'savepoint', name)
   }
 
-  async rollbackToSavepoint(
-    connection: DatabaseConnection,
-    name: string,
-    compileQuery: QueryCompiler['compileQuery'],
-  ): Promise<void> {
-    await this.#savepointCommand(connection, 'rollback to', name, compileQuery)
+  async rollbackToSavepoint(connection: DatabaseConnection, name: string): Promise<void> {
+    this.#savepointCommand(connection, 'rollback to', name)
   }
 
-  async releaseSavepoint(
-    connection: DatabaseConnection,
-    name: string,
-    compileQuery: QueryCompiler['compileQuery'],
-  ): Promise<void> {
-    await this.#savepointCommand(connection, 'release', name, compileQuery)
+  async releaseSavepoint(connection: DatabaseConnection, name: string): Promise<void> {
+    this.#savepointCommand(connection, 'release', name)
   }
 
-  async #savepointCommand(
+  #savepointCommand(
     connection: DatabaseConnection,
     command: 'savepoint' | 'rollback to' | 'release',
     name: string,
-    _compileQuery: QueryCompiler['compileQuery'],
   ) {
     if (name === UNIT_SAVEPOINT) throw new Error(`the savepoint name ${name} is reserved`)
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`invalid savepoint name ${name}`)
@@ -247,8 +230,9 @@ export class GroupCommitDriver implements Driver {
   }
 
   /**
-   * Passes the connection to the next waiter, first committing the open group when nobody
-   * waits (the group cannot grow) or it has been open long enough.
+   * Passes the connection to the next waiter, first committing the open group if it has been
+   * open long enough. With nobody waiting, the group is committed at the end of this turn of the
+   * event loop, once the requests that arrived with this one have joined it.
    */
   #handOver(lease: Lease) {
     lease.released = true
@@ -265,8 +249,6 @@ export class GroupCommitDriver implements Driver {
       setImmediate(this.#commitWhenFree)
     }
   }
-
-  #commitScheduled = false
 
   readonly #commitWhenFree = () => {
     this.#commitScheduled = false

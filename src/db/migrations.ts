@@ -787,7 +787,7 @@ function deliveryQueuePosition(dialect: DialectName): Migration {
  * (detail=none), nor how long each document is (columnsize=0): `q` never ranks, and an exact
  * test decides after every index lookup anyway, so a search asks for contacts holding every
  * trigram of its text. A write that changes a name, an email or a phone number then costs the
- * index about a third less.
+ * index less (measured alone: 174 to 238 µs an update, against 258 to 274 µs with positions).
  */
 function sqliteTextIndexWithoutPositions(dialect: DialectName): Migration {
   return {
