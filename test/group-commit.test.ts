@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import BetterSqlite3 from 'better-sqlite3'
-import { type Kysely, sql } from 'kysely'
+import { Kysely, type SqliteDatabase, sql } from 'kysely'
 import { type DatabaseHandle, openDatabase } from '../src/db/database.js'
+import { GroupCommitDriver, GroupCommitSqliteDialect } from '../src/db/group-commit.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import type { Database } from '../src/db/schema.js'
 import { type ScratchDatabase, scratchDatabase } from './helpers/scratch-database.js'
@@ -112,6 +113,39 @@ describe('SQLite group commit', () => {
     // The connection is usable again afterwards.
     await db.transaction().execute((trx) => insertNote(trx, 'doomed', 'later'))
     assert.deepEqual(rowsSeenElsewhere('doomed'), ['later'])
+  })
+
+  test('a stream outside any transaction commits the open group first', async () => {
+    const written = db.transaction().execute((trx) => insertNote(trx, 'streamed', 's'))
+    const seen: string[] = []
+    for await (const row of db
+      .selectFrom('notes' as never)
+      .select('k' as never)
+      .where('tag' as never, '=', 'streamed' as never)
+      .stream()) {
+      seen.push((row as { k: string }).k)
+      assert.deepEqual(rowsSeenElsewhere('streamed'), ['s'])
+    }
+    assert.deepEqual(seen, ['s'])
+    await written
+  })
+
+  test('a full group is committed before the next transaction joins it', async () => {
+    const raw = new BetterSqlite3(scratch.url.slice('sqlite:'.length))
+    raw.pragma('busy_timeout = 5000')
+    const driver = new GroupCommitDriver(raw as unknown as SqliteDatabase, raw, { maxGroupSize: 2 })
+    const small = new Kysely<Database>({ dialect: new GroupCommitSqliteDialect(driver) })
+    try {
+      await Promise.all(
+        ['a', 'b', 'c', 'd', 'e'].map((k) =>
+          small.transaction().execute((trx) => insertNote(trx, 'full', k)),
+        ),
+      )
+      assert.deepEqual(driver.stats(), { transactions: 5, commits: 3 })
+      assert.deepEqual(rowsSeenElsewhere('full'), ['a', 'b', 'c', 'd', 'e'])
+    } finally {
+      await small.destroy()
+    }
   })
 
   test('savepoints inside a transaction of a group roll back only their own part', async () => {
