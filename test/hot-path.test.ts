@@ -107,6 +107,35 @@ for (const backend of BACKENDS) {
     })
 
     if (backend.name === 'sqlite') {
+      test('a LIMIT is written into the SQL, so SQLite plans the statement once, not at every run', async () => {
+        const page = (limit: number, offset: number) =>
+          t.database.db
+            .selectFrom('contacts')
+            .select('id')
+            .where('org_id', '=', org.id)
+            .orderBy('id')
+            .limit(limit)
+            .offset(offset)
+        const compiled = page(50, 100).compile()
+        assert.match(compiled.sql, /limit 50 offset \?$/)
+        assert.deepEqual(compiled.parameters, [org.id, 100])
+
+        for (let i = 0; i < 7; i++)
+          await t.call(org.key, { method: 'POST', url: '/api/v1/contact', payload: { first_name: `L${i}` } })
+        // Each limit is its own statement text, so a cached statement never answers another's.
+        const all = await page(7, 0).execute()
+        assert.equal(all.length, 7)
+        assert.deepEqual(await page(3, 0).execute(), all.slice(0, 3))
+        assert.deepEqual(await page(3, 2).execute(), all.slice(2, 5))
+        assert.deepEqual(await page(5, 0).execute(), all.slice(0, 5))
+        // A stand-in of a query compiled once is not a number, so it stays a parameter.
+        const limited = preparedQuery(2, (db, orgId: string, limit: number) =>
+          db.selectFrom('contacts').select('id').where('org_id', '=', orgId).orderBy('id').limit(limit),
+        )
+        assert.deepEqual((await limited(t.database.db, org.id, 2)).rows, all.slice(0, 2))
+        assert.deepEqual((await limited(t.database.db, org.id, 4)).rows, all.slice(0, 4))
+      })
+
       test("the server's commits never checkpoint: a worker thread copies the WAL into the database file", async () => {
         const file = t.testDatabase.url.slice('sqlite:'.length)
         const automatic = async (handle: typeof t.database) =>

@@ -5,6 +5,7 @@ import { Kysely, PostgresAdapter, PostgresDialect, type SqliteDatabase, type Sql
 import pg from 'pg'
 import { timestampFromPostgres } from '../shared/time.js'
 import { GroupCommitDriver, GroupCommitSqliteDialect } from './group-commit.js'
+import { LiteralLimitsPlugin } from './literal-limits.js'
 import type { Database } from './schema.js'
 import { startWalCheckpointer } from './wal-checkpointer.js'
 
@@ -141,7 +142,10 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   const driver = new GroupCommitDriver(cache.wrapped, database, {
     beforeTransaction: () => checkpointer?.beforeTransaction(),
   })
-  const db = new Kysely<Database>({ dialect: new GroupCommitSqliteDialect(driver) })
+  const db = new Kysely<Database>({
+    dialect: new GroupCommitSqliteDialect(driver),
+    plugins: [new LiteralLimitsPlugin()],
+  })
   const dataVersion = database.prepare('pragma data_version').pluck()
   return {
     db,
