@@ -7,6 +7,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import {
+  claimDueDeliveries,
+  completeDeliveries,
+  findDelivery,
+  insertAttempts,
+  listAttempts,
+  queueFromLog,
+} from '../src/webhooks/webhooks.repository.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
 import { type Receiver, startReceiver } from './helpers/receiver.js'
@@ -188,6 +196,66 @@ for (const backend of BACKENDS) {
       assert.ok(!log.some((delivery) => delivery.contact_id === whileDisabled))
       // Looking again queues nothing twice.
       assert.equal((await owedLog()).length, 2)
+      assert.equal((await call('DELETE', `/outbound_webhook/${webhook.id}`)).statusCode, 200)
+    })
+
+    test('a claimed delivery is completed only under its lease, and each attempt is recorded once', async () => {
+      // No dispatcher runs here: the test claims and reports as one would.
+      const created = await call('POST', '/outbound_webhook', {
+        endpoint: 'https://93.184.216.34/hooks/leased',
+        events: ['contact.created'],
+      })
+      const webhook = created.json().data as { id: string }
+      assert.equal((await call('POST', '/contact', { first_name: 'Leased' })).statusCode, 201)
+      const { db } = t.database
+      const now = new Date().toISOString()
+      const claim = (token: string) =>
+        db.transaction().execute(async (trx) => {
+          if (backend.name === 'sqlite') await queueFromLog(trx)
+          const leaseUntil = new Date(Date.now() + 60_000).toISOString()
+          const claimed = await claimDueDeliveries(trx, now, leaseUntil, token, 64, null)
+          return claimed.filter((delivery) => delivery.webhook_id === webhook.id)
+        })
+      const [delivery, ...more] = await claim('first')
+      assert.ok(delivery)
+      assert.deepEqual(more, [])
+      assert.deepEqual(await claim('second'), [], 'a leased delivery is not claimed again')
+
+      const report = (leaseToken: string, statusCode: number) =>
+        db.transaction().execute(async (trx) => {
+          await insertAttempts(trx, [
+            {
+              org_id: org.id,
+              delivery_id: delivery.id,
+              attempt: 1,
+              webhook_id: webhook.id,
+              attempted_at: now,
+              status_code: statusCode,
+              error: null,
+              duration_ms: 3,
+            },
+          ])
+          await completeDeliveries(
+            trx,
+            [{ org_id: org.id, id: delivery.id, lease_token: leaseToken, last_status_code: statusCode }],
+            now,
+          )
+        })
+      const stored = async () => findDelivery(db, org.id, webhook.id, delivery.id)
+      await report('a dispatcher that lost the lease', 200)
+      assert.equal((await stored())?.status, 'pending', 'only the holder of the lease completes it')
+      await report('first', 204)
+      const completed = await stored()
+      assert.equal(completed?.status, 'succeeded')
+      assert.equal(completed?.attempts, 1)
+      assert.equal(completed?.last_status_code, 204)
+      assert.equal(completed?.lease_token, null)
+      const attempts = await listAttempts(db, org.id, delivery.id)
+      assert.deepEqual(
+        attempts.map((attempt) => [attempt.attempt, attempt.status_code]),
+        [[1, 200]],
+        'the first report of an attempt stands',
+      )
       assert.equal((await call('DELETE', `/outbound_webhook/${webhook.id}`)).statusCode, 200)
     })
 

@@ -15,7 +15,13 @@ import {
 } from './signature.js'
 import { ForbiddenTargetError, guardedLookup, type TargetPolicy } from './targets.js'
 import { onDeliveriesQueued, onEventsAppended } from './wakeup.js'
-import { type ClaimedDelivery, claimDueDeliveries, queueFromLog } from './webhooks.repository.js'
+import {
+  type ClaimedDelivery,
+  claimDueDeliveries,
+  completeDeliveries,
+  insertAttempts,
+  queueFromLog,
+} from './webhooks.repository.js'
 
 export interface DispatcherOptions {
   policy: TargetPolicy
@@ -326,53 +332,31 @@ async function recordOutcomes(
   const now = new Date()
   const nowIso = now.toISOString()
   {
-    await trx
-      .insertInto('webhook_delivery_attempts')
-      .values(
-        batch.map((outcome) => ({
-          org_id: outcome.delivery.org_id,
-          delivery_id: outcome.delivery.id,
-          attempt: outcome.delivery.attempts + 1,
-          webhook_id: outcome.delivery.webhook_id,
-          attempted_at: outcome.attemptedAt.toISOString(),
-          status_code: outcome.statusCode,
-          error: outcome.error,
-          duration_ms: outcome.durationMs,
+    await insertAttempts(
+      trx,
+      batch.map((outcome) => ({
+        org_id: outcome.delivery.org_id,
+        delivery_id: outcome.delivery.id,
+        attempt: outcome.delivery.attempts + 1,
+        webhook_id: outcome.delivery.webhook_id,
+        attempted_at: outcome.attemptedAt.toISOString(),
+        status_code: outcome.statusCode,
+        error: outcome.error,
+        duration_ms: outcome.durationMs,
+      })),
+    )
+    await completeDeliveries(
+      trx,
+      batch
+        .filter((o) => SUCCEEDED(o.statusCode))
+        .map(({ delivery, statusCode }) => ({
+          org_id: delivery.org_id,
+          id: delivery.id,
+          lease_token: delivery.lease_token,
+          last_status_code: statusCode as number,
         })),
-      )
-      // A dispatcher that lost its lease (it was presumed dead) may report an attempt number
-      // another one already used; the first report stands.
-      .onConflict((oc) => oc.doNothing())
-      .execute()
-
-    const successes = new Map<string, Outcome[]>()
-    for (const outcome of batch.filter((o) => SUCCEEDED(o.statusCode))) {
-      const { org_id, lease_token } = outcome.delivery
-      const key = `${org_id}\u0000${lease_token}\u0000${outcome.statusCode}`
-      successes.set(key, [...(successes.get(key) ?? []), outcome])
-    }
-    for (const group of successes.values()) {
-      const [first] = group as [Outcome, ...Outcome[]]
-      await trx
-        .updateTable('webhook_deliveries')
-        .set((eb) => ({
-          status: 'succeeded',
-          attempts: eb('attempts', '+', 1),
-          last_status_code: first.statusCode,
-          last_error: null,
-          completed_at: nowIso,
-          lease_until: null,
-          lease_token: null,
-        }))
-        .where('org_id', '=', first.delivery.org_id)
-        .where(
-          'id',
-          'in',
-          group.map((o) => o.delivery.id),
-        )
-        .where('lease_token', '=', first.delivery.lease_token)
-        .execute()
-    }
+      nowIso,
+    )
     const healthy = new Map<string, Set<string>>()
     // Only webhooks that were failing when their delivery was claimed need their clock reset.
     for (const outcome of batch.filter((o) => SUCCEEDED(o.statusCode) && o.delivery.failing)) {

@@ -1,7 +1,15 @@
-import type { Insertable, Kysely, RawBuilder, Updateable } from 'kysely'
+import type { Insertable, Kysely, QueryResult, RawBuilder, Updateable } from 'kysely'
 import { sql } from 'kysely'
+import { recordsetJson, recordsetSelect } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
-import type { ContactEventRow, Database, WebhookDeliveryRow, WebhookTable } from '../db/schema.js'
+import { preparedQuery } from '../db/prepared.js'
+import type {
+  ContactEventRow,
+  Database,
+  WebhookDeliveryAttemptTable,
+  WebhookDeliveryRow,
+  WebhookTable,
+} from '../db/schema.js'
 
 /**
  * The pending-only indexes serve a query only if it names the status as a literal: neither
@@ -246,15 +254,35 @@ export async function queueFromLog(
   only: { orgId: string; webhookId: string } | null = null,
 ): Promise<boolean> {
   if (only === null) {
-    const enabled = await trx.selectFrom('webhooks').select('id').where('enabled', '=', 1).limit(1).execute()
-    if (enabled.length === 0) return false
+    // The dispatcher's call, made at every claim: its statements are compiled once.
+    if ((await anyWebhookEnabled(trx)).rows.length === 0) return false
+    await queueAllFromLog(trx)
+    await advanceEveryPosition(trx)
+    return true
   }
   await trx
     .insertInto('webhook_deliveries')
     .columns(QUEUED_DELIVERY_COLUMNS)
     .expression(unqueued(trx, only).select(queuedDelivery(SQLITE_DELIVERY_UUID)))
     .execute()
-  await trx
+  await advancePositions(trx, only).execute()
+  return true
+}
+
+const anyWebhookEnabled = preparedQuery(0, (db) =>
+  db.selectFrom('webhooks').select('id').where('enabled', '=', 1).limit(1),
+)
+
+const queueAllFromLog = preparedQuery(0, (db) =>
+  db
+    .insertInto('webhook_deliveries')
+    .columns(QUEUED_DELIVERY_COLUMNS)
+    .expression(unqueued(db, null).select(queuedDelivery(SQLITE_DELIVERY_UUID))),
+)
+
+/** Moves enabled webhooks' positions (every one, or the one given) to the end of the log. */
+const advancePositions = (db: Kysely<Database>, only: { orgId: string; webhookId: string } | null) =>
+  db
     .updateTable('webhooks')
     .set({ queued_through_seq: END_OF_LOG })
     .where('enabled', '=', 1)
@@ -264,9 +292,8 @@ export async function queueFromLog(
         .where('org_id', '=', (only as { orgId: string }).orgId)
         .where('id', '=', (only as { webhookId: string }).webhookId),
     )
-    .execute()
-  return true
-}
+
+const advanceEveryPosition = preparedQuery(0, (db) => advancePositions(db, null))
 
 /** How many deliveries the log still owes and the time of the oldest (SQLite), for the metrics. */
 export async function unqueuedDeliveries(db: Kysely<Database>) {
@@ -276,13 +303,10 @@ export async function unqueuedDeliveries(db: Kysely<Database>) {
   return { count: Number(row?.count ?? 0), oldest: row?.oldest ?? null }
 }
 
-function dueDeliveries(
-  trx: Kysely<Database>,
-  now: string,
-  limit: number,
-  orgs: { after: string } | { upTo: string } | null,
-) {
-  return trx
+type OrgRange = 'all' | 'after' | 'upTo'
+
+function dueDeliveries(db: Kysely<Database>, now: string, limit: number, range: OrgRange, org: string) {
+  return db
     .selectFrom('webhook_deliveries as d')
     .innerJoin('webhooks as w', (join) =>
       join.onRef('w.org_id', '=', 'd.org_id').onRef('w.id', '=', 'd.webhook_id'),
@@ -310,12 +334,8 @@ function dueDeliveries(
       'e.data',
     ])
     .where('d.status', '=', PENDING)
-    .$if(orgs !== null && 'after' in orgs, (query) =>
-      query.where('d.org_id', '>', (orgs as { after: string }).after),
-    )
-    .$if(orgs !== null && 'upTo' in orgs, (query) =>
-      query.where('d.org_id', '<=', (orgs as { upTo: string }).upTo),
-    )
+    .$if(range === 'after', (query) => query.where('d.org_id', '>', org))
+    .$if(range === 'upTo', (query) => query.where('d.org_id', '<=', org))
     .where('d.next_attempt_at', '<=', now)
     .where((eb) => eb.or([eb('d.lease_until', 'is', null), eb('d.lease_until', '<=', now)]))
     .where('w.enabled', '=', 1)
@@ -335,8 +355,112 @@ function dueDeliveries(
     .orderBy('d.org_id')
     .orderBy('d.next_attempt_at')
     .limit(limit)
-    .$if(dialectOf(trx) === 'postgres', (query) => query.forUpdate('d').skipLocked())
-    .execute()
+    .$if(dialectOf(db) === 'postgres', (query) => query.forUpdate('d').skipLocked())
+}
+
+/**
+ * The claim's query compiled once per organization range and size of LIMIT, the sizes rounded up
+ * to a power of two so that a few statements serve every claim (SQLite keeps the LIMIT in the
+ * statement's text: see literal-limits.ts); the rows past the wanted number are left unclaimed.
+ */
+type DueRow = Awaited<ReturnType<ReturnType<typeof dueDeliveries>['execute']>>[number]
+const dueQueries = new Map<
+  string,
+  (db: Kysely<Database>, now: string, org: string) => Promise<QueryResult<DueRow>>
+>()
+
+function dueQuery(range: OrgRange, limit: number) {
+  const size = 2 ** Math.ceil(Math.log2(Math.max(limit, 1)))
+  const key = `${range} ${size}`
+  let query = dueQueries.get(key)
+  if (!query) {
+    if (range === 'all') {
+      const everyOrg = preparedQuery(1, (db, now: string) => dueDeliveries(db, now, size, range, ''))
+      query = (db, now) => everyOrg(db, now)
+    } else {
+      query = preparedQuery(2, (db, now: string, org: string) => dueDeliveries(db, now, size, range, org))
+    }
+    dueQueries.set(key, query)
+  }
+  return query
+}
+
+/** Leases the given deliveries of one organization (ids as a JSON array) to a dispatcher. */
+async function leaseDeliveries(
+  trx: Kysely<Database>,
+  orgId: string,
+  idsJson: string,
+  leaseUntil: string,
+  leaseToken: string,
+) {
+  await sql`update webhook_deliveries set lease_until = ${leaseUntil}, lease_token = ${leaseToken}
+    where org_id = ${orgId} and id in (${jsonTextArray(trx, idsJson)})`.execute(trx)
+}
+
+/** `select` of the strings of a JSON array, each as an id. */
+const jsonTextArray = (db: Kysely<Database>, json: string) =>
+  dialectOf(db) === 'postgres'
+    ? sql`select value::uuid from json_array_elements_text(${json}::json)`
+    : sql`select value from json_each(${json})`
+
+export interface Success {
+  org_id: string
+  id: string
+  lease_token: string
+  last_status_code: number
+}
+
+/**
+ * Completes delivered deliveries, each only if its dispatcher still holds it (its lease token),
+ * in one statement whatever their number: the rows travel as one JSON parameter, so the
+ * statement's text, and SQLite's prepared statement, is the same for every batch.
+ */
+export async function completeDeliveries(trx: Kysely<Database>, successes: readonly Success[], now: string) {
+  if (successes.length === 0) return
+  const json = JSON.stringify(successes)
+  const completed = sql`status = 'succeeded', attempts = d.attempts + 1, last_error = null,
+    completed_at = ${now}, lease_until = null, lease_token = null`
+  if (dialectOf(trx) === 'postgres') {
+    await sql`update webhook_deliveries as d set ${completed}, last_status_code = s.last_status_code
+      from json_populate_recordset(null::webhook_deliveries, ${json}::json) as s
+      where d.org_id = s.org_id and d.id = s.id and d.lease_token = s.lease_token`.execute(trx)
+    return
+  }
+  await sql`update webhook_deliveries as d set ${completed}, last_status_code = s.value ->> 'last_status_code'
+    from json_each(${json}) as s
+    where d.org_id = s.value ->> 'org_id' and d.id = s.value ->> 'id'
+      and d.lease_token = s.value ->> 'lease_token'`.execute(trx)
+}
+
+const ATTEMPT_COLUMNS = [
+  'org_id',
+  'delivery_id',
+  'attempt',
+  'webhook_id',
+  'attempted_at',
+  'status_code',
+  'error',
+  'duration_ms',
+] as const satisfies readonly (keyof WebhookDeliveryAttemptTable)[]
+
+/**
+ * Records attempts in one statement (the rows as one JSON parameter, as above). A dispatcher that
+ * lost its lease (it was presumed dead) may report an attempt number another one already used;
+ * the first report stands.
+ */
+export async function insertAttempts(
+  trx: Kysely<Database>,
+  attempts: readonly Insertable<WebhookDeliveryAttemptTable>[],
+) {
+  if (attempts.length === 0) return
+  const json = JSON.stringify(attempts)
+  const columns = sql.join(ATTEMPT_COLUMNS.map((column) => sql.ref(column)))
+  const rows =
+    dialectOf(trx) === 'postgres'
+      ? recordsetSelect('webhook_delivery_attempts', ATTEMPT_COLUMNS, recordsetJson(attempts))
+      : // The WHERE keeps SQLite from reading ON CONFLICT as a join's constraint.
+        sql`select ${sql.join(ATTEMPT_COLUMNS.map((column) => sql`value ->> ${sql.lit(column)}`))} from json_each(${json}) where true`
+  await sql`insert into webhook_delivery_attempts (${columns}) ${rows} on conflict do nothing`.execute(trx)
 }
 
 /** A delivery a dispatcher holds, with what it needs to send it. */
@@ -376,20 +500,18 @@ export async function claimDueDeliveries(
   // Walking the due index in its own order (organization, then due time) lets the scan stop
   // at `limit` instead of sorting every pending delivery; starting after the organization
   // served last, and wrapping round, shares the dispatcher fairly between organizations.
-  const due = await dueDeliveries(trx, now, limit, afterOrg === null ? null : { after: afterOrg })
-  if (afterOrg !== null && due.length < limit)
-    due.push(...(await dueDeliveries(trx, now, limit - due.length, { upTo: afterOrg })))
+  const due = (
+    await dueQuery(afterOrg === null ? 'all' : 'after', limit)(trx, now, afterOrg ?? '')
+  ).rows.slice(0, limit)
+  if (afterOrg !== null && due.length < limit) {
+    const rest = await dueQuery('upTo', limit - due.length)(trx, now, afterOrg)
+    due.push(...rest.rows.slice(0, limit - due.length))
+  }
   if (due.length === 0) return []
   const byOrg = new Map<string, string[]>()
   for (const row of due) byOrg.set(row.org_id, [...(byOrg.get(row.org_id) ?? []), row.id])
-  for (const [orgId, ids] of byOrg) {
-    await trx
-      .updateTable('webhook_deliveries')
-      .set({ lease_until: leaseUntil, lease_token: leaseToken })
-      .where('org_id', '=', orgId)
-      .where('id', 'in', ids)
-      .execute()
-  }
+  for (const [orgId, ids] of byOrg)
+    await leaseDeliveries(trx, orgId, JSON.stringify(ids), leaseUntil, leaseToken)
   return due.map((row) => ({
     org_id: row.org_id,
     id: row.id,
