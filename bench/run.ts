@@ -6,11 +6,13 @@
  * drives it with autocannon at 50 connections without pipelining, after a warm-up, in 3
  * interleaved rounds, and reports per route the median req/s, p50, p99 and max latency, and its
  * ratio to the ceiling (fixed JSON through the same server) measured in the same round. On
- * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench. In
- * each round the PUT runs a second time with one enabled webhook (bench/receiver.ts acknowledging
- * in a process of its own), then once more without; the ratio of the webhook's run to the mean of
- * the plain runs either side of it is reported with the delivery backlog. The
- * server and the load generator are pinned to different cores when taskset exists. Writes a
+ * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench. The
+ * PUT runs twice per round: with the seed's body (which changes a contact only the first time
+ * it is applied) and as put_changing, whose every request changes its contact. In each round
+ * put_changing then runs with one enabled webhook (bench/receiver.ts acknowledging in a process
+ * of its own), so that every PUT is owed a delivery, then once more without; the ratio of the
+ * webhook's run to the mean of the plain runs either side of it is reported with the events per
+ * PUT and the delivery backlog. The server and the load generator are pinned to different cores when taskset exists. Writes a
  * Markdown table and a JSON file to .bench/ (git-ignored). Last, bench/import.ts imports a CSV
  * file of 1,000,000 new contacts (10,000 with --quick; --import-rows 0 skips it) and exports them.
  */
@@ -115,6 +117,8 @@ async function seed(databaseUrl: string) {
 }
 
 const random = (n: number) => Math.floor(Math.random() * n)
+/** Numbers the changing PUTs' first names, so that no two requests write the same one. */
+let changes = 0
 
 interface Scenario {
   name: string
@@ -136,6 +140,29 @@ const SCENARIOS: Scenario[] = [
           ...req,
           path: `/api/v1/contact/${idOf(n)}?api_key=${key}`,
           body: JSON.stringify({ ...PUT_BODY, email: `c${n}@bench.example` }),
+        }
+      },
+    }),
+  },
+  {
+    // The same PUT with a first name of its own each time, so that every request changes its
+    // contact: the full write (index, event) that the seed's body, applied to a contact a second
+    // time, no longer makes. The webhook comparison uses it, so that every PUT has a delivery.
+    name: 'put_changing',
+    request: (key) => ({
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      setupRequest: (req) => {
+        const n = random(CONTACTS)
+        changes += 1
+        return {
+          ...req,
+          path: `/api/v1/contact/${idOf(n)}?api_key=${key}`,
+          body: JSON.stringify({
+            ...PUT_BODY,
+            first_name: `Changed ${changes}`,
+            email: `c${n}@bench.example`,
+          }),
         }
       },
     }),
@@ -184,6 +211,7 @@ interface Measure {
   p99: number
   max: number
   errors: number
+  requests: number
   /** Answers other than 2xx, by status, so that a failing route says how it fails. */
   failedStatuses: Record<string, number>
   non2xx: number
@@ -201,6 +229,7 @@ function drive(url: string, request: autocannon.Request, seconds: number): Promi
           p99: result.latency.p99,
           max: result.latency.max,
           errors: result.errors,
+          requests: result.requests.total,
           non2xx: result.non2xx,
           failedStatuses: Object.fromEntries(
             Object.entries(
@@ -302,11 +331,16 @@ async function measure(
   const webhook = await webhookSwitch(server.url, key, receiver.url, database.url)
   const rounds: Record<string, Measure>[] = []
   const pgbenchRounds: number[] = []
-  const webhookRounds: { backlog: number; drainSeconds: number; putAfterRps: number }[] = []
+  const webhookRounds: {
+    backlog: number
+    drainSeconds: number
+    putAfterRps: number
+    deliveriesPerPut: number
+  }[] = []
   try {
     // The PUT with a webhook too: the dispatcher's code, statements and connections are not
     // exercised by the other routes.
-    const put = SCENARIOS.find((scenario) => scenario.name === 'put') as Scenario
+    const put = SCENARIOS.find((scenario) => scenario.name === 'put_changing') as Scenario
     await webhook.enable(true)
     await drive(server.url, put.request(key), WARMUP_SECONDS)
     await webhook.drain()
@@ -318,20 +352,23 @@ async function measure(
         process.stdout.write(
           `${backend} round ${round} ${scenario.name}: ${Math.round(measures[scenario.name]?.rps ?? 0)} req/s\n`,
         )
-        if (scenario.name !== 'put') continue
-        // The same PUT with one enabled webhook: every update also queues a delivery, which the
-        // server's dispatcher sends to a receiver while the PUTs go on.
+        if (scenario.name !== 'put_changing') continue
+        // The same PUTs with one enabled webhook: every one changes its contact, so every one
+        // queues a delivery, which the server's dispatcher sends to a receiver while the PUTs go on.
         await webhook.enable(true)
+        const eventsBefore = await webhook.events()
         measures.put_webhook = await drive(server.url, scenario.request(key), SECONDS)
+        const deliveriesPerPut =
+          ((await webhook.events()) - eventsBefore) / (measures.put_webhook.requests || 1)
         const backlog = await webhook.pending()
         const drainSeconds = await webhook.drain()
         await webhook.enable(false)
         // The plain PUT once more, so that the webhook's run is compared with the plain runs
         // either side of it: a drift of the machine's speed during the round cancels out.
         const putAfterRps = (await drive(server.url, scenario.request(key), SECONDS)).rps
-        webhookRounds.push({ backlog, drainSeconds, putAfterRps })
+        webhookRounds.push({ backlog, drainSeconds, putAfterRps, deliveriesPerPut })
         process.stdout.write(
-          `${backend} round ${round} put_webhook: ${Math.round(measures.put_webhook.rps)} req/s, ${backlog} deliveries pending at the end, drained in ${drainSeconds} s; put again: ${Math.round(putAfterRps)} req/s\n`,
+          `${backend} round ${round} put_webhook: ${Math.round(measures.put_webhook.rps)} req/s, ${deliveriesPerPut.toFixed(2)} deliveries per PUT, ${backlog} pending at the end, drained in ${drainSeconds} s; put_changing again: ${Math.round(putAfterRps)} req/s\n`,
         )
       }
       if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
@@ -377,11 +414,12 @@ async function measure(
     put_webhook_to_put: Number(
       median(
         rounds.map((r, i) => {
-          const around = ((r.put?.rps ?? 0) + (webhookRounds[i]?.putAfterRps ?? 0)) / 2
+          const around = ((r.put_changing?.rps ?? 0) + (webhookRounds[i]?.putAfterRps ?? 0)) / 2
           return (r.put_webhook?.rps ?? 0) / (around || 1)
         }),
       ).toFixed(3),
     ),
+    webhook_deliveries_per_put: Number(median(webhookRounds.map((r) => r.deliveriesPerPut)).toFixed(2)),
     webhook_backlog_at_end: median(webhookRounds.map((r) => r.backlog)),
     webhook_drain_seconds: median(webhookRounds.map((r) => r.drainSeconds)),
     routes,
@@ -404,6 +442,16 @@ async function webhookSwitch(url: string, key: string, endpoint: string, databas
   }
   const { id } = await call('POST', '/outbound_webhook', { endpoint, name: 'bench', enabled: false })
   const handle = openDatabase(databaseUrl)
+  /** Events in the log: each one written while the webhook is enabled is owed a delivery. */
+  const events = async () =>
+    Number(
+      (
+        await handle.db
+          .selectFrom('contact_events')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .executeTakeFirstOrThrow()
+      ).n,
+    )
   const pending = async () =>
     Number(
       (
@@ -417,6 +465,7 @@ async function webhookSwitch(url: string, key: string, endpoint: string, databas
   return {
     enable: (enabled: boolean) => call('PUT', `/outbound_webhook/${id}`, { enabled }),
     pending,
+    events,
     /** Seconds until every queued delivery was made (at most 120). */
     async drain() {
       const started = performance.now()
@@ -477,7 +526,9 @@ async function batchUpsertRate(url: string, key: string): Promise<number> {
 async function profileRoute(backend: 'sqlite' | 'postgres', routeName: string) {
   // put_webhook: the PUT with one enabled webhook, its deliveries made while it runs.
   const withWebhook = routeName === 'put_webhook'
-  const scenario = [...SCENARIOS, BATCH_SCENARIO].find((s) => s.name === (withWebhook ? 'put' : routeName))
+  const scenario = [...SCENARIOS, BATCH_SCENARIO].find(
+    (s) => s.name === (withWebhook ? 'put_changing' : routeName),
+  )
   if (!scenario)
     throw new Error(`no route "${routeName}"; routes: ${SCENARIOS.map((s) => s.name).join(', ')}`)
   const database = await scratchDatabase(backend, 'contacts-bench')
@@ -606,7 +657,7 @@ for (const result of results) {
       result.pgbench_tps
         ? `; pgbench (same UPDATE, prepared) ${result.pgbench_tps} tps, PUT / pgbench = ${result.put_to_pgbench}`
         : ''
-    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put} (deliveries pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later).`,
+    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put}, every PUT changing its contact (${result.webhook_deliveries_per_put} deliveries per PUT; pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later).`,
   )
 }
 if (importResult) lines.push(importBenchLine(importResult))
