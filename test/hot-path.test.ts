@@ -3,7 +3,11 @@ import { statSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
 import { sql } from 'kysely'
 import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
-import { updateContact as updateContactRow } from '../src/contacts/contacts.repository.js'
+import {
+  keptUpdateShapes,
+  UPDATE_SHAPES,
+  updateContact as updateContactRow,
+} from '../src/contacts/contacts.repository.js'
 import { createContact, updateContact } from '../src/contacts/contacts.service.js'
 import { openDatabase, STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
 import { preparedQuery } from '../src/db/prepared.js'
@@ -63,6 +67,45 @@ for (const backend of BACKENDS) {
       }
       assert.ok(t.database.statementCacheSize() <= STATEMENT_CACHE_CAPACITY)
       if (backend.name === 'sqlite') assert.equal(t.database.statementCacheSize(), STATEMENT_CACHE_CAPACITY)
+    })
+
+    test('an UPDATE compiled for one set of fields writes exactly those, and few such UPDATEs are kept', async () => {
+      const fields = [
+        'first_name',
+        'last_name',
+        'user_attributes',
+        'custom_fields',
+        'last_seen',
+        'last_sent',
+        'channels',
+      ]
+      const valueOf = (field: string, round: number) =>
+        field === 'last_seen' || field === 'last_sent'
+          ? new Date(Date.UTC(2024, 0, 1, 0, round)).toISOString().replace('.000Z', 'Z')
+          : field === 'user_attributes' || field === 'custom_fields' || field === 'channels'
+            ? { round: `r${round}` }
+            : `${field} ${round}`
+      const created = await t.call(org.key, {
+        method: 'POST',
+        url: '/api/v1/contact',
+        payload: Object.fromEntries(fields.map((field) => [field, valueOf(field, 0)])),
+      })
+      assert.equal(created.statusCode, 201, created.body)
+      const id = created.json().data.id as string
+      const expected: Record<string, unknown> = created.json().data
+      // Every non-empty subset of seven fields: 127 shapes, more than are kept.
+      for (let subset = 1; subset < 2 ** fields.length; subset++) {
+        const body = Object.fromEntries(
+          fields.filter((_, bit) => subset & (1 << bit)).map((field) => [field, valueOf(field, subset)]),
+        )
+        const answer = await t.call(org.key, { method: 'PUT', url: `/api/v1/contact/${id}`, payload: body })
+        assert.equal(answer.statusCode, 200, answer.body)
+        Object.assign(expected, body)
+        const stored = (await t.call(org.key, { method: 'GET', url: `/api/v1/contact/${id}` })).json().data
+        for (const field of fields)
+          assert.deepEqual(stored[field], expected[field], `${field} after subset ${subset}`)
+      }
+      assert.ok(keptUpdateShapes() <= UPDATE_SHAPES)
     })
 
     test('a query compiled once answers as the query builder does, for each call and in a transaction', async () => {
