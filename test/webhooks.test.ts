@@ -7,9 +7,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import { CompiledQuery, sql } from 'kysely'
 import {
   claimDueDeliveries,
   completeDeliveries,
+  dueDeliveries,
   findDelivery,
   insertAttempts,
   listAttempts,
@@ -258,6 +260,50 @@ for (const backend of BACKENDS) {
       )
       assert.equal((await call('DELETE', `/outbound_webhook/${webhook.id}`)).statusCode, 200)
     })
+
+    if (backend.name === 'postgres') {
+      test("a claim's in-order check reads the order index, whatever the planner's statistics say", async () => {
+        const { db } = t.database
+        const created = await call('POST', '/outbound_webhook', {
+          endpoint: 'https://93.184.216.34/hooks/burst',
+          enabled: false,
+        })
+        const webhookId = created.json().data.id as string
+        // A history of delivered events, the planner's statistics taken then, and a burst after.
+        const queue = (count: number, status: 'pending' | 'succeeded') =>
+          sql`
+          with e as (
+            insert into contact_events (org_id, id, contact_id, type, actor_type, actor_id, created_at, data)
+            select ${org.id}::uuid, gen_random_uuid(), gen_random_uuid(), 'contact.updated', 'api_key', null, now(), '{}'
+            from generate_series(1, ${count}) returning seq, org_id, contact_id, created_at)
+          insert into webhook_deliveries
+            (org_id, id, webhook_id, event_seq, contact_id, status, attempts, next_attempt_at, created_at)
+          select org_id, gen_random_uuid(), ${webhookId}::uuid, seq, contact_id, ${status}, 0, created_at, created_at
+          from e`.execute(db)
+        await queue(3000, 'succeeded')
+        await sql`analyze webhook_deliveries`.execute(db)
+        await queue(3000, 'pending')
+        const compiled = dueDeliveries(db, new Date().toISOString(), 64, 'all', '').compile()
+        const { rows } = await t.database.db.executeQuery<{ 'QUERY PLAN': unknown }>(
+          CompiledQuery.raw(`explain (format json) ${compiled.sql}`, [...compiled.parameters]),
+        )
+        const scans: { Alias?: string; 'Index Name'?: string }[] = []
+        const walk = (node: unknown): void => {
+          if (Array.isArray(node)) return node.forEach(walk)
+          if (node === null || typeof node !== 'object') return
+          const record = node as Record<string, unknown>
+          if (record.Alias === 'p') scans.push(record)
+          for (const value of Object.values(record)) walk(value)
+        }
+        walk(rows[0]?.['QUERY PLAN'])
+        assert.deepEqual(
+          scans.map((scan) => scan['Index Name']),
+          ['webhook_deliveries_order_idx'],
+          JSON.stringify(rows[0]),
+        )
+        assert.equal((await call('DELETE', `/outbound_webhook/${webhookId}`)).statusCode, 200)
+      })
+    }
 
     test('a read_only key can look at webhooks but not change them', async () => {
       const response = await call(

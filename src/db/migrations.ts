@@ -810,6 +810,31 @@ function sqliteTextIndexWithoutPositions(dialect: DialectName): Migration {
   }
 }
 
+/**
+ * PostgreSQL: the claim's in-order check (no earlier pending delivery of the same contact to the
+ * same webhook) could be answered from either pending-only index, both led by org_id. With
+ * statistics that predate a burst of deliveries (autovacuum analyzes minutes later, if at all),
+ * the planner took the due index for it and filtered every pending delivery of the organization
+ * for each candidate: 5,000 pending deliveries made a claim take 3 s and the dispatcher send 20 a
+ * second. The due index now also requires `next_attempt_at is not null` (always true), which the
+ * claim's own `next_attempt_at <= now` implies and the in-order check does not, so that check can
+ * only use the order index, whatever the statistics say (40 ms then, 0.5 ms with fresh ones).
+ */
+function dueIndexForClaimsOnly(dialect: DialectName): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      if (dialect !== 'postgres') return
+      await db.schema.dropIndex('webhook_deliveries_due_idx').execute()
+      await db.schema
+        .createIndex('webhook_deliveries_due_idx')
+        .on('webhook_deliveries')
+        .columns(['org_id', 'next_attempt_at'])
+        .where(sql<boolean>`status = 'pending' and next_attempt_at is not null`)
+        .execute()
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -828,6 +853,7 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
       dialect,
       sqliteTextIndexWithoutPositions(dialect),
     ),
+    '2026-11-28-014-due-index-for-claims-only': atomic(dialect, dueIndexForClaimsOnly(dialect)),
   }
 }
 
