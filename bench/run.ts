@@ -419,6 +419,17 @@ async function measure(
         }),
       ).toFixed(3),
     ),
+    // The same, counting the seconds the deliveries still pending at the end took to send: the rate
+    // at which PUTs and their deliveries are both done, when the dispatcher falls behind in a run.
+    put_webhook_sustained_to_put: Number(
+      median(
+        rounds.map((r, i) => {
+          const around = ((r.put_changing?.rps ?? 0) + (webhookRounds[i]?.putAfterRps ?? 0)) / 2
+          const seconds = SECONDS + (webhookRounds[i]?.drainSeconds ?? 0)
+          return (r.put_webhook?.requests ?? 0) / seconds / (around || 1)
+        }),
+      ).toFixed(3),
+    ),
     webhook_deliveries_per_put: Number(median(webhookRounds.map((r) => r.deliveriesPerPut)).toFixed(2)),
     webhook_backlog_at_end: median(webhookRounds.map((r) => r.backlog)),
     webhook_drain_seconds: median(webhookRounds.map((r) => r.drainSeconds)),
@@ -657,7 +668,7 @@ for (const result of results) {
       result.pgbench_tps
         ? `; pgbench (same UPDATE, prepared) ${result.pgbench_tps} tps, PUT / pgbench = ${result.put_to_pgbench}`
         : ''
-    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put}, every PUT changing its contact (${result.webhook_deliveries_per_put} deliveries per PUT; pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later).`,
+    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put}, every PUT changing its contact (${result.webhook_deliveries_per_put} deliveries per PUT; pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later; counting those seconds, ${result.put_webhook_sustained_to_put}).`,
   )
 }
 if (importResult) lines.push(importBenchLine(importResult))
