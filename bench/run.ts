@@ -125,47 +125,35 @@ interface Scenario {
   request: (key: string) => autocannon.Request
 }
 
+/** The seed's PUT to a random seeded contact, with that contact's own email and `extra` fields. */
+const putRequest = (key: string, extra: () => object): autocannon.Request => ({
+  method: 'PUT',
+  headers: { 'content-type': 'application/json' },
+  setupRequest: (req) => {
+    const n = random(CONTACTS)
+    return {
+      ...req,
+      path: `/api/v1/contact/${idOf(n)}?api_key=${key}`,
+      body: JSON.stringify({ ...PUT_BODY, ...extra(), email: `c${n}@bench.example` }),
+    }
+  },
+})
+
 const SCENARIOS: Scenario[] = [
   { name: 'ceiling', request: () => ({ method: 'GET', path: '/bench/ceiling' }) },
+  // The seed's body with every field, its email being the target's own: with emails unique per
+  // organization, one email written to every contact would be a conflict, not an update.
+  { name: 'put', request: (key) => putRequest(key, () => ({})) },
+  // The same PUT with a first name of its own each time, so that every request changes its
+  // contact: the full write (index, event) that the seed's body, applied to a contact a second
+  // time, no longer makes. The webhook comparison uses it, so that every PUT has a delivery.
   {
-    // The seed's body with every field, its email being the target's own: with emails unique per
-    // organization, one email written to every contact would be a conflict, not an update.
-    name: 'put',
-    request: (key) => ({
-      method: 'PUT',
-      headers: { 'content-type': 'application/json' },
-      setupRequest: (req) => {
-        const n = random(CONTACTS)
-        return {
-          ...req,
-          path: `/api/v1/contact/${idOf(n)}?api_key=${key}`,
-          body: JSON.stringify({ ...PUT_BODY, email: `c${n}@bench.example` }),
-        }
-      },
-    }),
-  },
-  {
-    // The same PUT with a first name of its own each time, so that every request changes its
-    // contact: the full write (index, event) that the seed's body, applied to a contact a second
-    // time, no longer makes. The webhook comparison uses it, so that every PUT has a delivery.
     name: 'put_changing',
-    request: (key) => ({
-      method: 'PUT',
-      headers: { 'content-type': 'application/json' },
-      setupRequest: (req) => {
-        const n = random(CONTACTS)
+    request: (key) =>
+      putRequest(key, () => {
         changes += 1
-        return {
-          ...req,
-          path: `/api/v1/contact/${idOf(n)}?api_key=${key}`,
-          body: JSON.stringify({
-            ...PUT_BODY,
-            first_name: `Changed ${changes}`,
-            email: `c${n}@bench.example`,
-          }),
-        }
-      },
-    }),
+        return { first_name: `Changed ${changes}` }
+      }),
   },
   {
     name: 'get',

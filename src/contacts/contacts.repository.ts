@@ -157,16 +157,7 @@ export async function updateContact(
   const columns = withSearchColumns(changes) as Record<string, unknown>
   const names = Object.keys(columns).filter((name) => columns[name] !== undefined)
   const values = names.map((name) => columns[name])
-  if (!values.every(isPlainValue)) {
-    return db
-      .updateTable('contacts')
-      .set((eb) => ({ ...withSearchColumns(changes), version: eb('version', '+', 1) }))
-      .where('org_id', '=', orgId)
-      .where('id', '=', id)
-      .where('deleted_at', 'is', null)
-      .returningAll()
-      .executeTakeFirst()
-  }
+  if (!values.every(isPlainValue)) return liveContactUpdate(db, orgId, id, changes).executeTakeFirst()
   return (await updateOfColumns(names)(db, orgId, id, ...values)).rows[0]
 }
 
@@ -330,16 +321,18 @@ export async function updateContactAtVersion(
   version: number,
   changes: UpdateableContactRow,
 ): Promise<ContactRow | undefined> {
-  return db
+  return liveContactUpdate(db, orgId, id, changes).where('version', '=', version).executeTakeFirst()
+}
+
+/** The UPDATE of a live contact, built by the query builder (for changes that hold expressions). */
+const liveContactUpdate = (db: Kysely<Database>, orgId: string, id: string, changes: UpdateableContactRow) =>
+  db
     .updateTable('contacts')
     .set((eb) => ({ ...withSearchColumns(changes), version: eb('version', '+', 1) }))
     .where('org_id', '=', orgId)
     .where('id', '=', id)
-    .where('version', '=', version)
     .where('deleted_at', 'is', null)
     .returningAll()
-    .executeTakeFirst()
-}
 
 /** The contacts merged into these (directly or through earlier merges, which are flattened). */
 export async function findMergedInto(db: Kysely<Database>, orgId: string, survivorIds: readonly string[]) {
