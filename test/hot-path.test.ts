@@ -79,7 +79,7 @@ for (const backend of BACKENDS) {
         'last_sent',
         'channels',
       ]
-      const valueOf = (field: string, round: number) =>
+      const valueFor = (field: string, round: number) =>
         field === 'last_seen' || field === 'last_sent'
           ? new Date(Date.UTC(2024, 0, 1, 0, round)).toISOString().replace('.000Z', 'Z')
           : field === 'user_attributes' || field === 'custom_fields' || field === 'channels'
@@ -88,7 +88,7 @@ for (const backend of BACKENDS) {
       const created = await t.call(org.key, {
         method: 'POST',
         url: '/api/v1/contact',
-        payload: Object.fromEntries(fields.map((field) => [field, valueOf(field, 0)])),
+        payload: Object.fromEntries(fields.map((field) => [field, valueFor(field, 0)])),
       })
       assert.equal(created.statusCode, 201, created.body)
       const id = created.json().data.id as string
@@ -96,7 +96,7 @@ for (const backend of BACKENDS) {
       // Every non-empty subset of seven fields: 127 shapes, more than are kept.
       for (let subset = 1; subset < 2 ** fields.length; subset++) {
         const body = Object.fromEntries(
-          fields.filter((_, bit) => subset & (1 << bit)).map((field) => [field, valueOf(field, subset)]),
+          fields.filter((_, bit) => subset & (1 << bit)).map((field) => [field, valueFor(field, subset)]),
         )
         const answer = await t.call(org.key, { method: 'PUT', url: `/api/v1/contact/${id}`, payload: body })
         assert.equal(answer.statusCode, 200, answer.body)

@@ -289,7 +289,10 @@ for (const backend of BACKENDS) {
         )
         const scans: { Alias?: string; 'Index Name'?: string }[] = []
         const walk = (node: unknown): void => {
-          if (Array.isArray(node)) return node.forEach(walk)
+          if (Array.isArray(node)) {
+            for (const item of node) walk(item)
+            return
+          }
           if (node === null || typeof node !== 'object') return
           const record = node as Record<string, unknown>
           if (record.Alias === 'p') scans.push(record)
