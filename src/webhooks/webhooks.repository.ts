@@ -367,12 +367,14 @@ export function dueDeliveries(
   )
 }
 
+type DueRow = Awaited<ReturnType<ReturnType<typeof dueDeliveries>['execute']>>[number]
+
 /**
  * The claim's query compiled once per organization range and size of LIMIT, the sizes rounded up
  * to a power of two so that a few statements serve every claim (SQLite keeps the LIMIT in the
- * statement's text: see literal-limits.ts); the rows past the wanted number are left unclaimed.
+ * statement's text: see literal-limits.ts). The rows past the wanted number are not leased; on
+ * PostgreSQL they stay locked only until the claim's transaction ends.
  */
-type DueRow = Awaited<ReturnType<ReturnType<typeof dueDeliveries>['execute']>>[number]
 const dueQueries = new Map<
   string,
   (db: Kysely<Database>, now: string, org: string) => Promise<QueryResult<DueRow>>
@@ -412,7 +414,7 @@ const jsonTextArray = (db: Kysely<Database>, json: string) =>
     ? sql`select value::uuid from json_array_elements_text(${json}::json)`
     : sql`select value from json_each(${json})`
 
-export interface Success {
+export interface CompletedDelivery {
   org_id: string
   id: string
   lease_token: string
@@ -424,7 +426,11 @@ export interface Success {
  * in one statement whatever their number: the rows travel as one JSON parameter, so the
  * statement's text, and SQLite's prepared statement, is the same for every batch.
  */
-export async function completeDeliveries(trx: Kysely<Database>, successes: readonly Success[], now: string) {
+export async function completeDeliveries(
+  trx: Kysely<Database>,
+  successes: readonly CompletedDelivery[],
+  now: string,
+) {
   if (successes.length === 0) return
   const json = JSON.stringify(successes)
   const completed = sql`status = 'succeeded', attempts = d.attempts + 1, last_error = null,
