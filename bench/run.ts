@@ -12,9 +12,10 @@
  * put_changing then runs with one enabled webhook (bench/receiver.ts acknowledging in a process
  * of its own), so that every PUT is owed a delivery, then once more without; the ratio of the
  * webhook's run to the mean of the plain runs either side of it is reported with the events per
- * PUT and the delivery backlog. The server and the load generator are pinned to different cores when taskset exists. Writes a
- * Markdown table and a JSON file to .bench/ (git-ignored). Last, bench/import.ts imports a CSV
- * file of 1,000,000 new contacts (10,000 with --quick; --import-rows 0 skips it) and exports them.
+ * PUT and the delivery backlog. The server and the load generator are pinned to different cores
+ * when taskset exists. Writes a Markdown table and a JSON file to .bench/ (git-ignored). Last,
+ * bench/import.ts imports a CSV file of 1,000,000 new contacts (10,000 with --quick;
+ * --import-rows 0 skips it) and exports them.
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -323,7 +324,7 @@ async function measure(
     backlog: number
     drainSeconds: number
     putAfterRps: number
-    deliveriesPerPut: number
+    eventsPerPut: number
   }[] = []
   try {
     // The PUT with a webhook too: the dispatcher's code, statements and connections are not
@@ -346,17 +347,16 @@ async function measure(
         await webhook.enable(true)
         const eventsBefore = await webhook.events()
         measures.put_webhook = await drive(server.url, scenario.request(key), SECONDS)
-        const deliveriesPerPut =
-          ((await webhook.events()) - eventsBefore) / (measures.put_webhook.requests || 1)
+        const eventsPerPut = ((await webhook.events()) - eventsBefore) / (measures.put_webhook.requests || 1)
         const backlog = await webhook.pending()
         const drainSeconds = await webhook.drain()
         await webhook.enable(false)
         // The plain PUT once more, so that the webhook's run is compared with the plain runs
         // either side of it: a drift of the machine's speed during the round cancels out.
         const putAfterRps = (await drive(server.url, scenario.request(key), SECONDS)).rps
-        webhookRounds.push({ backlog, drainSeconds, putAfterRps, deliveriesPerPut })
+        webhookRounds.push({ backlog, drainSeconds, putAfterRps, eventsPerPut })
         process.stdout.write(
-          `${backend} round ${round} put_webhook: ${Math.round(measures.put_webhook.rps)} req/s, ${deliveriesPerPut.toFixed(2)} deliveries per PUT, ${backlog} pending at the end, drained in ${drainSeconds} s; put_changing again: ${Math.round(putAfterRps)} req/s\n`,
+          `${backend} round ${round} put_webhook: ${Math.round(measures.put_webhook.rps)} req/s, ${eventsPerPut.toFixed(2)} events per PUT (each owed a delivery), ${backlog} deliveries pending at the end, drained in ${drainSeconds} s; put_changing again: ${Math.round(putAfterRps)} req/s\n`,
         )
       }
       if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
@@ -418,7 +418,7 @@ async function measure(
         }),
       ).toFixed(3),
     ),
-    webhook_deliveries_per_put: Number(median(webhookRounds.map((r) => r.deliveriesPerPut)).toFixed(2)),
+    webhook_events_per_put: Number(median(webhookRounds.map((r) => r.eventsPerPut)).toFixed(2)),
     webhook_backlog_at_end: median(webhookRounds.map((r) => r.backlog)),
     webhook_drain_seconds: median(webhookRounds.map((r) => r.drainSeconds)),
     routes,
@@ -656,7 +656,7 @@ for (const result of results) {
       result.pgbench_tps
         ? `; pgbench (same UPDATE, prepared) ${result.pgbench_tps} tps, PUT / pgbench = ${result.put_to_pgbench}`
         : ''
-    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put}, every PUT changing its contact (${result.webhook_deliveries_per_put} deliveries per PUT; pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later; counting those seconds, ${result.put_webhook_sustained_to_put}).`,
+    }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put}, every PUT changing its contact (${result.webhook_events_per_put} events per PUT, each owed a delivery; pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later; counting those seconds, ${result.put_webhook_sustained_to_put}).`,
   )
 }
 if (importResult) lines.push(importBenchLine(importResult))

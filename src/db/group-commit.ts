@@ -12,10 +12,10 @@ import {
 /**
  * SQLite with group commit. Every transaction of the process runs on SQLite's one connection,
  * one after another, and a COMMIT (writing the WAL frames of every page the transaction changed)
- * costs about what the statements of a typical request do. Here the transactions that queue for the connection
- * while one runs share one SQLite transaction: each runs inside a savepoint of its own, so that
- * one that fails is rolled back alone, and all are committed together when nobody else waits
- * (or the group is full). A transaction's commit resolves only once that COMMIT has run, so
+ * costs about what the statements of a typical request do. Here the transactions that queue for
+ * the connection while one runs share one SQLite transaction: each runs inside a savepoint of its
+ * own, so that one that fails is rolled back alone, and all are committed together when nobody
+ * else waits (or the group is full). A transaction's commit resolves only once that COMMIT has run, so
  * nothing is acknowledged before it is stored exactly as durably as before; if that COMMIT
  * fails, every transaction of the group fails with it.
  *
