@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { statSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
 import BetterSqlite3 from 'better-sqlite3'
 import { Kysely, type SqliteDatabase, sql } from 'kysely'
@@ -173,6 +174,33 @@ describe("the service's SQLite schema", () => {
       }
     } finally {
       await handle.close()
+      await scratch.drop()
+    }
+  })
+})
+
+describe('closing a SQLite database', () => {
+  test('folds the WAL back into the file, even when another connection is reading at that moment', async () => {
+    const scratch = await scratchDatabase('sqlite')
+    const path = scratch.url.slice('sqlite:'.length)
+    let reader: BetterSqlite3.Database | undefined
+    try {
+      const handle = openDatabase(scratch.url, { statementTimeoutMs: 100 })
+      await sql`create table notes (tag text not null, k text not null, primary key (tag, k))`.execute(
+        handle.db,
+      )
+      for (let i = 0; i < 20; i++)
+        await sql`insert into notes (tag, k) values ('close', ${String(i)})`.execute(handle.db)
+      // A read in progress in another process: its snapshot lies in the WAL, so the WAL cannot
+      // start over until it ends, a while after closing began (longer than the busy timeout).
+      reader = new BetterSqlite3(path)
+      const rows = reader.prepare('select k from notes').iterate()
+      rows.next()
+      setTimeout(() => rows.return?.(), 300)
+      await handle.close()
+      assert.equal(statSync(`${path}-wal`).size, 0, 'the WAL was folded back into the database file')
+    } finally {
+      reader?.close()
       await scratch.drop()
     }
   })

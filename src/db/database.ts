@@ -112,6 +112,28 @@ export interface DatabaseOptions {
  */
 const SQLITE_BUSY_TIMEOUT_CAP_MS = 5_000
 
+/** How long a closing connection keeps trying to fold the WAL back while others hold it. */
+const WAL_TRUNCATE_PATIENCE_MS = 2_000
+const WAL_TRUNCATE_TRY_MS = 50
+
+/**
+ * Folds the WAL back into the database file, so a stopped service leaves one tidy file. Another
+ * connection can stand in the way for a moment: a checkpoint of its own (then TRUNCATE gives up at
+ * once) or a read in progress (then it waits for as long as the busy timeout). So each try waits
+ * briefly and the tries are spaced out on the event loop, which lets this process's own readers
+ * finish too. Whether the WAL could be truncated is returned; a WAL left behind loses nothing.
+ */
+export async function truncateWal(database: BetterSqlite3.Database): Promise<boolean> {
+  database.pragma(`busy_timeout = ${WAL_TRUNCATE_TRY_MS}`)
+  const giveUpAt = performance.now() + WAL_TRUNCATE_PATIENCE_MS
+  for (;;) {
+    const [result] = database.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[]
+    if (result?.busy === 0) return true
+    if (performance.now() >= giveUpAt) return false
+    await new Promise((resolve) => setTimeout(resolve, WAL_TRUNCATE_TRY_MS))
+  }
+}
+
 function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
   const database = new BetterSqlite3(path)
@@ -158,8 +180,7 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
       // Whatever a group still holds is stored before the connection goes.
       driver.commitOpenGroup()
       await checkpointer?.stop()
-      // Fold the WAL back into the database file, so a stopped service leaves one tidy file.
-      if (database.open) database.pragma('wal_checkpoint(TRUNCATE)')
+      if (database.open) await truncateWal(database)
       await db.destroy()
     },
   }
