@@ -114,9 +114,13 @@ export async function startDispatcherProcess(config: Config): Promise<void> {
     dispatcherOptionsOf(config),
     log.child({ component: 'webhooks' }),
   )
+  // The dispatcher's timers do not hold a process open (a server's listening socket does), and on
+  // SQLite nothing else would: this keeps the process waiting for work until it is told to stop.
+  const keepRunning = setInterval(() => {}, 2 ** 31 - 1)
   closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an uncaught error')
     else log.info({ signal }, 'shutting down')
+    clearInterval(keepRunning)
     await dispatcher.stop()
     await database.close()
   })

@@ -136,6 +136,17 @@ for (const backend of BACKENDS) {
         15_000,
         'the dispatcher process to deliver every event',
       )
+      // With nothing left to send, it waits for more instead of ending.
+      await new Promise((resolve) => setTimeout(resolve, 1_500))
+      assert.equal(dispatcher.exitCode, null, 'the dispatcher keeps running while idle')
+      await api(server, setup.key, 'POST', '/contact', { first_name: 'Later' })
+      const later = (await setup.eventIds()).filter((id) => !events.includes(id))
+      assert.equal(later.length, 1)
+      await receiver.until(
+        () => later.every((id) => receiver.acknowledged(id) === 1),
+        15_000,
+        'the dispatcher process to deliver an event written while it was idle',
+      )
       dispatcher.kill('SIGTERM')
       const [exitCode] = await once(dispatcher, 'exit')
       assert.equal(exitCode, 0, 'it stops cleanly on SIGTERM')
