@@ -68,7 +68,18 @@ export const parseJsonObject = (value: JsonObject | string): JsonObject =>
 export type VersionedContact = Contact & { version: number }
 
 /** The one place where a stored row becomes the API's contact (and backend differences vanish). */
-export function toContact(row: ContactRow): VersionedContact {
+/** The columns a contact is made of: a full row, or the narrower one lists read (LISTED_COLUMNS). */
+type ContactColumns = Omit<
+  ContactRow,
+  | 'first_name_folded'
+  | 'last_name_folded'
+  | 'channels_folded'
+  | 'email_normalized'
+  | 'deleted_at'
+  | 'trashed_identities'
+>
+
+export function toContact(row: ContactColumns): VersionedContact {
   return {
     version: row.version,
     first_name: row.first_name,

@@ -22,6 +22,33 @@ function ordered<O>(
   return result
 }
 
+/**
+ * What a list page or an export reads of each contact: the contact as the API shows it, and every
+ * column a sort key names (email sorts by email_normalized). Not the search's folded copies nor
+ * the trash's bookkeeping, which an export would otherwise parse and drop a million times.
+ */
+export const LISTED_COLUMNS = [
+  'org_id',
+  'id',
+  'first_name',
+  'last_name',
+  'email',
+  'email_normalized',
+  'external_id',
+  'channels',
+  'user_attributes',
+  'custom_fields',
+  'last_seen',
+  'last_sent',
+  'first_assistant_id',
+  'last_assistant_id',
+  'first_widget_id',
+  'last_widget_id',
+  'created_at',
+  'updated_at',
+  'version',
+] as const satisfies readonly (keyof ContactRow)[]
+
 /** Up to `limit` live contacts matching every condition, in the sort's order. */
 export function findContacts(
   db: Kysely<Database>,
@@ -31,7 +58,7 @@ export function findContacts(
   keys: SortKey[],
   limit: number,
 ) {
-  return ordered(dialect, liveContacts(db, orgId, conditions).selectAll(), keys).limit(limit)
+  return ordered(dialect, liveContacts(db, orgId, conditions).select(LISTED_COLUMNS), keys).limit(limit)
 }
 
 /**

@@ -56,6 +56,13 @@ function csvRow(
 }
 
 /**
+ * Contacts read per query. A page stays alive while the next one is read and its output is
+ * written, so the young generation copies it at every collection: with 1000 rows that copying was
+ * a fifth of an export's CPU; with 250 the queries that make up the difference cost less.
+ */
+const EXPORT_PAGE_SIZE = 250
+
+/**
  * An organization's contacts (all, or those a search matches) as CSV or NDJSON, produced a page
  * at a time: the caller streams it, and memory stays that of one page whatever the size.
  */
@@ -68,7 +75,7 @@ export async function* exportContacts(
   onContacts: (count: number) => void = () => {},
 ): AsyncGenerator<string> {
   if (format === 'ndjson') {
-    for await (const page of eachContactPage(engine, orgId, search)) {
+    for await (const page of eachContactPage(engine, orgId, search, EXPORT_PAGE_SIZE)) {
       yield `${page.map((contact) => JSON.stringify(withoutVersion(contact))).join('\n')}\n`
       onContacts(page.length)
     }
@@ -79,7 +86,7 @@ export async function* exportContacts(
   yield stringify([
     [...FIXED_COLUMNS, ...customFieldNames.map((name) => `custom_fields.${name}`), 'custom_fields'],
   ])
-  for await (const page of eachContactPage(engine, orgId, search)) {
+  for await (const page of eachContactPage(engine, orgId, search, EXPORT_PAGE_SIZE)) {
     yield stringify(page.map((contact) => csvRow(contact, customFieldNames, defined)))
     onContacts(page.length)
   }
