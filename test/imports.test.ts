@@ -422,7 +422,10 @@ for (const backend of BACKENDS) {
         'custom_fields.score',
         'custom_fields',
       ])
+      // Read in pages of a few hundred: every contact once, none lost or repeated at a page's edge.
+      assert.ok(rows.length > 1000, `${rows.length} contacts: enough for several pages`)
       assert.equal(rows.length, await contactCount(org.id))
+      assert.equal(new Set(rows.map((row) => row[0])).size, rows.length)
 
       const target = await t.createOrg()
       await t.call(target.key, {

@@ -67,7 +67,6 @@ export const parseJsonObject = (value: JsonObject | string): JsonObject =>
  */
 export type VersionedContact = Contact & { version: number }
 
-/** The one place where a stored row becomes the API's contact (and backend differences vanish). */
 /** The columns a contact is made of: a full row, or the narrower one lists read (LISTED_COLUMNS). */
 type ContactColumns = Omit<
   ContactRow,
@@ -79,6 +78,7 @@ type ContactColumns = Omit<
   | 'trashed_identities'
 >
 
+/** The one place where a stored row becomes the API's contact (and backend differences vanish). */
 export function toContact(row: ContactColumns): VersionedContact {
   return {
     version: row.version,
