@@ -180,28 +180,59 @@ describe("the service's SQLite schema", () => {
 })
 
 describe('closing a SQLite database', () => {
-  test('folds the WAL back into the file, even when another connection is reading at that moment', async () => {
+  /**
+   * A database with some writes in its WAL and, in another connection (another process, say), a
+   * read in progress whose snapshot lies in the WAL: the WAL cannot start over until it ends.
+   */
+  async function walHeldByAReader(options: { backgroundCheckpoints: boolean }) {
     const scratch = await scratchDatabase('sqlite')
     const path = scratch.url.slice('sqlite:'.length)
-    let reader: BetterSqlite3.Database | undefined
+    const handle = openDatabase(scratch.url, { ...options, statementTimeoutMs: 100 })
+    await sql`create table notes (tag text not null, k text not null, primary key (tag, k))`.execute(
+      handle.db,
+    )
+    for (let i = 0; i < 20; i++)
+      await sql`insert into notes (tag, k) values ('close', ${String(i)})`.execute(handle.db)
+    const reader = new BetterSqlite3(path)
+    // The reader writes a row of its own just before reading, so that its snapshot ends at frames
+    // no checkpoint (the server's thread runs one every few milliseconds) has copied yet.
+    reader.prepare("insert into notes (tag, k) values ('reader', '1')").run()
+    const rows = reader.prepare('select k from notes').iterate()
+    rows.next()
+    return {
+      handle,
+      walSize: () => statSync(`${path}-wal`).size,
+      endRead: () => rows.return?.(),
+      async drop() {
+        reader.close()
+        await scratch.drop()
+      },
+    }
+  }
+
+  test("the server's connection folds the WAL back into the file, even when another connection is reading at that moment", async () => {
+    const held = await walHeldByAReader({ backgroundCheckpoints: true })
     try {
-      const handle = openDatabase(scratch.url, { statementTimeoutMs: 100 })
-      await sql`create table notes (tag text not null, k text not null, primary key (tag, k))`.execute(
-        handle.db,
-      )
-      for (let i = 0; i < 20; i++)
-        await sql`insert into notes (tag, k) values ('close', ${String(i)})`.execute(handle.db)
-      // A read in progress in another process: its snapshot lies in the WAL, so the WAL cannot
-      // start over until it ends, a while after closing began (longer than the busy timeout).
-      reader = new BetterSqlite3(path)
-      const rows = reader.prepare('select k from notes').iterate()
-      rows.next()
-      setTimeout(() => rows.return?.(), 300)
-      await handle.close()
-      assert.equal(statSync(`${path}-wal`).size, 0, 'the WAL was folded back into the database file')
+      // The read ends a while after closing began, later than the busy timeout.
+      setTimeout(held.endRead, 300)
+      await held.handle.close()
+      assert.equal(held.walSize(), 0, 'the WAL was folded back into the database file')
     } finally {
-      reader?.close()
-      await scratch.drop()
+      await held.drop()
+    }
+  })
+
+  test("a short-lived command's connection does not wait for another connection to let go of the WAL", async () => {
+    const held = await walHeldByAReader({ backgroundCheckpoints: false })
+    try {
+      const started = performance.now()
+      await held.handle.close()
+      // Waiting would have taken the busy timeout (100 ms) at least, and blocked the other's writes.
+      assert.ok(performance.now() - started < 100, `closing took ${performance.now() - started} ms`)
+      assert.ok(held.walSize() > 0, 'the WAL is left to the connection still using it')
+    } finally {
+      held.endRead()
+      await held.drop()
     }
   })
 })

@@ -122,10 +122,14 @@ const WAL_TRUNCATE_TRY_MS = 50
  * once) or a read in progress (then it waits for as long as the busy timeout). So each try waits
  * briefly and the tries are spaced out on the event loop, which lets this process's own readers
  * finish too. Whether the WAL could be truncated is returned; a WAL left behind loses nothing.
+ *
+ * With no patience it tries once and waits for nobody: a pending TRUNCATE blocks new writers, and
+ * a short-lived command closing beside a running server must not hold up the server's writes (the
+ * server tidies the WAL when it stops).
  */
-export async function truncateWal(database: BetterSqlite3.Database): Promise<boolean> {
-  database.pragma(`busy_timeout = ${WAL_TRUNCATE_TRY_MS}`)
-  const giveUpAt = performance.now() + WAL_TRUNCATE_PATIENCE_MS
+export async function truncateWal(database: BetterSqlite3.Database, patienceMs: number): Promise<boolean> {
+  database.pragma(`busy_timeout = ${patienceMs > 0 ? WAL_TRUNCATE_TRY_MS : 0}`)
+  const giveUpAt = performance.now() + patienceMs
   for (;;) {
     const [result] = database.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[]
     if (result?.busy === 0) return true
@@ -180,7 +184,7 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
       // Whatever a group still holds is stored before the connection goes.
       driver.commitOpenGroup()
       await checkpointer?.stop()
-      if (database.open) await truncateWal(database)
+      if (database.open) await truncateWal(database, checkpointer ? WAL_TRUNCATE_PATIENCE_MS : 0)
       await db.destroy()
     },
   }
