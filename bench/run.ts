@@ -391,6 +391,9 @@ async function measure(
     }
   })
   const pgbenchTps = backend === 'postgres' ? Math.round(median(pgbenchRounds)) : null
+  /** A round's plain changing PUT, the mean of its runs either side of the webhook's. */
+  const plainPutAround = (round: number) =>
+    ((rounds[round]?.put_changing?.rps ?? 0) + (webhookRounds[round]?.putAfterRps ?? 0)) / 2 || 1
   const putRps = routes.find((r) => r.route === 'put')?.rps ?? 0
   return {
     backend,
@@ -400,21 +403,15 @@ async function measure(
     pgbench_tps: pgbenchTps,
     put_to_pgbench: pgbenchTps ? Number((putRps / pgbenchTps).toFixed(3)) : null,
     put_webhook_to_put: Number(
-      median(
-        rounds.map((r, i) => {
-          const around = ((r.put_changing?.rps ?? 0) + (webhookRounds[i]?.putAfterRps ?? 0)) / 2
-          return (r.put_webhook?.rps ?? 0) / (around || 1)
-        }),
-      ).toFixed(3),
+      median(rounds.map((r, i) => (r.put_webhook?.rps ?? 0) / plainPutAround(i))).toFixed(3),
     ),
     // The same, counting the seconds the deliveries still pending at the end took to send: the rate
     // at which PUTs and their deliveries are both done, when the dispatcher falls behind in a run.
     put_webhook_sustained_to_put: Number(
       median(
         rounds.map((r, i) => {
-          const around = ((r.put_changing?.rps ?? 0) + (webhookRounds[i]?.putAfterRps ?? 0)) / 2
           const seconds = SECONDS + (webhookRounds[i]?.drainSeconds ?? 0)
-          return (r.put_webhook?.requests ?? 0) / seconds / (around || 1)
+          return (r.put_webhook?.requests ?? 0) / seconds / plainPutAround(i)
         }),
       ).toFixed(3),
     ),

@@ -4,6 +4,7 @@ import { dialectOf } from '../db/database.js'
 import { preparedQuery } from '../db/prepared.js'
 import type { ContactRow, Database, InsertableContactRow, UpdateableContactRow } from '../db/schema.js'
 import type { ListStart } from '../shared/list-paging.js'
+import { recentlyUsed } from '../shared/lru.js'
 import { withSearchColumns } from './search-document.js'
 
 const liveContactById = preparedQuery(2, (db, orgId: string, id: string) =>
@@ -172,38 +173,26 @@ type ContactUpdate = (db: Kysely<Database>, ...args: unknown[]) => Promise<Query
  * the set, and clients send few distinct ones; the most recently used UPDATE_SHAPES are kept, so
  * that bodies of ever new shapes cannot grow the cache.
  */
-function updateOfColumns(names: readonly string[]): ContactUpdate {
-  const key = names.join(',')
-  const kept = updateShapes.get(key)
-  if (kept) {
-    updateShapes.delete(key)
-    updateShapes.set(key, kept)
-    return kept
-  }
-  const update: ContactUpdate = preparedQuery(2 + names.length, (db, orgId, id, ...values) =>
-    db
-      .updateTable('contacts')
-      .set((eb) => ({
-        ...(Object.fromEntries(names.map((name, i) => [name, values[i]])) as UpdateableContactRow),
-        version: eb('version', '+', 1),
-      }))
-      .where('org_id', '=', orgId as string)
-      .where('id', '=', id as string)
-      .where('deleted_at', 'is', null)
-      .returningAll(),
+const updateOfColumns = (names: readonly string[]): ContactUpdate =>
+  updateShapes.get(names.join(','), () =>
+    preparedQuery(2 + names.length, (db, orgId, id, ...values) =>
+      db
+        .updateTable('contacts')
+        .set((eb) => ({
+          ...(Object.fromEntries(names.map((name, i) => [name, values[i]])) as UpdateableContactRow),
+          version: eb('version', '+', 1),
+        }))
+        .where('org_id', '=', orgId as string)
+        .where('id', '=', id as string)
+        .where('deleted_at', 'is', null)
+        .returningAll(),
+    ),
   )
-  updateShapes.set(key, update)
-  if (updateShapes.size > UPDATE_SHAPES) {
-    const oldest = updateShapes.keys().next().value
-    if (oldest !== undefined) updateShapes.delete(oldest)
-  }
-  return update
-}
 
 export const UPDATE_SHAPES = 64
-const updateShapes = new Map<string, ContactUpdate>()
+const updateShapes = recentlyUsed<ContactUpdate>(UPDATE_SHAPES)
 /** How many compiled UPDATEs are kept (at most UPDATE_SHAPES). */
-export const keptUpdateShapes = () => updateShapes.size
+export const keptUpdateShapes = updateShapes.size
 
 /**
  * Updates a live contact (at the expected version, when given) and returns it as it was before

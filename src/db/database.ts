@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
 import { Kysely, PostgresAdapter, PostgresDialect, type SqliteDatabase, type SqliteStatement } from 'kysely'
 import pg from 'pg'
+import { recentlyUsed } from '../shared/lru.js'
 import { timestampFromPostgres } from '../shared/time.js'
 import { GroupCommitDriver, GroupCommitSqliteDialect } from './group-commit.js'
 import { LiteralLimitsPlugin } from './literal-limits.js'
@@ -70,26 +71,12 @@ const WAL_FINISH_AT_FRAMES = 4000
  * text (lists of ids, dynamic updates) cannot grow it without limit.
  */
 function withStatementCache(database: BetterSqlite3.Database, capacity: number) {
-  const cache = new Map<string, SqliteStatement>()
+  const cache = recentlyUsed<SqliteStatement>(capacity)
   const wrapped: SqliteDatabase = {
     close: () => database.close(),
-    prepare(sql) {
-      const cached = cache.get(sql)
-      if (cached) {
-        cache.delete(sql)
-        cache.set(sql, cached)
-        return cached
-      }
-      const statement = database.prepare(sql) as unknown as SqliteStatement
-      cache.set(sql, statement)
-      if (cache.size > capacity) {
-        const oldest = cache.keys().next().value
-        if (oldest !== undefined) cache.delete(oldest)
-      }
-      return statement
-    },
+    prepare: (sql) => cache.get(sql, () => database.prepare(sql) as unknown as SqliteStatement),
   }
-  return { wrapped, size: () => cache.size }
+  return { wrapped, size: cache.size }
 }
 
 export interface DatabaseOptions {

@@ -15,9 +15,9 @@ import {
  * costs about what the statements of a typical request do. Here the transactions that queue for
  * the connection while one runs share one SQLite transaction: each runs inside a savepoint of its
  * own, so that one that fails is rolled back alone, and all are committed together when nobody
- * else waits (or the group is full). A transaction's commit resolves only once that COMMIT has run, so
- * nothing is acknowledged before it is stored exactly as durably as before; if that COMMIT
- * fails, every transaction of the group fails with it.
+ * else waits (or the group is full). A transaction's commit resolves only once that COMMIT has
+ * run, so nothing is acknowledged before it is stored exactly as durably as before; if that
+ * COMMIT fails, every transaction of the group fails with it.
  *
  * A transaction of a group sees the changes of those before it in the same group, as it would
  * have after their commits: it shares their fate. A statement outside any transaction (a read,
