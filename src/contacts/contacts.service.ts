@@ -55,6 +55,7 @@ import {
   syncIdentities,
 } from './identities.js'
 import { normalizePhone } from './phone.js'
+import type { LISTED_COLUMNS } from './search.repository.js'
 
 type JsonObject = Record<string, unknown>
 
@@ -67,16 +68,11 @@ export const parseJsonObject = (value: JsonObject | string): JsonObject =>
  */
 export type VersionedContact = Contact & { version: number }
 
-/** The columns a contact is made of: a full row, or the narrower one lists read (LISTED_COLUMNS). */
-type ContactColumns = Omit<
-  ContactRow,
-  | 'first_name_folded'
-  | 'last_name_folded'
-  | 'channels_folded'
-  | 'email_normalized'
-  | 'deleted_at'
-  | 'trashed_identities'
->
+/**
+ * The columns a contact is made of: what lists and exports read (LISTED_COLUMNS), so that a column
+ * the contact comes to need cannot be missing from their pages; a full row has them all.
+ */
+type ContactColumns = Pick<ContactRow, (typeof LISTED_COLUMNS)[number]>
 
 /** The one place where a stored row becomes the API's contact (and backend differences vanish). */
 export function toContact(row: ContactColumns): VersionedContact {
