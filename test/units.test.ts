@@ -7,7 +7,7 @@ import { normalizePhone } from '../src/contacts/phone.js'
 import { DatabaseUrlError, parseDatabaseUrl } from '../src/db/database.js'
 import { contactEventJson, toContactEvent } from '../src/events/events.service.js'
 import { progressReporter } from '../src/imports/progress.js'
-import { uuidv7 } from '../src/shared/ids.js'
+import { createUuidv7Generator, uuidv7 } from '../src/shared/ids.js'
 import { formatTimestamp, parseDateTime, timestampFromPostgres } from '../src/shared/time.js'
 import { retryDelayMs } from '../src/webhooks/dispatcher.js'
 import { signatureHeader } from '../src/webhooks/signature.js'
@@ -77,10 +77,27 @@ describe('date-times', () => {
 
 describe('ids and keys', () => {
   test('uuid v7 ids are valid uuids that sort by creation time', () => {
-    const first = uuidv7(1_700_000_000_000)
-    const second = uuidv7(1_700_000_000_001)
+    let now = 1_700_000_000_000
+    const next = createUuidv7Generator(() => now)
+    const first = next()
+    now += 1
+    const second = next()
     assert.match(first, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+    assert.equal(first.slice(0, 13), '018bcfe5-6800')
     assert.ok(first < second)
+  })
+  test('uuid v7 ids made within one millisecond, or after the clock steps back, still sort in the order made', () => {
+    let now = 1_700_000_000_000
+    const next = createUuidv7Generator(() => now)
+    const made = Array.from({ length: 5000 }, () => next())
+    now -= 5
+    made.push(next(), next())
+    assert.deepEqual([...made].sort(), made)
+    assert.equal(new Set(made).size, made.length)
+    for (const id of made)
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+    const fromDefaultClock = Array.from({ length: 1000 }, () => uuidv7())
+    assert.deepEqual([...fromDefaultClock].sort(), fromDefaultClock)
   })
   test('API keys are in- plus 43 base64url characters, unique, and stored only as a hash', () => {
     const a = generateApiKey()
