@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fc from 'fast-check'
+import { sql } from 'kysely'
 import type { Principal } from '../src/api-keys/api-keys.service.js'
 import { createContact, updateContact } from '../src/contacts/contacts.service.js'
 import type { Filter } from '../src/contacts/search.schemas.js'
@@ -821,6 +822,60 @@ describe('the SQLite text index without positions (migration 013)', () => {
       await updateContact(handle.db, principal, ids[1] as string, { first_name: 'Bob', last_name: 'Stone' })
       assert.deepEqual(await found('ann'), [ids[2], later.id].sort())
       assert.deepEqual(await found('b ston'), idsOf(1))
+    } finally {
+      await handle.close()
+      await scratch.drop()
+    }
+  })
+})
+
+describe('times written with microseconds by other SQL (migration 015)', {
+  skip: BACKENDS.find((b) => b.name === 'postgres')?.skip ?? false,
+}, () => {
+  test('paging by cursor visits every contact once, and every time column keeps milliseconds', async () => {
+    const scratch = await scratchDatabase('postgres')
+    const handle = openDatabase(scratch.url)
+    try {
+      await migrateTo(handle, '2026-11-28-014-due-index-for-claims-only')
+      const org = await createOrganization(handle.db, 'microseconds')
+      const principal: Principal = {
+        orgId: org.id,
+        actorType: 'user',
+        actorId: 'tester',
+        role: 'full_access',
+      }
+      const ids: string[] = []
+      for (let i = 0; i < 6; i++)
+        ids.push((await createContact(handle.db, principal, { first_name: `M${i}` })).id)
+      // Six times within one millisecond, as now() or an import by hand would write them.
+      const micros = ['000', '100', '456', '499', '501', '999']
+      for (const [i, id] of ids.entries())
+        await sql`update contacts set created_at = ${`2026-01-01T00:00:00.123${micros[i]}Z`}::timestamptz
+          where org_id = ${org.id} and id = ${id}`.execute(handle.db)
+
+      await migrateToLatest(handle)
+      const engine = { db: handle.db, dialect: 'postgres' as const, cursors: cursorCodecOnce(handle.db) }
+      const seen: string[] = []
+      let cursor: string | undefined
+      do {
+        const page = await searchContacts(engine, org.id, { limit: 1, ...(cursor ? { cursor } : {}) })
+        seen.push(...page.items.map((c) => c.id))
+        cursor = page.next_cursor ?? undefined
+      } while (cursor)
+      assert.deepEqual([...seen].sort(), [...ids].sort())
+
+      // Stored to the millisecond from now on, rounded: .123501 is .124.
+      const { rows } = await sql<{ created_at: string }>`select created_at from contacts
+        where org_id = ${org.id} order by created_at, id`.execute(handle.db)
+      assert.deepEqual(
+        rows.map((r) => r.created_at),
+        [...Array(4).fill('2026-01-01T00:00:00.123Z'), ...Array(2).fill('2026-01-01T00:00:00.124Z')],
+      )
+      const { rows: wider } = await sql<{ column: string }>`
+        select table_name || '.' || column_name as column from information_schema.columns
+        where table_schema = current_schema() and data_type = 'timestamp with time zone'
+          and datetime_precision <> 3`.execute(handle.db)
+      assert.deepEqual(wider, [])
     } finally {
       await handle.close()
       await scratch.drop()

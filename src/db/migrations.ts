@@ -24,7 +24,10 @@ function columnTypes(dialect: DialectName) {
   return {
     uuid: postgres ? 'uuid' : 'text',
     json: postgres ? 'jsonb' : 'text',
+    // Migration 015 narrows these to timestamptz(3); a later migration adding a time column
+    // uses timestampMs.
     timestamp: postgres ? 'timestamptz' : 'text',
+    timestampMs: postgres ? 'timestamptz(3)' : 'text',
   } as const
 }
 
@@ -835,6 +838,33 @@ function dueIndexForClaimsOnly(dialect: DialectName): Migration {
   }
 }
 
+/**
+ * PostgreSQL keeps every time to the millisecond, as the API reads and writes them and as cursors
+ * carry them. A time written with microseconds by other SQL (`now()`, say) was read back cut to
+ * its millisecond, and a page ending on that row made a cursor that skipped the rows stored
+ * between the two values. `timestamptz(3)` rounds such a time when it is stored; this rewrites
+ * each table with such columns once. SQLite stores the text the service writes.
+ */
+function millisecondTimestamps(dialect: DialectName): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      if (dialect !== 'postgres') return
+      const { rows } = await sql<{ table_name: string; column_name: string }>`
+        select table_name, column_name from information_schema.columns
+        where table_schema = current_schema() and data_type = 'timestamp with time zone'
+          and datetime_precision <> 3
+        order by table_name, ordinal_position`.execute(db)
+      const columnsByTable = new Map<string, string[]>()
+      for (const { table_name, column_name } of rows)
+        columnsByTable.set(table_name, [...(columnsByTable.get(table_name) ?? []), column_name])
+      for (const [table, columns] of columnsByTable) {
+        const changes = columns.map((column) => sql`alter column ${sql.ref(column)} type timestamptz(3)`)
+        await sql`alter table ${sql.table(table)} ${sql.join(changes)}`.execute(db)
+      }
+    },
+  }
+}
+
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -854,6 +884,7 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
       sqliteTextIndexWithoutPositions(dialect),
     ),
     '2026-11-28-014-due-index-for-claims-only': atomic(dialect, dueIndexForClaimsOnly(dialect)),
+    '2026-11-28-015-millisecond-timestamps': atomic(dialect, millisecondTimestamps(dialect)),
   }
 }
 
