@@ -201,6 +201,33 @@ for (const backend of BACKENDS) {
       assert.equal((await call('DELETE', `/outbound_webhook/${webhook.id}`)).statusCode, 200)
     })
 
+    test("the delivery log lists deliveries of one millisecond in their events' order", async () => {
+      const created = await call('POST', '/outbound_webhook', {
+        endpoint: 'https://93.184.216.34/hooks/ordered',
+        events: ['contact.created'],
+      })
+      const webhook = created.json().data as { id: string }
+      // One batch: its events share their time, so only the ids order them.
+      const batch = await call('POST', '/contact/batch/upsert', {
+        contacts: Array.from({ length: 40 }, (_, i) => ({ email: `ordered-${i}@example.com` })),
+      })
+      assert.equal(batch.statusCode, 200, batch.body)
+      const log = (await call('GET', `/outbound_webhook/${webhook.id}/logs?limit=100`)).json().data.items as {
+        id: string
+        event_id: string
+        created_at: string
+      }[]
+      assert.equal(log.length, 40)
+      assert.equal(new Set(log.map((delivery) => delivery.created_at)).size, 1)
+      const eventIds = log.map((delivery) => delivery.event_id)
+      assert.deepEqual(eventIds, [...eventIds].sort().reverse())
+      for (const delivery of log) {
+        assert.match(delivery.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+        assert.equal(delivery.id.slice(0, 19), delivery.event_id.slice(0, 19))
+      }
+      assert.equal((await call('DELETE', `/outbound_webhook/${webhook.id}`)).statusCode, 200)
+    })
+
     test('a claimed delivery is completed only under its lease, and each attempt is recorded once', async () => {
       // No dispatcher runs here: the test claims and reports as one would.
       const created = await call('POST', '/outbound_webhook', {

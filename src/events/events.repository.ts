@@ -3,7 +3,11 @@ import { recordsetJson, recordsetSelect } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
 import { preparedQuery } from '../db/prepared.js'
 import type { ContactEventRow, ContactEventTable, Database } from '../db/schema.js'
-import { QUEUED_DELIVERY_COLUMNS, queuedDelivery } from '../webhooks/webhooks.repository.js'
+import {
+  deliveryIdOfEvent,
+  QUEUED_DELIVERY_COLUMNS,
+  queuedDelivery,
+} from '../webhooks/webhooks.repository.js'
 
 export type NewContactEvent = Insertable<ContactEventTable>
 
@@ -54,7 +58,7 @@ const appendAndFanOutOnPostgres = preparedQuery(1, (db, rowsJson: string) =>
       eb
         .selectFrom('e')
         .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
-        .select(queuedDelivery(sql<string>`gen_random_uuid()`))
+        .select(queuedDelivery(deliveryIdOfEvent('postgres')))
         .where('w.enabled', '=', 1)
         .where(sql<boolean>`w.events::jsonb @> jsonb_build_array(e.type)`),
     ),

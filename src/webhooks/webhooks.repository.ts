@@ -214,14 +214,20 @@ export const queuedDelivery = (id: RawBuilder<string>) =>
   ] as const
 
 /**
- * A version 7 UUID made by SQLite for the delivery of event `e`: its time is the event's (whose id
- * is a version 7 UUID too), the rest random. Deliveries so follow each other in their keys and
- * log index, and a batch of them fills a few pages at the end instead of one random page each.
+ * The id of a new delivery of event `e`: a version 7 UUID whose time and in-millisecond counter
+ * are the event's (whose id is one too), the rest random. Deliveries so follow their events in
+ * their keys and log index (a batch of them fills a few pages at the end instead of one random
+ * page each), and the delivery log lists deliveries of one millisecond in their events' order.
  */
-const SQLITE_DELIVERY_UUID = sql<string>`(substr(e.id, 1, 14) || lower(
-  '7' || substr(hex(randomblob(2)), 2) || '-' ||
-  substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))
-))`
+export const deliveryIdOfEvent = (dialect: 'sqlite' | 'postgres') =>
+  dialect === 'postgres'
+    ? // gen_random_uuid()'s last 17 characters are a version 4 UUID's variant and random bits.
+      sql<string>`(substr(e.id::text, 1, 19) || substr(gen_random_uuid()::text, 20))::uuid`
+    : sql<string>`(substr(e.id, 1, 19) || lower(
+        substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))
+      ))`
+
+const SQLITE_DELIVERY_UUID = deliveryIdOfEvent('sqlite')
 
 /** The (event, webhook) pairs of the log not queued yet (SQLite): events past the webhook's position it takes. */
 const unqueued = (db: Kysely<Database>, only: { orgId: string; webhookId: string } | null) =>
