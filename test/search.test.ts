@@ -775,57 +775,69 @@ describe('differential: random filters agree on SQLite, PostgreSQL and the refer
   })
 })
 
+/**
+ * A scratch database migrated up to `migration` (inclusive), with one organization and a
+ * principal of it, for a test of a later migration on the data it finds.
+ */
+async function withDatabaseAt(
+  kind: 'sqlite' | 'postgres',
+  migration: string,
+  test: (handle: ReturnType<typeof openDatabase>, orgId: string, principal: Principal) => Promise<void>,
+) {
+  const scratch = await scratchDatabase(kind)
+  const handle = openDatabase(scratch.url)
+  try {
+    await migrateTo(handle, migration)
+    const org = await createOrganization(handle.db, `before-${migration}`)
+    await test(handle, org.id, { orgId: org.id, actorType: 'user', actorId: 'tester', role: 'full_access' })
+  } finally {
+    await handle.close()
+    await scratch.drop()
+  }
+}
+
 describe('the SQLite text index without positions (migration 013)', () => {
   test('a database indexed before it finds the same contacts by q after it, and keeps up with writes', async () => {
-    const scratch = await scratchDatabase('sqlite')
-    const handle = openDatabase(scratch.url)
-    try {
-      await migrateTo(handle, '2026-11-28-012-delivery-queue-position')
-      const org = await createOrganization(handle.db, 'indexed-before')
-      const principal: Principal = {
-        orgId: org.id,
-        actorType: 'user',
-        actorId: 'tester',
-        role: 'full_access',
-      }
-      const people = [
-        { first_name: 'Zoë', last_name: 'Ørsted', email: 'zoe.orsted@example.com' },
-        { first_name: 'Ann', last_name: 'Lee', channels: { whatsapp: '+44 20 7946 0958' } },
-        { first_name: 'Annabel', last_name: 'Leeds', email: 'annabel@example.org' },
-        { first_name: 'Grace', last_name: 'Hopper', email: 'grace"quote@example.net' },
-      ]
-      const ids: string[] = []
-      for (const person of people) ids.push((await createContact(handle.db, principal, person)).id)
-      const engine = { db: handle.db, dialect: 'sqlite' as const, cursors: cursorCodecOnce(handle.db) }
-      // As sets: contacts made in the same millisecond have no order between them.
-      const found = async (q: string) =>
-        (await searchContacts(engine, org.id, { q })).items.map((c) => c.id).sort()
-      const idsOf = (...people: number[]) => people.map((person) => ids[person]).sort()
-      const queries = ['ann', 'Lee', 'zoë ør', '7946 09', 'example.', 'ace"quo', 'nobody']
-      const before = await Promise.all(queries.map(found))
-      assert.deepEqual(before, [idsOf(1, 2), idsOf(1, 2), idsOf(0), idsOf(1), idsOf(0, 2, 3), idsOf(3), []])
+    await withDatabaseAt(
+      'sqlite',
+      '2026-11-28-012-delivery-queue-position',
+      async (handle, orgId, principal) => {
+        const people = [
+          { first_name: 'Zoë', last_name: 'Ørsted', email: 'zoe.orsted@example.com' },
+          { first_name: 'Ann', last_name: 'Lee', channels: { whatsapp: '+44 20 7946 0958' } },
+          { first_name: 'Annabel', last_name: 'Leeds', email: 'annabel@example.org' },
+          { first_name: 'Grace', last_name: 'Hopper', email: 'grace"quote@example.net' },
+        ]
+        const ids: string[] = []
+        for (const person of people) ids.push((await createContact(handle.db, principal, person)).id)
+        const engine = { db: handle.db, dialect: 'sqlite' as const, cursors: cursorCodecOnce(handle.db) }
+        // As sets: what each query finds, whatever the order.
+        const found = async (q: string) =>
+          (await searchContacts(engine, orgId, { q })).items.map((c) => c.id).sort()
+        const idsOf = (...people: number[]) => people.map((person) => ids[person]).sort()
+        const queries = ['ann', 'Lee', 'zoë ør', '7946 09', 'example.', 'ace"quo', 'nobody']
+        const before = await Promise.all(queries.map(found))
+        assert.deepEqual(before, [idsOf(1, 2), idsOf(1, 2), idsOf(0), idsOf(1), idsOf(0, 2, 3), idsOf(3), []])
 
-      await migrateToLatest(handle)
-      assert.deepEqual(await Promise.all(queries.map(found)), before)
-      const { sql: definition } = (await handle.db
-        .selectFrom('sqlite_master' as never)
-        .select('sql' as never)
-        .where('name' as never, '=', 'contact_search_fts' as never)
-        .executeTakeFirstOrThrow()) as { sql: string }
-      assert.match(definition, /detail = 'none'/)
+        await migrateToLatest(handle)
+        assert.deepEqual(await Promise.all(queries.map(found)), before)
+        const { sql: definition } = (await handle.db
+          .selectFrom('sqlite_master' as never)
+          .select('sql' as never)
+          .where('name' as never, '=', 'contact_search_fts' as never)
+          .executeTakeFirstOrThrow()) as { sql: string }
+        assert.match(definition, /detail = 'none'/)
 
-      // The rebuilt index follows later writes: a new contact, and a renamed one under its new name only.
-      const later = await createContact(handle.db, principal, {
-        first_name: 'Annika',
-        email: 'annika@example.com',
-      })
-      await updateContact(handle.db, principal, ids[1] as string, { first_name: 'Bob', last_name: 'Stone' })
-      assert.deepEqual(await found('ann'), [ids[2], later.id].sort())
-      assert.deepEqual(await found('b ston'), idsOf(1))
-    } finally {
-      await handle.close()
-      await scratch.drop()
-    }
+        // The rebuilt index follows later writes: a new contact, and a renamed one under its new name only.
+        const later = await createContact(handle.db, principal, {
+          first_name: 'Annika',
+          email: 'annika@example.com',
+        })
+        await updateContact(handle.db, principal, ids[1] as string, { first_name: 'Bob', last_name: 'Stone' })
+        assert.deepEqual(await found('ann'), [ids[2], later.id].sort())
+        assert.deepEqual(await found('b ston'), idsOf(1))
+      },
+    )
   })
 })
 
@@ -833,52 +845,43 @@ describe('times written with microseconds by other SQL (migration 015)', {
   skip: BACKENDS.find((b) => b.name === 'postgres')?.skip ?? false,
 }, () => {
   test('paging by cursor visits every contact once, and every time column keeps milliseconds', async () => {
-    const scratch = await scratchDatabase('postgres')
-    const handle = openDatabase(scratch.url)
-    try {
-      await migrateTo(handle, '2026-11-28-014-due-index-for-claims-only')
-      const org = await createOrganization(handle.db, 'microseconds')
-      const principal: Principal = {
-        orgId: org.id,
-        actorType: 'user',
-        actorId: 'tester',
-        role: 'full_access',
-      }
-      const ids: string[] = []
-      for (let i = 0; i < 6; i++)
-        ids.push((await createContact(handle.db, principal, { first_name: `M${i}` })).id)
-      // Six times within one millisecond, as now() or an import by hand would write them.
-      const micros = ['000', '100', '456', '499', '501', '999']
-      for (const [i, id] of ids.entries())
-        await sql`update contacts set created_at = ${`2026-01-01T00:00:00.123${micros[i]}Z`}::timestamptz
-          where org_id = ${org.id} and id = ${id}`.execute(handle.db)
+    await withDatabaseAt(
+      'postgres',
+      '2026-11-28-014-due-index-for-claims-only',
+      async (handle, orgId, principal) => {
+        const ids: string[] = []
+        for (let i = 0; i < 6; i++)
+          ids.push((await createContact(handle.db, principal, { first_name: `M${i}` })).id)
+        // Six times within one millisecond, as now() or an import by hand would write them.
+        const micros = ['000', '100', '456', '499', '501', '999']
+        for (const [i, id] of ids.entries())
+          await sql`update contacts set created_at = ${`2026-01-01T00:00:00.123${micros[i]}Z`}::timestamptz
+          where org_id = ${orgId} and id = ${id}`.execute(handle.db)
 
-      await migrateToLatest(handle)
-      const engine = { db: handle.db, dialect: 'postgres' as const, cursors: cursorCodecOnce(handle.db) }
-      const seen: string[] = []
-      let cursor: string | undefined
-      do {
-        const page = await searchContacts(engine, org.id, { limit: 1, ...(cursor ? { cursor } : {}) })
-        seen.push(...page.items.map((c) => c.id))
-        cursor = page.next_cursor ?? undefined
-      } while (cursor)
-      assert.deepEqual([...seen].sort(), [...ids].sort())
+        await migrateToLatest(handle)
+        const engine = { db: handle.db, dialect: 'postgres' as const, cursors: cursorCodecOnce(handle.db) }
+        const seen: string[] = []
+        let cursor: string | undefined
+        do {
+          const page = await searchContacts(engine, orgId, { limit: 1, ...(cursor ? { cursor } : {}) })
+          seen.push(...page.items.map((c) => c.id))
+          cursor = page.next_cursor ?? undefined
+        } while (cursor)
+        assert.deepEqual([...seen].sort(), [...ids].sort())
 
-      // Stored to the millisecond from now on, rounded: .123501 is .124.
-      const { rows } = await sql<{ created_at: string }>`select created_at from contacts
-        where org_id = ${org.id} order by created_at, id`.execute(handle.db)
-      assert.deepEqual(
-        rows.map((r) => r.created_at),
-        [...Array(4).fill('2026-01-01T00:00:00.123Z'), ...Array(2).fill('2026-01-01T00:00:00.124Z')],
-      )
-      const { rows: wider } = await sql<{ column: string }>`
+        // Stored to the millisecond from now on, rounded: .123501 is .124.
+        const { rows } = await sql<{ created_at: string }>`select created_at from contacts
+        where org_id = ${orgId} order by created_at, id`.execute(handle.db)
+        assert.deepEqual(
+          rows.map((r) => r.created_at),
+          [...Array(4).fill('2026-01-01T00:00:00.123Z'), ...Array(2).fill('2026-01-01T00:00:00.124Z')],
+        )
+        const { rows: wider } = await sql<{ column: string }>`
         select table_name || '.' || column_name as column from information_schema.columns
         where table_schema = current_schema() and data_type = 'timestamp with time zone'
           and datetime_precision <> 3`.execute(handle.db)
-      assert.deepEqual(wider, [])
-    } finally {
-      await handle.close()
-      await scratch.drop()
-    }
+        assert.deepEqual(wider, [])
+      },
+    )
   })
 })
