@@ -880,7 +880,7 @@ describe('times written with microseconds by other SQL (migration 015)', {
         select table_name || '.' || column_name as column from information_schema.columns
         where table_schema = current_schema() and data_type = 'timestamp with time zone'
           and datetime_precision <> 3`.execute(handle.db)
-        assert.deepEqual(wider, [])
+        assert.deepEqual(wider, [], 'every time column is timestamptz(3); a new one must be declared so')
       },
     )
   })
