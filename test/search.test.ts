@@ -860,6 +860,10 @@ describe('the SQLite text index without positions (migration 013)', () => {
         await updateContact(handle.db, principal, ids[1] as string, { first_name: 'Bob', last_name: 'Stone' })
         assert.deepEqual(await found('ann'), [ids[2], later.id].sort())
         assert.deepEqual(await found('b ston'), idsOf(1))
+        // And what the index holds is exactly the text of each row (migration 016 came after it).
+        await sql`insert into contact_search_fts (contact_search_fts, rank) values ('integrity-check', 1)`.execute(
+          handle.db,
+        )
       },
     )
   })
