@@ -792,21 +792,25 @@ function deliveryQueuePosition(dialect: DialectName): Migration {
  * index less (measured alone: 174 to 238 µs an update, against 258 to 274 µs with positions).
  */
 function sqliteTextIndexWithoutPositions(dialect: DialectName): Migration {
+  return sqliteStatements(dialect, [
+    'drop trigger contact_search_fts_insert',
+    'drop trigger contact_search_fts_delete',
+    'drop trigger contact_search_fts_update',
+    'drop table contact_search_fts',
+    `create virtual table contact_search_fts using fts5(
+      document, content = 'contact_search', content_rowid = 'rowid', tokenize = 'trigram',
+      detail = 'none', columnsize = 0
+    )`,
+    ...FTS_TRIGGERS,
+    `insert into contact_search_fts (contact_search_fts) values ('rebuild')`,
+  ])
+}
+
+/** A migration of SQLite statements run in order; PostgreSQL has nothing to do. */
+function sqliteStatements(dialect: DialectName, statements: readonly string[]): Migration {
   return {
     async up(db: Kysely<unknown>) {
       if (dialect !== 'sqlite') return
-      const statements = [
-        'drop trigger contact_search_fts_insert',
-        'drop trigger contact_search_fts_delete',
-        'drop trigger contact_search_fts_update',
-        'drop table contact_search_fts',
-        `create virtual table contact_search_fts using fts5(
-          document, content = 'contact_search', content_rowid = 'rowid', tokenize = 'trigram',
-          detail = 'none', columnsize = 0
-        )`,
-        ...FTS_TRIGGERS,
-        `insert into contact_search_fts (contact_search_fts) values ('rebuild')`,
-      ]
       for (const statement of statements) await sql.raw(statement).execute(db)
     },
   }
@@ -876,31 +880,25 @@ function millisecondTimestamps(dialect: DialectName): Migration {
  * finds what was written even by a connection that committed without applying them.
  */
 function deferredTextIndex(dialect: DialectName): Migration {
-  return {
-    async up(db: Kysely<unknown>) {
-      if (dialect !== 'sqlite') return
-      const statements = [
-        `create table contact_search_fts_pending (
-          rowid integer primary key,
-          indexed_document text
-        ) strict`,
-        'drop trigger contact_search_fts_insert',
-        'drop trigger contact_search_fts_delete',
-        'drop trigger contact_search_fts_update',
-        // A row not indexed yet is noted with no text; insert or ignore keeps the first note.
-        `create trigger contact_search_fts_insert after insert on contact_search begin
-          insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (new.rowid, null);
-        end`,
-        `create trigger contact_search_fts_delete after delete on contact_search begin
-          insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (old.rowid, old.document);
-        end`,
-        `create trigger contact_search_fts_update after update of document on contact_search begin
-          insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (old.rowid, old.document);
-        end`,
-      ]
-      for (const statement of statements) await sql.raw(statement).execute(db)
-    },
-  }
+  return sqliteStatements(dialect, [
+    `create table contact_search_fts_pending (
+      rowid integer primary key,
+      indexed_document text
+    ) strict`,
+    'drop trigger contact_search_fts_insert',
+    'drop trigger contact_search_fts_delete',
+    'drop trigger contact_search_fts_update',
+    // A row not indexed yet is noted with no text; insert or ignore keeps the first note.
+    `create trigger contact_search_fts_insert after insert on contact_search begin
+      insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (new.rowid, null);
+    end`,
+    `create trigger contact_search_fts_delete after delete on contact_search begin
+      insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (old.rowid, old.document);
+    end`,
+    `create trigger contact_search_fts_update after update of document on contact_search begin
+      insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (old.rowid, old.document);
+    end`,
+  ])
 }
 
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
