@@ -276,9 +276,13 @@ WHERE org_id = '${orgId}' AND id = ('00000000-0000-7000-8000-' || lpad(to_hex((:
     PGOPTIONS: `-c search_path=${database.schema}`,
   }
   if (url.password) Object.assign(env, { PGPASSWORD: decodeURIComponent(url.password) })
-  const output = execFileSync('pgbench', args, { env, encoding: 'utf8' })
-  const tps = /tps = ([\d.]+)/.exec(output)?.[1]
-  return tps ? Number(tps) : Number.NaN
+  try {
+    const output = execFileSync('pgbench', args, { env, encoding: 'utf8' })
+    const tps = /tps = ([\d.]+)/.exec(output)?.[1]
+    return tps ? Number(tps) : Number.NaN
+  } finally {
+    rmSync(script, { force: true })
+  }
 }
 
 const median = (xs: number[]) => {
