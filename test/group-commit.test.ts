@@ -149,41 +149,6 @@ describe('SQLite group commit', () => {
     }
   })
 
-  test('work deferred to the COMMIT runs once per group, inside it; if it fails, the group fails whole', async () => {
-    const raw = new BetterSqlite3(scratch.url.slice('sqlite:'.length))
-    raw.pragma('busy_timeout = 5000')
-    let failNext = false
-    const seenAtCommit: number[] = []
-    const driver = new GroupCommitDriver(raw as unknown as SqliteDatabase, raw, {
-      beforeCommit() {
-        // Inside the transaction: the group's rows are visible here, not yet to anyone else.
-        seenAtCommit.push(
-          raw.prepare("select count(*) from notes where tag = 'deferred'").pluck().get() as number,
-        )
-        if (failNext) throw new Error('deferred work failed')
-      },
-    })
-    const small = new Kysely<Database>({ dialect: new GroupCommitSqliteDialect(driver) })
-    try {
-      await Promise.all(
-        ['a', 'b', 'c'].map((k) => small.transaction().execute((trx) => insertNote(trx, 'deferred', k))),
-      )
-      assert.deepEqual(driver.stats(), { transactions: 3, commits: 1 })
-      assert.deepEqual(seenAtCommit, [3])
-      failNext = true
-      const results = await Promise.allSettled(
-        ['d', 'e'].map((k) => small.transaction().execute((trx) => insertNote(trx, 'deferred', k))),
-      )
-      assert.deepEqual(
-        results.map((result) => result.status),
-        ['rejected', 'rejected'],
-      )
-      assert.deepEqual(rowsSeenElsewhere('deferred'), ['a', 'b', 'c'])
-    } finally {
-      await small.destroy()
-    }
-  })
-
   test('savepoints inside a transaction of a group roll back only their own part', async () => {
     const trx = await db.startTransaction().execute()
     await insertNote(trx, 'savepoint', 'kept')

@@ -362,13 +362,12 @@ export function compileTextSearch(context: SearchContext, q: string, loc: (strin
   // The trigram index needs three characters; shorter text is looked for by reading the rows.
   if ([...folded].length < 3) return exact
   // The index knows which contacts hold each trigram, not where: it narrows to those holding
-  // every trigram of the text, and the exact test decides. Rows written since the index was last
-  // brought up to date (migration 016) are candidates too.
+  // every trigram of the text, and the exact test decides.
   const characters = [...folded]
   const trigrams = new Set<string>()
   for (let i = 0; i + 3 <= characters.length; i++) trigrams.add(characters.slice(i, i + 3).join(''))
   const everyTrigram = [...trigrams].map((trigram) => `"${trigram.replaceAll('"', '""')}"`).join(' AND ')
-  return sql<SqlBool>`id in (select contact_id from contact_search where org_id = ${context.orgId} and rowid in (select rowid from contact_search_fts where contact_search_fts match ${everyTrigram} union all select rowid from contact_search_fts_pending)) and ${exact}`
+  return sql<SqlBool>`id in (select contact_id from contact_search where org_id = ${context.orgId} and rowid in (select rowid from contact_search_fts where contact_search_fts match ${everyTrigram})) and ${exact}`
 }
 
 /** A sort key: the column, its direction, and whether it may be empty (empty sorts last). */

@@ -5,7 +5,6 @@ import { Kysely, PostgresAdapter, PostgresDialect, type SqliteDatabase, type Sql
 import pg from 'pg'
 import { recentlyUsed } from '../shared/lru.js'
 import { timestampFromPostgres } from '../shared/time.js'
-import { deferredTextIndexApplier } from './deferred-text-index.js'
 import { GroupCommitDriver, GroupCommitSqliteDialect } from './group-commit.js'
 import { LiteralLimitsPlugin } from './literal-limits.js'
 import type { Database } from './schema.js'
@@ -155,7 +154,6 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   const cache = withStatementCache(database, STATEMENT_CACHE_CAPACITY)
   const driver = new GroupCommitDriver(cache.wrapped, database, {
     beforeTransaction: () => checkpointer?.beforeTransaction(),
-    beforeCommit: deferredTextIndexApplier(database),
   })
   const db = new Kysely<Database>({
     dialect: new GroupCommitSqliteDialect(driver),

@@ -32,11 +32,6 @@ import {
 export interface GroupCommitOptions {
   /** Called before the SQLite transaction of a new group begins (the WAL checkpointer's turn). */
   beforeTransaction?: () => void
-  /**
-   * Called inside the group's transaction just before its COMMIT, for work deferred to it (the
-   * trigram index's); if it throws, the group is rolled back and fails.
-   */
-  beforeCommit?: () => void
   /** Transactions at most in one group. */
   maxGroupSize?: number
   /** A group is committed at the next turn once it has been open this long, waiters or not. */
@@ -95,7 +90,6 @@ export class GroupCommitDriver implements Driver {
   readonly database: SqliteDatabase
   readonly #raw: BetterSqlite3.Database
   readonly #beforeTransaction: () => void
-  readonly #beforeCommit: () => void
   readonly #maxGroupSize: number
   readonly #maxGroupMs: number
   #held = false
@@ -109,7 +103,6 @@ export class GroupCommitDriver implements Driver {
     this.database = database
     this.#raw = raw
     this.#beforeTransaction = options.beforeTransaction ?? (() => {})
-    this.#beforeCommit = options.beforeCommit ?? (() => {})
     this.#maxGroupSize = options.maxGroupSize ?? 64
     this.#maxGroupMs = options.maxGroupMs ?? 20
   }
@@ -221,7 +214,6 @@ export class GroupCommitDriver implements Driver {
     if (!group) return
     this.#group = null
     try {
-      this.#beforeCommit()
       this.#exec('commit')
       this.#commits++
       group.settle()

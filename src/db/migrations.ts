@@ -792,25 +792,21 @@ function deliveryQueuePosition(dialect: DialectName): Migration {
  * index less (measured alone: 174 to 238 µs an update, against 258 to 274 µs with positions).
  */
 function sqliteTextIndexWithoutPositions(dialect: DialectName): Migration {
-  return sqliteStatements(dialect, [
-    'drop trigger contact_search_fts_insert',
-    'drop trigger contact_search_fts_delete',
-    'drop trigger contact_search_fts_update',
-    'drop table contact_search_fts',
-    `create virtual table contact_search_fts using fts5(
-      document, content = 'contact_search', content_rowid = 'rowid', tokenize = 'trigram',
-      detail = 'none', columnsize = 0
-    )`,
-    ...FTS_TRIGGERS,
-    `insert into contact_search_fts (contact_search_fts) values ('rebuild')`,
-  ])
-}
-
-/** A migration of SQLite statements run in order; PostgreSQL has nothing to do. */
-function sqliteStatements(dialect: DialectName, statements: readonly string[]): Migration {
   return {
     async up(db: Kysely<unknown>) {
       if (dialect !== 'sqlite') return
+      const statements = [
+        'drop trigger contact_search_fts_insert',
+        'drop trigger contact_search_fts_delete',
+        'drop trigger contact_search_fts_update',
+        'drop table contact_search_fts',
+        `create virtual table contact_search_fts using fts5(
+          document, content = 'contact_search', content_rowid = 'rowid', tokenize = 'trigram',
+          detail = 'none', columnsize = 0
+        )`,
+        ...FTS_TRIGGERS,
+        `insert into contact_search_fts (contact_search_fts) values ('rebuild')`,
+      ]
       for (const statement of statements) await sql.raw(statement).execute(db)
     },
   }
@@ -868,39 +864,6 @@ function millisecondTimestamps(dialect: DialectName): Migration {
   }
 }
 
-/**
- * SQLite: the trigram index is brought up to date once per COMMIT instead of once per write. FTS5
- * writes what a statement gave it at the end of every savepoint it took part in, and group commit
- * wraps each transaction in a savepoint of its own, so every PUT that changed a name wrote an
- * index segment of its own (a sixth of the PUT's SQLite time). Now the triggers only note which
- * rows changed, with the text the index holds for them (the first one noted since the last
- * update of the index is the one indexed), and `db/deferred-text-index.ts` applies the notes
- * inside the transaction, just before its COMMIT, in one segment for the whole group. A `q`
- * search also takes the noted rows as candidates (and re-checks every candidate exactly), so it
- * finds what was written even by a connection that committed without applying them.
- */
-function deferredTextIndex(dialect: DialectName): Migration {
-  return sqliteStatements(dialect, [
-    `create table contact_search_fts_pending (
-      rowid integer primary key,
-      indexed_document text
-    ) strict`,
-    'drop trigger contact_search_fts_insert',
-    'drop trigger contact_search_fts_delete',
-    'drop trigger contact_search_fts_update',
-    // A row not indexed yet is noted with no text; insert or ignore keeps the first note.
-    `create trigger contact_search_fts_insert after insert on contact_search begin
-      insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (new.rowid, null);
-    end`,
-    `create trigger contact_search_fts_delete after delete on contact_search begin
-      insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (old.rowid, old.document);
-    end`,
-    `create trigger contact_search_fts_update after update of document on contact_search begin
-      insert or ignore into contact_search_fts_pending (rowid, indexed_document) values (old.rowid, old.document);
-    end`,
-  ])
-}
-
 function migrationsFor(dialect: DialectName, extensionSchema: string | null): Record<string, Migration> {
   return {
     '2026-11-27-001-initial-schema': atomic(dialect, initialSchema(dialect)),
@@ -921,7 +884,6 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
     ),
     '2026-11-28-014-due-index-for-claims-only': atomic(dialect, dueIndexForClaimsOnly(dialect)),
     '2026-11-28-015-millisecond-timestamps': atomic(dialect, millisecondTimestamps(dialect)),
-    '2026-11-28-016-deferred-text-index': atomic(dialect, deferredTextIndex(dialect)),
   }
 }
 
