@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util'
 import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
 import { assertCustomFieldTypes } from '../custom-fields/custom-fields.service.js'
@@ -153,6 +154,27 @@ async function columnsFromInput(
 const touchesIdentities = (columns: UpdateableContactRow) =>
   IDENTITY_COLUMNS.some((column) => column in columns)
 
+const identityKeys = (contact: Contact) =>
+  identitiesOf(contact)
+    .map((identity) => `${identity.kind}\u0000${identity.value}`)
+    .sort()
+    .join('\u0001')
+
+/**
+ * Brings a changed contact's identity rows in step with its fields. Every committed write leaves
+ * the rows derived from the fields, so when the fields give the same identities as before the
+ * rows are already right, and the common update (a name, attributes) reads nothing more.
+ */
+async function keepIdentitiesInStep(trx: Kysely<Database>, before: Contact, after: Contact) {
+  const sameSources =
+    before.email === after.email &&
+    before.external_id === after.external_id &&
+    isDeepStrictEqual(before.channels, after.channels)
+  // Phone numbers are parsed only when the fields they come from have changed.
+  if (sameSources || identityKeys(before) === identityKeys(after)) return
+  await syncIdentities(trx, after.org_id, after.id, identitiesOf(after))
+}
+
 /** The identities a body sets (those it does not mention are not known without reading the row). */
 const identitiesOfInput = (input: ContactUpdateBody) =>
   identitiesOf({
@@ -279,8 +301,9 @@ async function applyChanges(
     if (!updated) return undefined
     const { before, row } = updated
     const contact = toContact(row)
-    if (touchesIdentities(columns)) await syncIdentities(trx, orgId, id, identitiesOf(contact))
-    await recordEvent(trx, actor, { type: 'contact.updated', before: toContact(before), contact })
+    const previous = toContact(before)
+    if (touchesIdentities(columns)) await keepIdentitiesInStep(trx, previous, contact)
+    await recordEvent(trx, actor, { type: 'contact.updated', before: previous, contact })
     return row
   })
 }
@@ -709,7 +732,7 @@ export async function upsertPrepared(
   const row = await contacts.updateContact(trx, orgId, existing.id, columns)
   if (!row) throw notFound('contact_not_found', 'Contact')
   const contact = toContact(row)
-  await syncIdentities(trx, orgId, row.id, identitiesOf(contact))
+  await keepIdentitiesInStep(trx, before, contact)
   await recordEvent(trx, actor, { type: 'contact.updated', before, contact })
   return { created: false, changed: true, contact }
 }
