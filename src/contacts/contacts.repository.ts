@@ -194,6 +194,59 @@ const updateShapes = recentlyUsed<ContactUpdate>(UPDATE_SHAPES)
 /** How many compiled UPDATEs are kept (at most UPDATE_SHAPES). */
 export const keptUpdateShapes = updateShapes.size
 
+type UpdatedWithPrevious = ContactRow & { previous: ContactRow }
+
+/**
+ * PostgreSQL's UPDATE that also returns the row as it was, locked by the CTE that reads it; at
+ * the expected version only, when one is given.
+ */
+const lockedUpdate = (
+  db: Kysely<Database>,
+  orgId: string,
+  id: string,
+  columns: UpdateableContactRow,
+  expectedVersion: number | undefined,
+) =>
+  db
+    .with('before', (db) =>
+      db
+        .selectFrom('contacts')
+        .selectAll()
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .where('deleted_at', 'is', null)
+        .forUpdate(),
+    )
+    .updateTable('contacts')
+    .from('before')
+    .set((eb) => ({ ...columns, version: eb('contacts.version', '+', 1) }))
+    .whereRef('contacts.org_id', '=', 'before.org_id')
+    .whereRef('contacts.id', '=', 'before.id')
+    .$if(expectedVersion !== undefined, (query) =>
+      query.where('before.version', '=', expectedVersion as number),
+    )
+    .returningAll('contacts')
+    .returning(sql<ContactRow>`row_to_json(before.*)`.as('previous'))
+
+type LockedUpdate = (db: Kysely<Database>, ...args: unknown[]) => Promise<QueryResult<UpdatedWithPrevious>>
+
+/** lockedUpdate compiled once per set of columns (and with or without a version), as on SQLite. */
+const lockedUpdateOfColumns = (names: readonly string[], atVersion: boolean) =>
+  lockedUpdateShapes.get(`${atVersion ? 'v' : '-'}${names.join(',')}`, () =>
+    atVersion
+      ? preparedQuery(3 + names.length, (db, orgId, id, version, ...values) =>
+          lockedUpdate(db, orgId as string, id as string, columnsOf(names, values), version as number),
+        )
+      : preparedQuery(2 + names.length, (db, orgId, id, ...values) =>
+          lockedUpdate(db, orgId as string, id as string, columnsOf(names, values), undefined),
+        ),
+  ) as LockedUpdate
+
+const columnsOf = (names: readonly string[], values: readonly unknown[]) =>
+  Object.fromEntries(names.map((name, i) => [name, values[i]])) as UpdateableContactRow
+
+const lockedUpdateShapes = recentlyUsed<LockedUpdate>(UPDATE_SHAPES)
+
 /**
  * Updates a live contact (at the expected version, when given) and returns it as it was before
  * and after. On PostgreSQL this is one statement, the row locked by the CTE that reads it; on
@@ -207,27 +260,20 @@ export async function updateContactReturningPrevious(
   expectedVersion?: number,
 ): Promise<{ before: ContactRow; row: ContactRow } | undefined> {
   if (dialectOf(trx) === 'postgres') {
-    const updated = await trx
-      .with('before', (db) =>
-        db
-          .selectFrom('contacts')
-          .selectAll()
-          .where('org_id', '=', orgId)
-          .where('id', '=', id)
-          .where('deleted_at', 'is', null)
-          .forUpdate(),
-      )
-      .updateTable('contacts')
-      .from('before')
-      .set((eb) => ({ ...withSearchColumns(changes), version: eb('contacts.version', '+', 1) }))
-      .whereRef('contacts.org_id', '=', 'before.org_id')
-      .whereRef('contacts.id', '=', 'before.id')
-      .$if(expectedVersion !== undefined, (query) =>
-        query.where('before.version', '=', expectedVersion as number),
-      )
-      .returningAll('contacts')
-      .returning(sql<ContactRow>`row_to_json(before.*)`.as('previous'))
-      .executeTakeFirst()
+    const columns = withSearchColumns(changes) as Record<string, unknown>
+    const names = Object.keys(columns).filter((name) => columns[name] !== undefined)
+    const values = names.map((name) => columns[name])
+    const updated = values.every(isPlainValue)
+      ? expectedVersion === undefined
+        ? (await lockedUpdateOfColumns(names, false)(trx, orgId, id, ...values)).rows[0]
+        : (await lockedUpdateOfColumns(names, true)(trx, orgId, id, expectedVersion, ...values)).rows[0]
+      : await lockedUpdate(
+          trx,
+          orgId,
+          id,
+          columns as UpdateableContactRow,
+          expectedVersion,
+        ).executeTakeFirst()
     if (!updated) return undefined
     const { previous, ...row } = updated
     return { before: previous, row: row as ContactRow }
