@@ -4,12 +4,14 @@ import { after, before, describe, test } from 'node:test'
 import { sql } from 'kysely'
 import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
 import {
+  insertContact,
   keptUpdateShapes,
   UPDATE_SHAPES,
   updateContact as updateContactRow,
 } from '../src/contacts/contacts.repository.js'
-import { createContact, updateContact } from '../src/contacts/contacts.service.js'
+import { createContact, newContactRow, updateContact } from '../src/contacts/contacts.service.js'
 import { openDatabase, STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
+import { NAMED_STATEMENTS_CAP, namedStatementCount, nameForReuse } from '../src/db/named-statements.js'
 import { preparedQuery } from '../src/db/prepared.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
@@ -148,6 +150,106 @@ for (const backend of BACKENDS) {
         /argument 0 of a prepared query is not one of its parameters/,
       )
     })
+
+    if (backend.name === 'postgres') {
+      test('PostgreSQL keeps at most NAMED_STATEMENTS_CAP named statements per connection', async () => {
+        const before = namedStatementCount()
+        for (let i = 0; i < NAMED_STATEMENTS_CAP + 50; i++) nameForReuse(`select ${i} as never_run_${before}`)
+        assert.equal(namedStatementCount(), NAMED_STATEMENTS_CAP)
+        // Traffic of many shapes: the UPDATE of every subset of five fields, lists, a delete.
+        const created = await t.call(org.key, { method: 'POST', url: '/api/v1/contact', payload: {} })
+        const id = created.json().data.id as string
+        const fields = ['first_name', 'last_name', 'external_id', 'last_seen', 'user_attributes']
+        for (let subset = 1; subset < 2 ** fields.length; subset++) {
+          const body = Object.fromEntries(
+            fields
+              .filter((_, bit) => subset & (1 << bit))
+              .map((field) => [
+                field,
+                field === 'last_seen'
+                  ? '2024-01-01T00:00:00Z'
+                  : field === 'user_attributes'
+                    ? { subset }
+                    : `${field}-${subset}`,
+              ]),
+          )
+          const answer = await t.call(org.key, { method: 'PUT', url: `/api/v1/contact/${id}`, payload: body })
+          assert.equal(answer.statusCode, 200, answer.body)
+        }
+        await t.database.db.connection().execute(async (connection) => {
+          const { rows } = await sql<{
+            kept: string
+          }>`select count(*) as kept from pg_prepared_statements`.execute(connection)
+          assert.ok(Number(rows[0]?.kept) <= NAMED_STATEMENTS_CAP, `${rows[0]?.kept} statements kept`)
+        })
+      })
+
+      test('a column added while the server runs costs no request: plans made before are not used', async () => {
+        const own = await startTestApp(backend)
+        try {
+          const owner = await own.createOrg()
+          const ids: string[] = []
+          for (let i = 0; i < 12; i++) {
+            const created = await own.call(owner.key, {
+              method: 'POST',
+              url: '/api/v1/contact',
+              payload: { first_name: `Before ${i}` },
+            })
+            ids.push(created.json().data.id)
+          }
+          // Every connection of the pool gets the hot path's statements named and planned.
+          const everyone = (round: string) =>
+            Promise.all(
+              ids.flatMap((id) => [
+                own.call(owner.key, { method: 'GET', url: `/api/v1/contact/${id}` }),
+                own.call(owner.key, {
+                  method: 'PUT',
+                  url: `/api/v1/contact/${id}`,
+                  payload: { last_name: round },
+                }),
+              ]),
+            )
+          for (const answer of await everyone('planned')) assert.equal(answer.statusCode, 200, answer.body)
+          // As a newer version's migration, run by another process, would.
+          const elsewhere = openDatabase(own.testDatabase.url)
+          try {
+            await sql`alter table contacts add column added_later text`.execute(elsewhere.db)
+          } finally {
+            await elsewhere.close()
+          }
+          for (const round of ['after', 'again'])
+            for (const answer of await everyone(round)) assert.equal(answer.statusCode, 200, answer.body)
+          const read = await own.call(owner.key, { method: 'GET', url: `/api/v1/contact/${ids[0]}` })
+          assert.equal(read.json().data.last_name, 'again')
+        } finally {
+          await own.close()
+        }
+      })
+
+      test('a transaction whose BEGIN waits for its first statement still begins, commits and rolls back', async () => {
+        const db = t.database.db
+        const status = () => sql<{ n: string }>`select count(*) as n from contacts where org_id = ${org.id}`
+        const count = async () => Number((await status().execute(db)).rows[0]?.n)
+        const start = await count()
+        await db.transaction().execute(async () => {})
+        await assert.rejects(
+          db.transaction().execute(async (trx) => {
+            await insertContact(trx, newContactRow(org.id, { first_name: 'rolled back' }))
+            throw new Error('changed my mind')
+          }),
+          /changed my mind/,
+        )
+        assert.equal(await count(), start)
+        await db.transaction().execute(async (trx) => {
+          await insertContact(trx, newContactRow(org.id, { first_name: 'kept' }))
+          const { rows } = await sql<{
+            inside: boolean
+          }>`select pg_current_xact_id_if_assigned() is not null as inside`.execute(trx)
+          assert.equal(rows[0]?.inside, true, 'the statements ran inside one transaction')
+        })
+        assert.equal(await count(), start + 1)
+      })
+    }
 
     if (backend.name === 'sqlite') {
       test('a LIMIT is written into the SQL, so SQLite plans the statement once, not at every run', async () => {

@@ -7,6 +7,7 @@ import { recentlyUsed } from '../shared/lru.js'
 import { timestampFromPostgres } from '../shared/time.js'
 import { GroupCommitDriver, GroupCommitSqliteDialect } from './group-commit.js'
 import { LiteralLimitsPlugin } from './literal-limits.js'
+import { withNamedStatements } from './named-statements.js'
 import type { Database } from './schema.js'
 import { startWalCheckpointer } from './wal-checkpointer.js'
 
@@ -34,6 +35,11 @@ export interface DatabaseHandle {
    * together share one, see group-commit.ts); null on PostgreSQL, which groups commits itself.
    */
   transactionStats(): { transactions: number; commits: number } | null
+  /**
+   * Migrations have changed tables: statements kept on open connections (PostgreSQL's named
+   * ones) are not used again. SQLite re-prepares its own statements when the schema changes.
+   */
+  schemaChanged(): void
   close(): Promise<void>
 }
 
@@ -167,6 +173,7 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
     foreignWriteCounter: () => dataVersion.get() as number,
     poolStats: () => null,
     transactionStats: () => driver.stats(),
+    schemaChanged: () => {},
     async close() {
       // Whatever a group still holds is stored before the connection goes.
       driver.commitOpenGroup()
@@ -200,10 +207,14 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
     // A statement that runs away (or waits on a lock) must not hold a connection, and the
     // request, forever.
     statement_timeout: options.statementTimeoutMs ?? 15_000,
+    // Queries are written without waiting for the previous one's answer: a transaction's BEGIN
+    // goes out with its first statement (named-statements.ts).
+    pipeline: true,
   })
   // Without a listener an idle client's error (for example the server restarting) kills the process.
   pool.on('error', () => {})
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  const namedStatementPool = withNamedStatements(pool)
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: namedStatementPool }) })
   return {
     db,
     dialect: 'postgres',
@@ -211,6 +222,7 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
     foreignWriteCounter: () => null,
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     transactionStats: () => null,
+    schemaChanged: () => namedStatementPool.schemaChanged(),
     async close() {
       await db.destroy()
     },

@@ -907,15 +907,16 @@ async function migratorFor(handle: DatabaseHandle): Promise<Migrator> {
 export class MigrationError extends Error {}
 
 export async function migrateToLatest(handle: DatabaseHandle): Promise<MigrationResultSet> {
-  return checked(await (await migratorFor(handle)).migrateToLatest())
+  return applied(handle, await (await migratorFor(handle)).migrateToLatest())
 }
 
 /** Applies the migrations up to and including `name` (for tests of a later migration on older data). */
 export async function migrateTo(handle: DatabaseHandle, name: string): Promise<MigrationResultSet> {
-  return checked(await (await migratorFor(handle)).migrateTo(name))
+  return applied(handle, await (await migratorFor(handle)).migrateTo(name))
 }
 
-function checked(result: MigrationResultSet): MigrationResultSet {
+function applied(handle: DatabaseHandle, result: MigrationResultSet): MigrationResultSet {
+  if (result.results?.some((r) => r.status !== 'NotExecuted')) handle.schemaChanged()
   if (result.error) {
     const failed = result.results?.find((r) => r.status === 'Error')?.migrationName
     const reason = result.error instanceof Error ? result.error.message : String(result.error)

@@ -1,5 +1,6 @@
 import { type Compilable, CompiledQuery, type Kysely, type QueryResult } from 'kysely'
 import { type DialectName, dialectOf } from './database.js'
+import { nameForReuse } from './named-statements.js'
 import type { Database } from './schema.js'
 
 /** Stands for argument `index` while a query is built: a value no caller passes by chance. */
@@ -48,6 +49,7 @@ export function preparedQuery<Args extends unknown[], Row>(
     let compiled = byDialect.get(dialect)
     if (!compiled) {
       compiled = compile(db, arity, build)
+      if (dialect === 'postgres') nameForReuse(compiled.sql)
       byDialect.set(dialect, compiled)
     }
     const parameters = compiled.parameters.map((p) => ('argument' in p ? args[p.argument] : p.constant))
