@@ -6,7 +6,8 @@
  * drives it with autocannon at 50 connections without pipelining, after a warm-up, in 3
  * interleaved rounds, and reports per route the median req/s, p50, p99 and max latency, and its
  * ratio to the ceiling (fixed JSON through the same server) measured in the same round. On
- * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench. The
+ * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench, and
+ * pgbench with the changing PUT's whole transaction (what PostgreSQL alone allows it). The
  * PUT runs twice per round: with the seed's body (which changes a contact only the first time
  * it is applied) and as put_changing, whose every request changes its contact. In each round
  * put_changing then runs with one enabled webhook (bench/receiver.ts acknowledging in a process
@@ -26,6 +27,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { sql } from 'kysely'
+import { hashApiKey } from '../src/api-keys/api-key-secret.js'
 import { createApiKey } from '../src/api-keys/api-keys.service.js'
 import { SEED_UPDATE_EXAMPLE } from '../src/contacts/contacts.schemas.js'
 import { openDatabase } from '../src/db/database.js'
@@ -33,7 +35,13 @@ import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { POSTGRES_URL, type ScratchDatabase, scratchDatabase } from '../test/helpers/scratch-database.js'
 import { benchImport, importBenchLine } from './import.js'
-import { canPin, PRODUCTION_NODE_OPTIONS, startReceiver, startServer } from './server-process.js'
+import {
+  canPin,
+  DATABASE_POOL_SIZE,
+  PRODUCTION_NODE_OPTIONS,
+  startReceiver,
+  startServer,
+} from './server-process.js'
 
 const { values } = parseArgs({
   options: {
@@ -241,32 +249,69 @@ function drive(url: string, request: autocannon.Request, seconds: number): Promi
  * rightly answer 409.
  */
 function pgbench(database: ScratchDatabase, orgId: string, seconds: number) {
-  const script = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.sql`)
-  writeFileSync(
-    script,
+  return runPgbench(
+    database,
+    seconds,
     `\\set n random(0, ${CONTACTS - 1})
 UPDATE contacts SET first_name = '<string>', last_name = '<string>', email = 'c' || :n || '@bench.example',
   email_normalized = 'c' || :n || '@bench.example',
   channels = '{}', user_attributes = '{}', last_seen = '2023-11-07T05:31:56Z', last_sent = '2023-11-07T05:31:56Z',
   first_assistant_id = '${SEED_UUID}', last_assistant_id = '${SEED_UUID}', first_widget_id = '${SEED_UUID}',
   last_widget_id = '${SEED_UUID}', custom_fields = '{}', updated_at = now(), version = version + 1
-WHERE org_id = '${orgId}' AND id = ('00000000-0000-7000-8000-' || lpad(to_hex((:n)::bigint), 12, '0'))::uuid RETURNING *;
+WHERE org_id = '${orgId}' AND id = ${SEEDED_ID_OF_N} RETURNING *;
 `,
   )
+}
+
+const SEEDED_ID_OF_N = `('00000000-0000-7000-8000-' || lpad(to_hex((:n)::bigint), 12, '0'))::uuid`
+
+/**
+ * pgbench running the changing PUT's whole transaction as the server sends it, with no server:
+ * the key's lookup; BEGIN written with the locked UPDATE that returns the row as it was (the
+ * search columns included); the event, of the same size, queued for the organization's enabled
+ * webhooks in the same statement; COMMIT. What PostgreSQL alone, on this machine, allows the PUT.
+ */
+function pgbenchPutTransaction(database: ScratchDatabase, orgId: string, key: string, seconds: number) {
+  const before = `select * from contacts where org_id = '${orgId}' and id = ${SEEDED_ID_OF_N} and deleted_at is null for update`
+  const update = `with before as (${before})
+  update contacts set first_name = 'Changed ' || :r, last_name = '<string>', email = 'c' || :n || '@bench.example',
+    email_normalized = 'c' || :n || '@bench.example', first_assistant_id = '${SEED_UUID}',
+    last_assistant_id = '${SEED_UUID}', first_widget_id = '${SEED_UUID}', last_widget_id = '${SEED_UUID}',
+    last_seen = '2023-11-07T05:31:56Z', last_sent = '2023-11-07T05:31:56Z', channels = '{}',
+    user_attributes = '{}', custom_fields = '{}', updated_at = now(), first_name_folded = 'changed ' || :r,
+    last_name_folded = '<string>', channels_folded = null, version = contacts.version + 1
+  from before where contacts.org_id = before.org_id and contacts.id = before.id
+  returning contacts.*, row_to_json(before.*) as previous;`
+  const event = `with e as (insert into contact_events (org_id, id, contact_id, type, actor_type, actor_id, created_at, data)
+    select '${orgId}', gen_random_uuid(), ${SEEDED_ID_OF_N}, 'contact.updated', 'api_key', null, now(), repeat('x', 1200)
+    returning seq, org_id, id, contact_id, type, created_at)
+  insert into webhook_deliveries (org_id, id, webhook_id, event_seq, contact_id, status, attempts, next_attempt_at, created_at)
+    select e.org_id, gen_random_uuid(), w.id, e.seq, e.contact_id, 'pending', 0, e.created_at, e.created_at
+    from e inner join webhooks as w on w.org_id = e.org_id
+    where w.enabled = 1 and w.events::jsonb @> jsonb_build_array(e.type);`
+  return runPgbench(
+    database,
+    seconds,
+    `\\set n random(0, ${CONTACTS - 1})
+\\set r random(0, 1000000000)
+select id, org_id, role, key_hash, last_used_at from api_keys where key_hash = '${hashApiKey(key)}' and revoked_at is null;
+\\startpipeline
+BEGIN;
+${update}
+\\endpipeline
+${event}
+COMMIT;
+`,
+    DATABASE_POOL_SIZE,
+  )
+}
+
+/** pgbench, prepared statements, on the bench's schema; its transactions per second. */
+function runPgbench(database: ScratchDatabase, seconds: number, scriptText: string, clients = CONNECTIONS) {
+  const script = join(tmpdir(), `contacts-bench-${randomBytes(4).toString('hex')}.sql`)
+  writeFileSync(script, scriptText)
   const url = new URL(POSTGRES_URL)
-  const args = [
-    '-n',
-    '-M',
-    'prepared',
-    '-f',
-    script,
-    '-c',
-    String(CONNECTIONS),
-    '-j',
-    '2',
-    '-T',
-    String(seconds),
-  ]
+  const args = ['-n', '-M', 'prepared', '-f', script, '-c', String(clients), '-j', '2', '-T', String(seconds)]
   const env = {
     ...process.env,
     PGHOST: url.hostname,
@@ -324,6 +369,7 @@ async function measure(
   const webhook = await webhookSwitch(server.url, key, receiver.url, database.url)
   const rounds: Record<string, Measure>[] = []
   const pgbenchRounds: number[] = []
+  const putTransactionRounds: number[] = []
   const webhookRounds: {
     backlog: number
     drainSeconds: number
@@ -363,7 +409,10 @@ async function measure(
           `${backend} round ${round} put_webhook: ${Math.round(measures.put_webhook.rps)} req/s, ${eventsPerPut.toFixed(2)} events per PUT (each owed a delivery), ${backlog} deliveries pending at the end, drained in ${drainSeconds} s; put_changing again: ${Math.round(putAfterRps)} req/s\n`,
         )
       }
-      if (backend === 'postgres') pgbenchRounds.push(pgbench(database, orgId, SECONDS))
+      if (backend === 'postgres') {
+        pgbenchRounds.push(pgbench(database, orgId, SECONDS))
+        putTransactionRounds.push(pgbenchPutTransaction(database, orgId, key, SECONDS))
+      }
       rounds.push(measures)
     }
   } finally {
@@ -395,6 +444,8 @@ async function measure(
     }
   })
   const pgbenchTps = backend === 'postgres' ? Math.round(median(pgbenchRounds)) : null
+  const putTransactionTps = backend === 'postgres' ? Math.round(median(putTransactionRounds)) : null
+  const putChangingRps = routes.find((r) => r.route === 'put_changing')?.rps ?? 0
   /** A round's plain changing PUT, the mean of its runs either side of the webhook's. */
   const plainPutAround = (round: number) =>
     ((rounds[round]?.put_changing?.rps ?? 0) + (webhookRounds[round]?.putAfterRps ?? 0)) / 2 || 1
@@ -406,6 +457,12 @@ async function measure(
     batch_upsert_contacts_per_second: batch,
     pgbench_tps: pgbenchTps,
     put_to_pgbench: pgbenchTps ? Number((putRps / pgbenchTps).toFixed(3)) : null,
+    pgbench_put_transaction_tps: putTransactionTps,
+    put_transaction_to_pgbench:
+      pgbenchTps && putTransactionTps ? Number((putTransactionTps / pgbenchTps).toFixed(3)) : null,
+    put_changing_to_put_transaction: putTransactionTps
+      ? Number((putChangingRps / putTransactionTps).toFixed(3))
+      : null,
     put_webhook_to_put: Number(
       median(rounds.map((r, i) => (r.put_webhook?.rps ?? 0) / plainPutAround(i))).toFixed(3),
     ),
@@ -655,7 +712,7 @@ for (const result of results) {
   lines.push(
     `${result.backend}: ${result.contacts} contacts seeded at ${result.seed_rows_per_second} rows/s; peak server RSS ${result.peak_rss_mb} MB${
       result.pgbench_tps
-        ? `; pgbench (same UPDATE, prepared) ${result.pgbench_tps} tps, PUT / pgbench = ${result.put_to_pgbench}`
+        ? `; pgbench (same UPDATE, prepared) ${result.pgbench_tps} tps, PUT / pgbench = ${result.put_to_pgbench}; pgbench with the changing PUT's whole transaction (${DATABASE_POOL_SIZE} clients, the server's pool) ${result.pgbench_put_transaction_tps} tps (${result.put_transaction_to_pgbench} of pgbench's UPDATE), put_changing / that = ${result.put_changing_to_put_transaction}`
         : ''
     }; batch upsert of ${BATCH_CALLS * 1000} new contacts (1000 per call, one call at a time): ${result.batch_upsert_contacts_per_second} contacts/s; PUT with one enabled webhook / PUT = ${result.put_webhook_to_put}, every PUT changing its contact (${result.webhook_events_per_put} events per PUT, each owed a delivery; pending at the end of a run: ${result.webhook_backlog_at_end}, all delivered ${result.webhook_drain_seconds} s later; counting those seconds, ${result.put_webhook_sustained_to_put}).`,
   )

@@ -23,6 +23,9 @@ export const PRODUCTION_NODE_OPTIONS: readonly string[] = (() => {
 /** The server runs on core 1 and the load generator on core 0 when the machine allows it. */
 export const canPin = spawnSync('taskset', ['--version']).status === 0 && cpus().length >= 2
 
+/** PostgreSQL connections of the bench's server: at most this many transactions at once. */
+export const DATABASE_POOL_SIZE = 20
+
 /** Starts bench/server.ts (the production app) as a child process on the given database. */
 export async function startServer(
   databaseUrl: string,
@@ -34,7 +37,7 @@ export async function startServer(
     HOST: '127.0.0.1',
     PORT: '0',
     LOG_LEVEL: 'info',
-    DATABASE_POOL_SIZE: '20',
+    DATABASE_POOL_SIZE: String(DATABASE_POOL_SIZE),
     RATE_LIMIT_PER_KEY: '1000000000',
     RATE_LIMIT_PER_ADDRESS: '1000000000',
     // The benchmark's webhook receiver listens on loopback.
