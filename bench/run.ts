@@ -5,7 +5,8 @@
  * on) in a child process on a fresh database seeded with 100,000 contacts in one organization,
  * drives it with autocannon at 50 connections without pipelining, after a warm-up, in 3
  * interleaved rounds, and reports per route the median req/s, p50, p99 and max latency, and its
- * ratio to the ceiling (fixed JSON through the same server) measured in the same round. On
+ * ratio to the ceiling (fixed JSON through the same server) measured in the same round, with the
+ * CPU time per request of the server's process (and of PostgreSQL's processes, on PostgreSQL). On
  * PostgreSQL it also runs pgbench with the same UPDATE (prepared) and reports PUT / pgbench, and
  * pgbench with the changing PUT's whole transaction (what PostgreSQL alone allows it). The
  * PUT runs twice per round: with the seed's body (which changes a contact only the first time
@@ -212,9 +213,88 @@ interface Measure {
   /** Answers other than 2xx, by status, so that a failing route says how it fails. */
   failedStatuses: Record<string, number>
   non2xx: number
+  /** CPU time the server's process spent per request, in µs. */
+  serverCpuUs?: number
+  /** The same for every PostgreSQL process of this machine (the server's backends, its writers). */
+  databaseCpuUs?: number
 }
 
-function drive(url: string, request: autocannon.Request, seconds: number): Promise<Measure> {
+/**
+ * CPU time used so far, in ms, by the server's process and by PostgreSQL's processes when they run
+ * on this machine: per request, a cost that the machine's speed varying from run to run moves far
+ * less than the rate does.
+ */
+interface CpuClock {
+  server(): number
+  database(): number | null
+}
+
+const CLOCK_TICKS_PER_SECOND = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+  } catch {
+    return 100
+  }
+})()
+
+/** utime + stime of a process (Linux /proc), in ms; NaN where /proc is not there. */
+function processCpuMs(pid: number | string): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND
+  } catch {
+    return Number.NaN
+  }
+}
+
+function cpuClock(serverPid: number, postgres: boolean): CpuClock {
+  return {
+    server: () => processCpuMs(serverPid),
+    database: () => {
+      if (!postgres) return null
+      let total = 0
+      let found = false
+      for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+        try {
+          if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'postgres') continue
+        } catch {
+          continue
+        }
+        const ms = processCpuMs(pid)
+        if (Number.isFinite(ms)) {
+          total += ms
+          found = true
+        }
+      }
+      return found ? total : null
+    },
+  }
+}
+
+async function drive(
+  url: string,
+  request: autocannon.Request,
+  seconds: number,
+  clock?: CpuClock,
+): Promise<Measure> {
+  const serverBefore = clock?.server()
+  const databaseBefore = clock?.database()
+  const measured = await load(url, request, seconds)
+  if (!clock || measured.requests === 0) return measured
+  const perRequestUs = (ms: number) => Math.round((ms * 1000) / measured.requests)
+  const serverUs = perRequestUs(clock.server() - (serverBefore as number))
+  const databaseAfter = clock.database()
+  return {
+    ...measured,
+    ...(Number.isFinite(serverUs) ? { serverCpuUs: serverUs } : {}),
+    ...(databaseAfter !== null && typeof databaseBefore === 'number'
+      ? { databaseCpuUs: perRequestUs(databaseAfter - databaseBefore) }
+      : {}),
+  }
+}
+
+function load(url: string, request: autocannon.Request, seconds: number): Promise<Measure> {
   return new Promise((resolve, reject) => {
     autocannon(
       { url, connections: CONNECTIONS, pipelining: 1, duration: seconds, requests: [request] },
@@ -365,6 +445,7 @@ async function measure(
 ) {
   // Warm-up: every route once, so JIT and statement caches are warm before measuring.
   for (const scenario of SCENARIOS) await drive(server.url, scenario.request(key), WARMUP_SECONDS)
+  const clock = cpuClock(server.pid, backend === 'postgres')
   const receiver = await startReceiver()
   const webhook = await webhookSwitch(server.url, key, receiver.url, database.url)
   const rounds: Record<string, Measure>[] = []
@@ -387,7 +468,7 @@ async function measure(
     for (let round = 1; round <= ROUNDS; round++) {
       const measures: Record<string, Measure> = {}
       for (const scenario of SCENARIOS) {
-        measures[scenario.name] = await drive(server.url, scenario.request(key), SECONDS)
+        measures[scenario.name] = await drive(server.url, scenario.request(key), SECONDS, clock)
         process.stdout.write(
           `${backend} round ${round} ${scenario.name}: ${Math.round(measures[scenario.name]?.rps ?? 0)} req/s\n`,
         )
@@ -396,7 +477,7 @@ async function measure(
         // queues a delivery, which the server's dispatcher sends to a receiver while the PUTs go on.
         await webhook.enable(true)
         const eventsBefore = await webhook.events()
-        measures.put_webhook = await drive(server.url, scenario.request(key), SECONDS)
+        measures.put_webhook = await drive(server.url, scenario.request(key), SECONDS, clock)
         const eventsPerPut = ((await webhook.events()) - eventsBefore) / (measures.put_webhook.requests || 1)
         const backlog = await webhook.pending()
         const drainSeconds = await webhook.drain()
@@ -423,7 +504,7 @@ async function measure(
   process.stdout.write(`${backend} batch upsert: ${batch} contacts/s\n`)
   const peakRss = peakRssMb(server.pid)
   const routes = [...SCENARIOS.map(({ name }) => name), 'put_webhook'].map((name) => {
-    const of = (field: 'rps' | 'p50' | 'p99' | 'max') =>
+    const of = (field: 'rps' | 'p50' | 'p99' | 'max' | 'serverCpuUs' | 'databaseCpuUs') =>
       median(rounds.map((r) => r[name]?.[field] ?? Number.NaN))
     const failedStatuses: Record<string, number> = {}
     for (const round of rounds) {
@@ -439,6 +520,8 @@ async function measure(
       p99_ms: of('p99'),
       max_ms: of('max'),
       ratio_to_ceiling: Number(ratio.toFixed(3)),
+      server_cpu_us_per_request: of('serverCpuUs'),
+      database_cpu_us_per_request: backend === 'postgres' ? of('databaseCpuUs') : null,
       errors: rounds.reduce((sum, r) => sum + (r[name]?.errors ?? 0) + (r[name]?.non2xx ?? 0), 0),
       failed_statuses: failedStatuses,
     }
@@ -691,13 +774,13 @@ const environment = {
 const lines = [
   `Node ${environment.node} (server: node ${environment.server_node_options}), ${environment.cpus} CPUs (${environment.cpu}), autocannon, ${CONNECTIONS} connections, no pipelining, ${ROUNDS} round(s) × ${SECONDS} s, ${canPin ? 'server on CPU 1, load on CPU 0' : 'not pinned'}.`,
   '',
-  '| backend | route | req/s | p50 ms | p99 ms | max ms | ratio to ceiling | errors |',
-  '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  '| backend | route | req/s | p50 ms | p99 ms | max ms | ratio to ceiling | server CPU µs/req | PostgreSQL CPU µs/req | errors |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
 ]
 for (const result of results) {
   for (const r of result.routes) {
     lines.push(
-      `| ${result.backend} | ${r.route} | ${r.rps} | ${r.p50_ms} | ${r.p99_ms} | ${r.max_ms} | ${r.ratio_to_ceiling} | ${r.errors}${
+      `| ${result.backend} | ${r.route} | ${r.rps} | ${r.p50_ms} | ${r.p99_ms} | ${r.max_ms} | ${r.ratio_to_ceiling} | ${r.server_cpu_us_per_request} | ${r.database_cpu_us_per_request ?? '–'} | ${r.errors}${
         Object.keys(r.failed_statuses).length > 0
           ? ` (${Object.entries(r.failed_statuses)
               .map(([status, count]) => `${count}× ${status}`)
