@@ -226,7 +226,8 @@ interface Measure {
  */
 interface CpuClock {
   server(): number
-  database(): number | null
+  /** Per PostgreSQL process, so that one that exits during a run takes no time away from it. */
+  database(): Map<string, number> | null
 }
 
 const CLOCK_TICKS_PER_SECOND = (() => {
@@ -253,8 +254,7 @@ function cpuClock(serverPid: number, postgres: boolean): CpuClock {
     server: () => processCpuMs(serverPid),
     database: () => {
       if (!postgres) return null
-      let total = 0
-      let found = false
+      const byProcess = new Map<string, number>()
       for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
         try {
           if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'postgres') continue
@@ -262,14 +262,18 @@ function cpuClock(serverPid: number, postgres: boolean): CpuClock {
           continue
         }
         const ms = processCpuMs(pid)
-        if (Number.isFinite(ms)) {
-          total += ms
-          found = true
-        }
+        if (Number.isFinite(ms)) byProcess.set(pid, ms)
       }
-      return found ? total : null
+      return byProcess.size > 0 ? byProcess : null
     },
   }
+}
+
+/** CPU the PostgreSQL processes used between two readings, processes started meanwhile included. */
+function databaseCpuBetween(before: Map<string, number>, after: Map<string, number>): number {
+  let total = 0
+  for (const [pid, ms] of after) total += ms - (before.get(pid) ?? 0)
+  return total
 }
 
 async function drive(
@@ -288,8 +292,8 @@ async function drive(
   return {
     ...measured,
     ...(Number.isFinite(serverUs) ? { serverCpuUs: serverUs } : {}),
-    ...(databaseAfter !== null && typeof databaseBefore === 'number'
-      ? { databaseCpuUs: perRequestUs(databaseAfter - databaseBefore) }
+    ...(databaseAfter && databaseBefore
+      ? { databaseCpuUs: perRequestUs(databaseCpuBetween(databaseBefore, databaseAfter)) }
       : {}),
   }
 }
