@@ -114,6 +114,42 @@ for (const backend of BACKENDS) {
         assert.equal((await request('POST', '/contact', { email: 'old@example.com' })).statusCode, 201)
       })
 
+      test('identities follow the fields whatever else an update carries, and stay when those fields do', async () => {
+        const contact = await create({ email: 'Keep@Example.com', channels: { whatsapp: '+1 650 222 0001' } })
+        // A new number in the channels, nothing else of the identities: the old number is free.
+        await request('PUT', `/contact/${contact.id}`, {
+          first_name: 'Moved',
+          channels: { whatsapp: '+1 650 222 0002' },
+        })
+        const takesNew = await request('POST', '/contact', { channels: { telephone: '+16502220002' } })
+        assert.equal(takesNew.statusCode, 409)
+        assert.equal(takesNew.json().existing_id, contact.id)
+        assert.equal(
+          (await request('POST', '/contact', { channels: { telephone: '+16502220001' } })).statusCode,
+          201,
+        )
+        // The same email in another case, and the same channels: the identities stay as they were.
+        await request('PUT', `/contact/${contact.id}`, {
+          email: 'keep@example.com',
+          channels: { whatsapp: '+1 650 222 0002' },
+          last_name: 'Still',
+        })
+        const takesEmail = await request('POST', '/contact', { email: 'KEEP@example.com' })
+        assert.equal(takesEmail.statusCode, 409)
+        assert.equal(takesEmail.json().existing_id, contact.id)
+        const held = await t.database.db
+          .selectFrom('contact_identities')
+          .select(['kind', 'value'])
+          .where('org_id', '=', org.id)
+          .where('contact_id', '=', contact.id)
+          .orderBy('kind')
+          .execute()
+        assert.deepEqual(held, [
+          { kind: 'email', value: 'keep@example.com' },
+          { kind: 'phone', value: '+16502220002' },
+        ])
+      })
+
       test('the same identity in another organization is another contact', async () => {
         const other = await t.createOrg()
         await create({ email: 'shared@example.com' })
