@@ -115,7 +115,10 @@ for (const backend of BACKENDS) {
       })
 
       test('identities follow the fields whatever else an update carries, and stay when those fields do', async () => {
-        const contact = await create({ email: 'Keep@Example.com', channels: { whatsapp: '+1 650 222 0001' } })
+        const contact = await create({
+          email: 'Follows@Example.com',
+          channels: { whatsapp: '+1 650 222 0001' },
+        })
         // A new number in the channels, nothing else of the identities: the old number is free.
         await request('PUT', `/contact/${contact.id}`, {
           first_name: 'Moved',
@@ -130,11 +133,11 @@ for (const backend of BACKENDS) {
         )
         // The same email in another case, and the same channels: the identities stay as they were.
         await request('PUT', `/contact/${contact.id}`, {
-          email: 'keep@example.com',
+          email: 'follows@example.com',
           channels: { whatsapp: '+1 650 222 0002' },
           last_name: 'Still',
         })
-        const takesEmail = await request('POST', '/contact', { email: 'KEEP@example.com' })
+        const takesEmail = await request('POST', '/contact', { email: 'FOLLOWS@example.com' })
         assert.equal(takesEmail.statusCode, 409)
         assert.equal(takesEmail.json().existing_id, contact.id)
         const held = await t.database.db
@@ -145,7 +148,7 @@ for (const backend of BACKENDS) {
           .orderBy('kind')
           .execute()
         assert.deepEqual(held, [
-          { kind: 'email', value: 'keep@example.com' },
+          { kind: 'email', value: 'follows@example.com' },
           { kind: 'phone', value: '+16502220002' },
         ])
       })
