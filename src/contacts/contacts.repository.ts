@@ -155,12 +155,20 @@ export async function updateContact(
   id: string,
   changes: UpdateableContactRow,
 ): Promise<ContactRow | undefined> {
-  const columns = withSearchColumns(changes) as Record<string, unknown>
-  const names = Object.keys(columns).filter((name) => columns[name] !== undefined)
-  const values = names.map((name) => columns[name])
+  const { names, values } = columnsToWrite(changes)
   if (!values.every(isPlainValue)) return liveContactUpdate(db, orgId, id, changes).executeTakeFirst()
   return (await updateOfColumns(names)(db, orgId, id, ...values)).rows[0]
 }
+
+/** What an update writes, its search columns included: the names (its shape) and their values. */
+function columnsToWrite(changes: UpdateableContactRow) {
+  const columns = withSearchColumns(changes) as Record<string, unknown>
+  const names = Object.keys(columns).filter((name) => columns[name] !== undefined)
+  return { columns: columns as UpdateableContactRow, names, values: names.map((name) => columns[name]) }
+}
+
+const columnsOf = (names: readonly string[], values: readonly unknown[]) =>
+  Object.fromEntries(names.map((name, i) => [name, values[i]])) as UpdateableContactRow
 
 const isPlainValue = (value: unknown) =>
   value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint'
@@ -178,10 +186,7 @@ const updateOfColumns = (names: readonly string[]): ContactUpdate =>
     preparedQuery(2 + names.length, (db, orgId, id, ...values) =>
       db
         .updateTable('contacts')
-        .set((eb) => ({
-          ...(Object.fromEntries(names.map((name, i) => [name, values[i]])) as UpdateableContactRow),
-          version: eb('version', '+', 1),
-        }))
+        .set((eb) => ({ ...columnsOf(names, values), version: eb('version', '+', 1) }))
         .where('org_id', '=', orgId as string)
         .where('id', '=', id as string)
         .where('deleted_at', 'is', null)
@@ -242,9 +247,6 @@ const lockedUpdateOfColumns = (names: readonly string[], atVersion: boolean) =>
         ),
   ) as LockedUpdate
 
-const columnsOf = (names: readonly string[], values: readonly unknown[]) =>
-  Object.fromEntries(names.map((name, i) => [name, values[i]])) as UpdateableContactRow
-
 const lockedUpdateShapes = recentlyUsed<LockedUpdate>(UPDATE_SHAPES)
 
 /**
@@ -260,20 +262,12 @@ export async function updateContactReturningPrevious(
   expectedVersion?: number,
 ): Promise<{ before: ContactRow; row: ContactRow } | undefined> {
   if (dialectOf(trx) === 'postgres') {
-    const columns = withSearchColumns(changes) as Record<string, unknown>
-    const names = Object.keys(columns).filter((name) => columns[name] !== undefined)
-    const values = names.map((name) => columns[name])
+    const { columns, names, values } = columnsToWrite(changes)
     const updated = values.every(isPlainValue)
       ? expectedVersion === undefined
         ? (await lockedUpdateOfColumns(names, false)(trx, orgId, id, ...values)).rows[0]
         : (await lockedUpdateOfColumns(names, true)(trx, orgId, id, expectedVersion, ...values)).rows[0]
-      : await lockedUpdate(
-          trx,
-          orgId,
-          id,
-          columns as UpdateableContactRow,
-          expectedVersion,
-        ).executeTakeFirst()
+      : await lockedUpdate(trx, orgId, id, columns, expectedVersion).executeTakeFirst()
     if (!updated) return undefined
     const { previous, ...row } = updated
     return { before: previous, row: row as ContactRow }
