@@ -94,7 +94,10 @@ function pairs(flags: readonly string[], flag: string, emptyIsNull: boolean): Re
 
 async function withDatabase<T>(run: (database: DatabaseHandle) => Promise<T>): Promise<T> {
   const config = loadConfig()
-  const database = openDatabase(config.databaseUrl, { poolSize: 2 })
+  const database = openDatabase(config.databaseUrl, {
+    poolSize: 2,
+    preparedStatements: config.databasePreparedStatements,
+  })
   try {
     await migrateToLatest(database)
     return await run(database)

@@ -16,6 +16,11 @@ export const ConfigSchema = Type.Object({
   databaseStatementTimeoutMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 15_000 }),
   /** Longest a request waits for a free pooled connection before it is answered 503. */
   databasePoolTimeoutMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 5_000 }),
+  /**
+   * PostgreSQL: keep the frequent statements as named prepared statements on each connection;
+   * off behind a pooler that cannot carry them from one transaction's connection to the next.
+   */
+  databasePreparedStatements: Type.Boolean({ default: true }),
   /** Longest a client may take to send a whole request (headers and body) before it gets 408. */
   requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 30_000 }),
   /** How long an idle keep-alive connection is kept open. */
@@ -67,6 +72,7 @@ const ENVIRONMENT_KEYS = {
   DATABASE_POOL_SIZE: 'databasePoolSize',
   DATABASE_STATEMENT_TIMEOUT_MS: 'databaseStatementTimeoutMs',
   DATABASE_POOL_TIMEOUT_MS: 'databasePoolTimeoutMs',
+  DATABASE_PREPARED_STATEMENTS: 'databasePreparedStatements',
   REQUEST_TIMEOUT_MS: 'requestTimeoutMs',
   KEEP_ALIVE_TIMEOUT_MS: 'keepAliveTimeoutMs',
   LOG_LEVEL: 'logLevel',

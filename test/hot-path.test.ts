@@ -184,6 +184,39 @@ for (const backend of BACKENDS) {
         })
       })
 
+      test('DATABASE_PREPARED_STATEMENTS=false keeps no named statement on the connection', async () => {
+        const kept: Record<string, number> = {}
+        for (const prepared of [true, false]) {
+          const own = await startTestApp(backend, {
+            config: { databasePoolSize: 1, databasePreparedStatements: prepared },
+          })
+          try {
+            const owner = await own.createOrg()
+            const created = await own.call(owner.key, { method: 'POST', url: '/api/v1/contact', payload: {} })
+            const id = created.json().data.id as string
+            const put = await own.call(owner.key, {
+              method: 'PUT',
+              url: `/api/v1/contact/${id}`,
+              payload: { first_name: 'Pooled' },
+            })
+            assert.equal(put.statusCode, 200, put.body)
+            assert.equal(
+              (await own.call(owner.key, { method: 'GET', url: `/api/v1/contact/${id}` })).statusCode,
+              200,
+            )
+            // One connection: the one every request above ran on.
+            const { rows } = await sql<{
+              kept: string
+            }>`select count(*) as kept from pg_prepared_statements`.execute(own.database.db)
+            kept[String(prepared)] = Number(rows[0]?.kept)
+          } finally {
+            await own.close()
+          }
+        }
+        assert.ok((kept.true ?? 0) > 0, 'with prepared statements, the hot path keeps some')
+        assert.equal(kept.false, 0)
+      })
+
       test('a column added while the server runs costs no request: plans made before are not used', async () => {
         const own = await startTestApp(backend)
         try {

@@ -92,6 +92,8 @@ export interface DatabaseOptions {
   statementTimeoutMs?: number
   /** Wait for a free PostgreSQL connection before giving up. */
   poolTimeoutMs?: number
+  /** PostgreSQL: run the fixed-shape statements as named prepared statements (the default). */
+  preparedStatements?: boolean
   /**
    * SQLite: checkpoint the WAL from a worker thread instead of inside commits (a long-running
    * server); short-lived commands keep SQLite's automatic checkpoints.
@@ -213,7 +215,7 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
   })
   // Without a listener an idle client's error (for example the server restarting) kills the process.
   pool.on('error', () => {})
-  const namedStatementPool = withNamedStatements(pool)
+  const namedStatementPool = withNamedStatements(pool, { named: options.preparedStatements ?? true })
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: namedStatementPool }) })
   return {
     db,
@@ -241,11 +243,13 @@ export function databaseOptionsOf(config: {
   databasePoolSize: number
   databaseStatementTimeoutMs: number
   databasePoolTimeoutMs: number
+  databasePreparedStatements: boolean
 }): DatabaseOptions {
   return {
     poolSize: config.databasePoolSize,
     statementTimeoutMs: config.databaseStatementTimeoutMs,
     poolTimeoutMs: config.databasePoolTimeoutMs,
+    preparedStatements: config.databasePreparedStatements,
     backgroundCheckpoints: true,
   }
 }

@@ -46,8 +46,11 @@ export interface NamedStatementPool extends PostgresPool {
   schemaChanged(): void
 }
 
-/** The pool as Kysely sees it, running the named statements under their names. */
-export function withNamedStatements(pool: pg.Pool): NamedStatementPool {
+/**
+ * The pool as Kysely sees it, running the named statements under their names (unless `named` is
+ * off, for poolers that cannot keep them).
+ */
+export function withNamedStatements(pool: pg.Pool, options: { named: boolean }): NamedStatementPool {
   let generation = 0
   const generationOf = new WeakMap<pg.PoolClient, number>()
   const stale = new WeakSet<pg.PoolClient>()
@@ -67,7 +70,7 @@ export function withNamedStatements(pool: pg.Pool): NamedStatementPool {
   }
 
   const run = (client: pg.PoolClient, text: string, values: Values | undefined) => {
-    const name = nameOfText.get(text)
+    const name = options.named ? nameOfText.get(text) : undefined
     return name === undefined
       ? client.query(text, values as unknown[])
       : runNamed(client, name, text, values ?? [])
