@@ -63,7 +63,8 @@ export function withNamedStatements(pool: pg.Pool, options: { named: boolean }):
       if (!isStalePlan(error)) throw error
       stale.add(client)
       // Alone, the statement can run again unnamed; inside a transaction PostgreSQL has already
-      // aborted it, and the caller learns so. Either way the connection is replaced.
+      // aborted it (the transaction's first statement starts it over, below; a later one fails
+      // it). Either way the connection is replaced.
       if (transactionStatus(client) !== 'I') throw error
       return client.query(text, values as unknown[])
     }
