@@ -100,7 +100,7 @@ for (const backend of BACKENDS) {
       ]) {
         assert.deepEqual(updated[field], original[field], field)
       }
-      assert.ok(updated.updated_at >= original.updated_at)
+      assert.ok(Date.parse(updated.updated_at) >= Date.parse(original.updated_at))
       assert.deepEqual((await get(id)).json().data, updated)
     })
 
