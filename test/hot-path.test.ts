@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { statSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
-import { sql } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
 import {
   insertContact,
@@ -11,7 +11,12 @@ import {
 } from '../src/contacts/contacts.repository.js'
 import { createContact, newContactRow, updateContact } from '../src/contacts/contacts.service.js'
 import { openDatabase, STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
-import { NAMED_STATEMENTS_CAP, namedStatementCount, nameForReuse } from '../src/db/named-statements.js'
+import {
+  type LateAnswer,
+  NAMED_STATEMENTS_CAP,
+  namedStatementCount,
+  nameForReuse,
+} from '../src/db/named-statements.js'
 import { preparedQuery } from '../src/db/prepared.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
@@ -249,6 +254,92 @@ for (const backend of BACKENDS) {
           assert.equal(rows[0]?.inside, true, 'the statements ran inside one transaction')
         })
         assert.equal(await count(), start + 1)
+      })
+
+      test('a statement sent with the next one answers at once; it fails its transaction only at that statement', async () => {
+        const db = t.database.db
+        await sql`create table sent_later (id integer primary key)`.execute(db)
+        const answers: LateAnswer[] = []
+        const insertLater = preparedQuery(
+          1,
+          (db, id: number) =>
+            (db as unknown as Kysely<{ sent_later: { id: number } }>).insertInto('sent_later').values({ id }),
+          { answeredLater: (answer) => answers.push(answer) },
+        )
+        const stored = async (id: number) =>
+          Number(
+            (await sql<{ n: string }>`select count(*) as n from sent_later where id = ${id}`.execute(db))
+              .rows[0]?.n,
+          )
+        const contactsNamed = async (name: string) =>
+          Number(
+            (
+              await sql<{
+                n: string
+              }>`select count(*) as n from contacts where org_id = ${org.id} and first_name = ${name}`.execute(
+                db,
+              )
+            ).rows[0]?.n,
+          )
+
+        // Outside a transaction it runs at once, and its own call fails.
+        await insertLater(db, 1)
+        assert.equal(await stored(1), 1)
+        await assert.rejects(insertLater(db, 1), { code: '23505' })
+        assert.deepEqual(
+          answers.map((answer) => answer.ok),
+          [true, false],
+        )
+
+        // Inside one, it goes out with the next statement: a read of the same transaction sees it,
+        // and the commit stores it.
+        await db.transaction().execute(async (trx) => {
+          await insertLater(trx, 2)
+          const { rows } = await sql<{
+            n: string
+          }>`select count(*) as n from sent_later where id = 2`.execute(trx)
+          assert.equal(Number(rows[0]?.n), 1)
+        })
+        assert.equal(await stored(2), 1)
+        await db.transaction().execute(async (trx) => {
+          await insertContact(trx, newContactRow(org.id, { first_name: 'sent with the commit' }))
+          await insertLater(trx, 3)
+        })
+        assert.equal(await stored(3), 1)
+        assert.equal(await contactsNamed('sent with the commit'), 1)
+        assert.deepEqual(answers.slice(2), [
+          { ok: true, rowCount: 1 },
+          { ok: true, rowCount: 1 },
+        ])
+
+        // Its failure reaches the caller at the COMMIT it went out with, and nothing is stored.
+        let answeredAtOnce = false
+        await assert.rejects(
+          db.transaction().execute(async (trx) => {
+            await insertContact(trx, newContactRow(org.id, { first_name: 'never stored' }))
+            await insertLater(trx, 1)
+            answeredAtOnce = true
+          }),
+          { code: '23505' },
+        )
+        assert.ok(answeredAtOnce, 'the held statement did not wait for its answer')
+        assert.equal(await contactsNamed('never stored'), 0)
+        assert.equal(answers.at(-1)?.ok, false)
+
+        // A rollback drops what was held, and the connection goes on serving.
+        await assert.rejects(
+          db.transaction().execute(async (trx) => {
+            await insertContact(trx, newContactRow(org.id, { first_name: 'rolled back' }))
+            await insertLater(trx, 4)
+            throw new Error('changed my mind')
+          }),
+          /changed my mind/,
+        )
+        assert.equal(await stored(4), 0)
+        await db.transaction().execute(async (trx) => {
+          await insertLater(trx, 5)
+        })
+        assert.equal(await stored(5), 1)
       })
 
       // Last of this backend's tests: the names it hands out stay taken for the rest of the process.

@@ -20,6 +20,23 @@ export function nameForReuse(text: string): void {
 /** How many statement texts have a name (at most NAMED_STATEMENTS_CAP). */
 export const namedStatementCount = () => nameOfText.size
 
+/** What a statement written with the next one answered, once it has. */
+export type LateAnswer = { ok: true; rowCount: number } | { ok: false; error: unknown }
+
+const answerOfText = new Map<string, (answer: LateAnswer) => void>()
+
+/**
+ * Lets this statement, inside a transaction, wait for the transaction's next statement (its
+ * COMMIT, most often) and go out with it: one round trip less. Its caller therefore gets neither
+ * rows nor a count, only that it was accepted; a failure fails the statement it went out with
+ * (and so the transaction), and `onAnswer` hears of the outcome either way. Outside a transaction
+ * it runs at once. Statements that the rest of a transaction reads from must not be sent so.
+ */
+export function sendWithNextStatement(text: string, onAnswer: (answer: LateAnswer) => void): void {
+  if (!answerOfText.has(text) && answerOfText.size >= NAMED_STATEMENTS_CAP) return
+  answerOfText.set(text, onAnswer)
+}
+
 /**
  * A kept plan whose result columns have changed since it was made (a migration added a column to
  * a table it reads with `*`): PostgreSQL refuses to run it rather than answer in another shape.
@@ -35,8 +52,21 @@ const transactionStatus = (client: pg.PoolClient): TransactionStatus =>
   (client as unknown as { getTransactionStatus?(): TransactionStatus }).getTransactionStatus?.() ?? null
 
 const BEGUN = { command: 'BEGIN', rowCount: null, rows: [] }
+/** What a statement held back for the next one answers at once: no command, so no count. */
+const HELD = { command: '', rowCount: null, rows: [] }
 const ROLLED_BACK = { command: 'ROLLBACK', rowCount: null, rows: [] }
 const COMMITTED = { command: 'COMMIT', rowCount: null, rows: [] }
+
+/** A statement held back to go out with the transaction's next one. */
+interface Held {
+  text: string
+  values: Values | undefined
+  onAnswer?: (answer: LateAnswer) => void
+}
+
+function tell(statement: Held, result: pg.QueryResult | undefined, error?: unknown) {
+  statement.onAnswer?.(result ? { ok: true, rowCount: result.rowCount ?? 0 } : { ok: false, error })
+}
 
 export interface NamedStatementPool extends PostgresPool {
   /**
@@ -77,41 +107,91 @@ export function withNamedStatements(pool: pg.Pool, options: { named: boolean }):
       : runNamed(client, name, text, values ?? [])
   }
 
+  /** Runs one statement; one sent with the next statement that ran alone tells its answer too. */
+  function runTelling(client: pg.PoolClient, text: string, values: Values | undefined) {
+    const onAnswer = answerOfText.get(text)
+    const answer = run(client, text, values)
+    if (onAnswer)
+      answer.then(
+        (result) => tell({ text, values, onAnswer }, result),
+        (error) => tell({ text, values, onAnswer }, undefined, error),
+      )
+    return answer
+  }
+
+  /**
+   * Writes `held` (statements held back, the transaction's BEGIN first if it was held too) and
+   * then `text`, without waiting in between, and answers as `text` does; the first failure among
+   * them fails it.
+   */
+  async function runAfterHeld(client: pg.PoolClient, held: Held[], text: string, values: Values | undefined) {
+    const sent = held.map((statement) => run(client, statement.text, statement.values))
+    const answers = await Promise.allSettled([...sent, run(client, text, values)])
+    const failure = answers.find((answer) => answer.status === 'rejected')
+    const begunHere = held[0]?.text === 'begin'
+    if (begunHere && answers.some((answer) => answer.status === 'rejected' && isStalePlan(answer.reason))) {
+      // A plan made before its table changed, in a transaction nothing of which had been
+      // written before: it starts over, its statements unnamed.
+      await client.query('rollback')
+      await client.query('begin')
+      for (const statement of held.slice(1)) {
+        tell(statement, await client.query(statement.text, statement.values as unknown[]))
+      }
+      return client.query(text, values as unknown[])
+    }
+    held.forEach((statement, i) => {
+      const answer = answers[i] as PromiseSettledResult<pg.QueryResult>
+      if (answer.status === 'fulfilled') tell(statement, answer.value)
+      else tell(statement, undefined, answer.reason)
+    })
+    if (failure) throw failure.reason
+    return (answers.at(-1) as PromiseFulfilledResult<pg.QueryResult>).value
+  }
+
   const wrap = (client: pg.PoolClient): PostgresPoolClient => {
     let wrapper = wrappers.get(client)
     if (!wrapper) {
-      // A transaction's BEGIN is held back and written with its first statement: on a pipelined
-      // connection both go out at once, so the transaction costs one round trip less.
-      let beginPending = false
+      // A transaction's BEGIN is held back and written with its first statement, and statements
+      // sent with the next one (sendWithNextStatement) wait for it: on a pipelined connection
+      // they go out together, a round trip for all.
+      let held: Held[] = []
+      let inTransaction = false
       wrapper = {
         query: ((textOrCursor: unknown, values?: Values) => {
           if (typeof textOrCursor !== 'string') return client.query(textOrCursor as pg.Submittable)
+          const text = textOrCursor
           const noValues = values === undefined || values.length === 0
-          if (noValues && textOrCursor === 'begin') {
-            beginPending = true
+          if (noValues && text === 'begin') {
+            inTransaction = true
+            held = [{ text, values: undefined }]
             return Promise.resolve(BEGUN)
           }
-          if (!beginPending) return run(client, textOrCursor, values)
-          beginPending = false
-          // Nothing was written: a rollback has nothing to undo, a commit nothing to store.
-          if (noValues && textOrCursor === 'rollback') return Promise.resolve(ROLLED_BACK)
-          if (noValues && textOrCursor === 'commit') return Promise.resolve(COMMITTED)
-          const begun = client.query('begin')
-          return Promise.all([begun, run(client, textOrCursor, values)]).then(
-            ([, result]) => result,
-            async (error) => {
-              if (!isStalePlan(error)) throw error
-              // The transaction's first statement met a plan made before its table changed:
-              // nothing else has happened in it yet, so it starts over, the statement unnamed.
-              await client.query('rollback')
-              await client.query('begin')
-              return client.query(textOrCursor, values as unknown[])
-            },
-          )
+          const commits = noValues && text === 'commit'
+          const rollsBack = noValues && text === 'rollback'
+          const onAnswer = answerOfText.get(text)
+          if (inTransaction && onAnswer && !commits && !rollsBack) {
+            held.push({ text, values, onAnswer })
+            return Promise.resolve(HELD)
+          }
+          const before = held
+          held = []
+          if (commits || rollsBack) inTransaction = false
+          // BEGIN still held: nothing of the transaction has reached PostgreSQL.
+          const begunHere = before[0]?.text === 'begin'
+          // A rollback undoes whatever was held back: none of it need go.
+          if (rollsBack) return begunHere ? Promise.resolve(ROLLED_BACK) : run(client, text, values)
+          // Nothing was written: a commit has nothing to store.
+          if (commits && begunHere && before.length === 1) return Promise.resolve(COMMITTED)
+          if (before.length === 0) return runTelling(client, text, values)
+          return runAfterHeld(client, before, text, values)
         }) as unknown as PostgresPoolClient['query'],
         release: (destroy?: boolean) => {
-          beginPending = false
-          client.release(destroy || stale.has(client))
+          // Statements still held belong to a transaction that did not end here: the connection
+          // goes, and that transaction with it.
+          const unfinished = held.some((statement) => statement.text !== 'begin')
+          held = []
+          inTransaction = false
+          client.release(destroy || unfinished || stale.has(client))
         },
       }
       wrappers.set(client, wrapper)

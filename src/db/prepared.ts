@@ -1,6 +1,6 @@
 import { type Compilable, CompiledQuery, type Kysely, type QueryResult } from 'kysely'
 import { type DialectName, dialectOf } from './database.js'
-import { nameForReuse } from './named-statements.js'
+import { type LateAnswer, nameForReuse, sendWithNextStatement } from './named-statements.js'
 import type { Database } from './schema.js'
 
 /** Stands for argument `index` while a query is built: a value no caller passes by chance. */
@@ -42,6 +42,13 @@ function compile<Args extends unknown[]>(
 export function preparedQuery<Args extends unknown[], Row>(
   arity: Args['length'],
   build: (db: Kysely<Database>, ...args: Args) => Compilable<Row>,
+  options: {
+    /**
+     * On PostgreSQL, inside a transaction, the statement goes out with the transaction's next
+     * one, and its answer comes here instead of to its caller (named-statements.ts).
+     */
+    answeredLater?: (answer: LateAnswer) => void
+  } = {},
 ): (db: Kysely<Database>, ...args: Args) => Promise<QueryResult<Row>> {
   const byDialect = new Map<DialectName, Compiled>()
   return async (db, ...args) => {
@@ -49,7 +56,10 @@ export function preparedQuery<Args extends unknown[], Row>(
     let compiled = byDialect.get(dialect)
     if (!compiled) {
       compiled = compile(db, arity, build)
-      if (dialect === 'postgres') nameForReuse(compiled.sql)
+      if (dialect === 'postgres') {
+        nameForReuse(compiled.sql)
+        if (options.answeredLater) sendWithNextStatement(compiled.sql, options.answeredLater)
+      }
       byDialect.set(dialect, compiled)
     }
     const parameters = compiled.parameters.map((p) => ('argument' in p ? args[p.argument] : p.constant))

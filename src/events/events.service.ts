@@ -6,7 +6,6 @@ import { type CursorCodec, queryKeyOf, readCursor } from '../shared/cursor.js'
 import { uuidv7 } from '../shared/ids.js'
 import { cursorPageOf } from '../shared/list-paging.js'
 import { formatTimestamp, nowTimestamp } from '../shared/time.js'
-import { deliveriesQueued, eventsAppended } from '../webhooks/wakeup.js'
 import * as events from './events.repository.js'
 import type { ContactEvent, HistoryQuery } from './events.schemas.js'
 
@@ -102,9 +101,7 @@ export async function recordEvents(trx: Kysely<Database>, actor: Actor, list: re
     })
   }
   if (rows.length === 0) return
-  // The wake-up comes before the commit; the dispatcher looks a moment later, and polls anyway.
-  if ((await events.appendEvents(trx, rows)) > 0) deliveriesQueued()
-  else eventsAppended()
+  await events.appendEvents(trx, rows)
 }
 
 export const recordEvent = (trx: Kysely<Database>, actor: Actor, event: EventOf) =>
