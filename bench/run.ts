@@ -353,7 +353,8 @@ const SEEDED_ID_OF_N = `('00000000-0000-7000-8000-' || lpad(to_hex((:n)::bigint)
  * pgbench running the changing PUT's whole transaction as the server sends it, with no server:
  * the key's lookup; BEGIN written with the locked UPDATE that returns the row as it was (the
  * search columns included); the event, of the same size, queued for the organization's enabled
- * webhooks in the same statement; COMMIT. What PostgreSQL alone, on this machine, allows the PUT.
+ * webhooks in the same statement, written with COMMIT. What PostgreSQL alone, on this machine,
+ * allows the PUT.
  */
 function pgbenchPutTransaction(database: ScratchDatabase, orgId: string, key: string, seconds: number) {
   const before = `select * from contacts where org_id = '${orgId}' and id = ${SEEDED_ID_OF_N} and deleted_at is null for update`
@@ -383,8 +384,10 @@ select id, org_id, role, key_hash, last_used_at from api_keys where key_hash = '
 BEGIN;
 ${update}
 \\endpipeline
+\\startpipeline
 ${event}
 COMMIT;
+\\endpipeline
 `,
     DATABASE_POOL_SIZE,
   )
