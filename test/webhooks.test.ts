@@ -420,6 +420,45 @@ for (const backend of BACKENDS) {
       )
     })
 
+    test('a write wakes the dispatcher: its delivery does not wait for the next poll', async () => {
+      const own = await startTestApp(backend, {
+        dispatcher: true,
+        config: { webhookAllowedNetworks: LOOPBACK, webhookPollIntervalMs: 600_000 },
+      })
+      try {
+        const owner = await own.createOrg()
+        const webhook = await own.call(owner.key, {
+          method: 'POST',
+          url: '/api/v1/outbound_webhook',
+          payload: { endpoint: `${receiver.url}/woken`, events: ['contact.created', 'contact.updated'] },
+        })
+        assert.equal(webhook.statusCode, 201, webhook.body)
+        // Past the claim that the webhook's creation itself sets off.
+        await sleep(200)
+        // Ten minutes to the next poll: only the write's own wake-up brings a delivery this soon.
+        const created = await own.call(owner.key, {
+          method: 'POST',
+          url: '/api/v1/contact',
+          payload: { first_name: 'Woken' },
+        })
+        assert.equal(created.statusCode, 201, created.body)
+        await receiver.until(() => at('/woken')().length === 1)
+        const updated = await own.call(owner.key, {
+          method: 'PUT',
+          url: `/api/v1/contact/${created.json().data.id}`,
+          payload: { first_name: 'Woken again' },
+        })
+        assert.equal(updated.statusCode, 200, updated.body)
+        await receiver.until(() => at('/woken')().length === 2)
+        assert.deepEqual(
+          at('/woken')().map((delivery) => JSON.parse(delivery.body).event),
+          ['contact.created', 'contact.updated'],
+        )
+      } finally {
+        await own.close()
+      }
+    })
+
     test('a receiver that fails three times gets the event on the fourth attempt, and never again', async () => {
       const webhook = await webhookTo('/flaky', { events: ['contact.created'] })
       receiver.decide = (request) => {
