@@ -27,10 +27,11 @@ const answerOfText = new Map<string, (answer: LateAnswer) => void>()
 
 /**
  * Lets this statement, inside a transaction, wait for the transaction's next statement (its
- * COMMIT, most often) and go out with it: one round trip less. Its caller therefore gets neither
- * rows nor a count, only that it was accepted; a failure fails the statement it went out with
- * (and so the transaction), and `onAnswer` hears of the outcome either way. Outside a transaction
- * it runs at once. Statements that the rest of a transaction reads from must not be sent so.
+ * COMMIT, most often) and go out just before it: one round trip less. Its caller gets neither
+ * rows nor a count, only that it was taken; later statements of the transaction still see what it
+ * did. Its failure fails the statement it went out with (and so the transaction). `onAnswer`
+ * hears its answer when it comes, or nothing if a rollback dropped it unsent. Outside a
+ * transaction it runs at once.
  */
 export function sendWithNextStatement(text: string, onAnswer: (answer: LateAnswer) => void): void {
   if (!answerOfText.has(text) && answerOfText.size >= NAMED_STATEMENTS_CAP) return
