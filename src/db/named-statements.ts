@@ -34,7 +34,6 @@ const answerOfText = new Map<string, (answer: LateAnswer) => void>()
  * transaction it runs at once.
  */
 export function sendWithNextStatement(text: string, onAnswer: (answer: LateAnswer) => void): void {
-  if (!answerOfText.has(text) && answerOfText.size >= NAMED_STATEMENTS_CAP) return
   answerOfText.set(text, onAnswer)
 }
 
@@ -65,9 +64,7 @@ interface Held {
   onAnswer?: (answer: LateAnswer) => void
 }
 
-function tell(statement: Held, result: pg.QueryResult | undefined, error?: unknown) {
-  statement.onAnswer?.(result ? { ok: true, rowCount: result.rowCount ?? 0 } : { ok: false, error })
-}
+const answered = (result: pg.QueryResult): LateAnswer => ({ ok: true, rowCount: result.rowCount ?? 0 })
 
 export interface NamedStatementPool extends PostgresPool {
   /**
@@ -114,8 +111,8 @@ export function withNamedStatements(pool: pg.Pool, options: { named: boolean }):
     const answer = run(client, text, values)
     if (onAnswer)
       answer.then(
-        (result) => tell({ text, values, onAnswer }, result),
-        (error) => tell({ text, values, onAnswer }, undefined, error),
+        (result) => onAnswer(answered(result)),
+        (error) => onAnswer({ ok: false, error }),
       )
     return answer
   }
@@ -136,14 +133,15 @@ export function withNamedStatements(pool: pg.Pool, options: { named: boolean }):
       await client.query('rollback')
       await client.query('begin')
       for (const statement of held.slice(1)) {
-        tell(statement, await client.query(statement.text, statement.values as unknown[]))
+        statement.onAnswer?.(answered(await client.query(statement.text, statement.values as unknown[])))
       }
       return client.query(text, values as unknown[])
     }
     held.forEach((statement, i) => {
       const answer = answers[i] as PromiseSettledResult<pg.QueryResult>
-      if (answer.status === 'fulfilled') tell(statement, answer.value)
-      else tell(statement, undefined, answer.reason)
+      statement.onAnswer?.(
+        answer.status === 'fulfilled' ? answered(answer.value) : { ok: false, error: answer.reason },
+      )
     })
     if (failure) throw failure.reason
     return (answers.at(-1) as PromiseFulfilledResult<pg.QueryResult>).value
