@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict'
-import { statSync } from 'node:fs'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import BetterSqlite3 from 'better-sqlite3'
 import { type Kysely, sql } from 'kysely'
 import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
 import {
@@ -18,6 +21,7 @@ import {
   nameForReuse,
 } from '../src/db/named-statements.js'
 import { preparedQuery } from '../src/db/prepared.js'
+import { startWalCheckpointer } from '../src/db/wal-checkpointer.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
 
@@ -429,6 +433,45 @@ for (const backend of BACKENDS) {
           if (!grown) await new Promise((resolve) => setTimeout(resolve, 50))
         }
         assert.ok(grown, 'the committed pages reached the database file without the writer checkpointing')
+      })
+
+      test('a checkpointing worker that falls behind cannot let the WAL pass its limit', async () => {
+        const folder = mkdtempSync(join(tmpdir(), 'contacts-wal-'))
+        const path = join(folder, 'behind.db')
+        const database = new BetterSqlite3(path)
+        database.pragma('journal_mode = WAL')
+        database.pragma('synchronous = NORMAL')
+        database.exec('create table pages (id integer primary key, body blob)')
+        const limitBytes = 2 * 1024 * 1024
+        // A worker that reports once, at its start, and then sleeps for an hour: as one stuck in a
+        // sync that never ends.
+        const checkpointer = startWalCheckpointer(database, path, {
+          finishAtFrames: Number.MAX_SAFE_INTEGER,
+          limitBytes,
+          busyIntervalMs: 3_600_000,
+          idleIntervalMs: 3_600_000,
+        })
+        try {
+          const insert = database.prepare('insert into pages (body) values (?)')
+          const body = Buffer.alloc(16 * 1024, 1)
+          let largest = 0
+          // About 13 MiB written, six times the limit.
+          for (let i = 0; i < 800; i++) {
+            checkpointer.beforeTransaction()
+            database.transaction(() => insert.run(body))()
+            largest = Math.max(largest, statSync(`${path}-wal`).size)
+          }
+          // The limit, plus what the transactions between two looks at the file can add.
+          assert.ok(
+            largest < limitBytes + 1024 * 1024,
+            `the WAL reached ${(largest / 1024 / 1024).toFixed(1)} MiB`,
+          )
+          assert.equal(database.prepare('select count(*) from pages').pluck().get(), 800)
+        } finally {
+          await checkpointer.stop()
+          database.close()
+          rmSync(folder, { recursive: true, force: true })
+        }
       })
 
       test('the SQLite WAL stays under 64 MiB through 200,000 updates', async () => {

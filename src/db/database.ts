@@ -70,6 +70,13 @@ export const STATEMENT_CACHE_CAPACITY = 256
 
 /** About 16 MiB of WAL (4 KiB pages): the size it returns to under sustained writes. */
 const WAL_FINISH_AT_FRAMES = 4000
+/** The WAL file is never left larger than this after a checkpoint resets it. */
+const WAL_LIMIT_BYTES = 64 * 1024 * 1024
+/**
+ * Past this the writer empties the WAL itself, waiting for it (wal-checkpointer.ts looks every few
+ * transactions): the WAL stays under WAL_LIMIT_BYTES whatever the disk does.
+ */
+const WAL_EMPTIED_AT_BYTES = 48 * 1024 * 1024
 
 /**
  * Kysely's SQLite driver prepares every statement anew, which costs more than running it on the
@@ -146,11 +153,12 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   )
   database.pragma(`busy_timeout = ${busyTimeout}`)
   database.pragma('foreign_keys = ON')
-  database.pragma(`journal_size_limit = ${64 * 1024 * 1024}`)
+  database.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`)
   const checkpointer =
     options.backgroundCheckpoints && path !== ':memory:'
       ? startWalCheckpointer(database, path, {
           finishAtFrames: WAL_FINISH_AT_FRAMES,
+          limitBytes: WAL_EMPTIED_AT_BYTES,
           busyIntervalMs: 10,
           idleIntervalMs: 250,
           onError: (error) =>

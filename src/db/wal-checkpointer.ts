@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import type BetterSqlite3 from 'better-sqlite3'
 
@@ -13,7 +14,9 @@ import type BetterSqlite3 from 'better-sqlite3'
  * before its next transaction: it copies only the frames written since the worker's last round,
  * and that transaction starts the WAL from the beginning. The WAL so stays near that size however
  * long the load lasts. The worker's count is read from shared memory, not from messages, so a
- * writer that never yields to the event loop (a loop of awaited transactions) still sees it. If
+ * writer that never yields to the event loop (a loop of awaited transactions) still sees it. A
+ * worker that falls behind (its sync slowed by a busy disk) cannot let the WAL grow without bound:
+ * past `limitBytes` the writer waits for a checkpoint of the whole WAL and empties the file. If
  * the worker dies, automatic checkpoints resume.
  */
 export interface WalCheckpointer {
@@ -25,6 +28,12 @@ export interface WalCheckpointer {
 export interface WalCheckpointerOptions {
   /** WAL size, in frames, past which this connection completes a checkpoint itself. */
   finishAtFrames: number
+  /**
+   * WAL file size, in bytes, past which this connection waits for a checkpoint of the whole WAL
+   * and empties the file: the bound that holds when the worker falls behind (a sync that takes
+   * seconds on a busy disk lets the WAL grow by tens of MiB meanwhile).
+   */
+  limitBytes: number
   /** Pause between the worker's checkpoints while the WAL grows, and while it does not. */
   busyIntervalMs: number
   idleIntervalMs: number
@@ -33,6 +42,9 @@ export interface WalCheckpointerOptions {
 
 /** SQLite's own default, restored when the background checkpointer stops. */
 const AUTOMATIC_CHECKPOINT_PAGES = 1000
+
+/** The WAL file's size is looked at before every this many transactions: a system call saved. */
+const SIZE_CHECK_EVERY = 32
 
 export function startWalCheckpointer(
   database: BetterSqlite3.Database,
@@ -66,19 +78,39 @@ export function startWalCheckpointer(
     if (!stopping) resumeAutomaticCheckpoints()
   })
 
+  const walPath = `${path}-wal`
+  let untilSizeCheck = SIZE_CHECK_EVERY
+  /** Runs a checkpoint on this connection; false when a statement mid-iteration holds it. */
+  const checkpointHere = (mode: 'PASSIVE' | 'TRUNCATE') => {
+    try {
+      database.pragma(`wal_checkpoint(${mode})`)
+      return true
+    } catch (error) {
+      // A statement left mid-iteration (a streamed export) holds the connection: a later
+      // transaction comes back here.
+      if (!/busy executing/i.test(String((error as Error).message))) options.onError?.(error)
+      return false
+    }
+  }
+
   return {
     beforeTransaction() {
-      if (Atomics.load(walFrames, 0) < options.finishAtFrames || exited) return
+      if (exited) return
+      untilSizeCheck -= 1
+      if (untilSizeCheck <= 0) {
+        untilSizeCheck = SIZE_CHECK_EVERY
+        // Only an emptied file shrinks, so its size is at least what the WAL holds.
+        if ((statSync(walPath, { throwIfNoEntry: false })?.size ?? 0) >= options.limitBytes) {
+          // Waits (busy_timeout) for the worker's round to end, copies the rest, empties the file.
+          if (checkpointHere('TRUNCATE')) Atomics.store(walFrames, 0, 0)
+          return
+        }
+      }
+      if (Atomics.load(walFrames, 0) < options.finishAtFrames) return
       // Until the worker's next round: a checkpoint that found the worker mid-round copies
       // nothing, and the next report brings the writer back here.
       Atomics.store(walFrames, 0, 0)
-      try {
-        database.pragma('wal_checkpoint(PASSIVE)')
-      } catch (error) {
-        // A statement left mid-iteration (a streamed export) holds the connection: the worker's
-        // next report brings the writer back here.
-        if (!/busy executing/i.test(String((error as Error).message))) options.onError?.(error)
-      }
+      checkpointHere('PASSIVE')
     },
     async stop() {
       if (stopping) return
