@@ -441,6 +441,8 @@ for (const backend of BACKENDS) {
         const database = new BetterSqlite3(path)
         database.pragma('journal_mode = WAL')
         database.pragma('synchronous = NORMAL')
+        // As the server's connection: a checkpoint waits for the worker's round instead of failing.
+        database.pragma('busy_timeout = 5000')
         database.exec('create table pages (id integer primary key, body blob)')
         const limitBytes = 2 * 1024 * 1024
         // A worker that reports once, at its start, and then sleeps for an hour: as one stuck in a

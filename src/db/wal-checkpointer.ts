@@ -45,6 +45,8 @@ const AUTOMATIC_CHECKPOINT_PAGES = 1000
 
 /** The WAL file's size is looked at before every this many transactions: a system call saved. */
 const SIZE_CHECK_EVERY = 32
+/** The longest the writer waits for the worker's round before emptying the WAL itself. */
+const ROUND_WAIT_MS = 5_000
 
 export function startWalCheckpointer(
   database: BetterSqlite3.Database,
@@ -53,10 +55,13 @@ export function startWalCheckpointer(
 ): WalCheckpointer {
   database.pragma('wal_autocheckpoint = 0')
   const walFrames = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT))
+  // 1 while the worker's checkpoint runs: SQLite makes another checkpoint fail rather than wait.
+  const roundInProgress = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT))
   const worker = new Worker(new URL('./wal-checkpointer.worker.js', import.meta.url), {
     workerData: {
       path,
       walFrames,
+      roundInProgress,
       busyIntervalMs: options.busyIntervalMs,
       idleIntervalMs: options.idleIntervalMs,
     },
@@ -80,16 +85,26 @@ export function startWalCheckpointer(
 
   const walPath = `${path}-wal`
   let untilSizeCheck = SIZE_CHECK_EVERY
-  /** Runs a checkpoint on this connection; false when a statement mid-iteration holds it. */
+  /** Runs a checkpoint on this connection; whether it ran to its end. */
   const checkpointHere = (mode: 'PASSIVE' | 'TRUNCATE') => {
     try {
-      database.pragma(`wal_checkpoint(${mode})`)
-      return true
+      const [result] = database.pragma(`wal_checkpoint(${mode})`) as { busy: number }[]
+      return result?.busy === 0
     } catch (error) {
       // A statement left mid-iteration (a streamed export) holds the connection: a later
       // transaction comes back here.
       if (!/busy executing/i.test(String((error as Error).message))) options.onError?.(error)
       return false
+    }
+  }
+  /** Empties the WAL, waiting for the worker's rounds to end (each attempt may meet a new one). */
+  const emptyWal = () => {
+    const deadline = Date.now() + ROUND_WAIT_MS
+    for (let attempt = 0; attempt < 3; attempt++) {
+      while (Atomics.load(roundInProgress, 0) === 1 && Date.now() < deadline) {
+        Atomics.wait(roundInProgress, 0, 1, Math.max(1, deadline - Date.now()))
+      }
+      if (checkpointHere('TRUNCATE')) return
     }
   }
 
@@ -101,8 +116,8 @@ export function startWalCheckpointer(
         untilSizeCheck = SIZE_CHECK_EVERY
         // Only an emptied file shrinks, so its size is at least what the WAL holds.
         if ((statSync(walPath, { throwIfNoEntry: false })?.size ?? 0) >= options.limitBytes) {
-          // Waits (busy_timeout) for the worker's round to end, copies the rest, empties the file.
-          if (checkpointHere('TRUNCATE')) Atomics.store(walFrames, 0, 0)
+          emptyWal()
+          Atomics.store(walFrames, 0, 0)
           return
         }
       }

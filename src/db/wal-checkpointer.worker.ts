@@ -6,10 +6,12 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import BetterSqlite3 from 'better-sqlite3'
 
-const { path, walFrames, busyIntervalMs, idleIntervalMs } = workerData as {
+const { path, walFrames, roundInProgress, busyIntervalMs, idleIntervalMs } = workerData as {
   path: string
   /** One slot, shared with the writer: the WAL's size in frames at the last checkpoint. */
   walFrames: Int32Array
+  /** One slot, shared with the writer: 1 while a checkpoint of this thread runs. */
+  roundInProgress: Int32Array
   busyIntervalMs: number
   idleIntervalMs: number
 }
@@ -23,7 +25,15 @@ let lastFrames = -1
 
 function round() {
   timer = null
-  const { log, checkpointed } = checkpoint.get() as { busy: number; log: number; checkpointed: number }
+  Atomics.store(roundInProgress, 0, 1)
+  let outcome: { busy: number; log: number; checkpointed: number }
+  try {
+    outcome = checkpoint.get() as typeof outcome
+  } finally {
+    Atomics.store(roundInProgress, 0, 0)
+    Atomics.notify(roundInProgress, 0)
+  }
+  const { log, checkpointed } = outcome
   Atomics.store(walFrames, 0, log)
   // A WAL that grew since the last round is being written to: come back soon.
   const idle = log === lastFrames && checkpointed === log
