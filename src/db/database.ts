@@ -73,8 +73,8 @@ const WAL_FINISH_AT_FRAMES = 4000
 /** The WAL file is never left larger than this after a checkpoint resets it. */
 const WAL_LIMIT_BYTES = 64 * 1024 * 1024
 /**
- * Past this the writer empties the WAL itself, waiting for it (wal-checkpointer.ts looks every few
- * transactions): the WAL stays under WAL_LIMIT_BYTES whatever the disk does.
+ * Past this the writer empties the WAL itself (wal-checkpointer.ts looks every few transactions,
+ * and waits up to 5 s for the worker's round to end), so that it stays under WAL_LIMIT_BYTES.
  */
 const WAL_EMPTIED_AT_BYTES = 48 * 1024 * 1024
 
