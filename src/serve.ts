@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import { buildApp } from './app.js'
 import { type Config, dispatcherOptionsOf } from './config.js'
-import { purgeTrash } from './contacts/contacts.service.js'
+import { foldContactCounts, purgeTrash } from './contacts/contacts.service.js'
 import { databaseOptionsOf, openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
 import { type ImportRunner, startImportRunner } from './imports/imports.service.js'
@@ -12,6 +12,7 @@ import { metricsRoute } from './metrics/metrics.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
 
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
+const COUNT_FOLD_INTERVAL_MS = 60 * 1000
 
 /**
  * A V8 flag, set at start-up unless the command line sets it either way (`--x` or `--no-x`); V8
@@ -68,6 +69,16 @@ export async function startServer(
       .catch((err) => app.log.error({ err }, 'emptying the trash failed'))
   void purge()
   const purgeTimer = setInterval(purge, TRASH_PURGE_INTERVAL_MS).unref()
+  const foldTimer =
+    database.dialect === 'postgres'
+      ? setInterval(
+          () =>
+            foldContactCounts(database.db).catch((err) =>
+              app.log.error({ err }, 'folding contact counts failed'),
+            ),
+          COUNT_FOLD_INTERVAL_MS,
+        ).unref()
+      : undefined
   const dispatcher = config.webhookDispatcher
     ? startDispatcher(
         database.db,
@@ -82,6 +93,7 @@ export async function startServer(
     if (err) app.log.error({ err }, 'shutting down after an uncaught error')
     else app.log.info({ signal }, 'shutting down')
     clearInterval(purgeTimer)
+    clearInterval(foldTimer)
     closing = true
     await app.close()
     await admin?.close()

@@ -581,6 +581,15 @@ export async function contactHistory(
   return page
 }
 
+/**
+ * Folds the live-contact counts that writes have spread over many rows (PostgreSQL; see
+ * contacts.repository's countContacts): a list read folds its own organization's, and this, run
+ * by the server every minute, those of organizations nobody lists.
+ */
+export async function foldContactCounts(db: Kysely<Database>): Promise<void> {
+  await contacts.foldContactCounts(db)
+}
+
 /** Erases what has been in the trash longer than the retention period; returns how many. */
 export async function purgeTrash(
   db: Kysely<Database>,

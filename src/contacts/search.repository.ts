@@ -1,6 +1,7 @@
 import type { Kysely, RawBuilder, SelectQueryBuilder, SqlBool } from 'kysely'
 import type { DialectName } from '../db/database.js'
 import type { ContactRow, Database } from '../db/schema.js'
+import { countContacts as countLiveContacts } from './contacts.repository.js'
 import { orderByClauses, type SortKey } from './search.compiler.js'
 
 /** Compiled conditions of a search (see search.compiler.ts): bound parameters only. */
@@ -84,11 +85,13 @@ export async function findContactsAtOffset(
   ).execute()
 }
 
+/** Live contacts matching every condition; without conditions, the organization's kept count. */
 export async function countContacts(
   db: Kysely<Database>,
   orgId: string,
   conditions: readonly SearchCondition[],
 ): Promise<number> {
+  if (conditions.length === 0) return countLiveContacts(db, orgId)
   const { total } = await liveContacts(db, orgId, conditions)
     .select((eb) => eb.fn.countAll<number | string | bigint>().as('total'))
     .executeTakeFirstOrThrow()

@@ -74,6 +74,16 @@ export interface ContactIdentityTable {
   origin: 'field' | 'merged'
 }
 
+/**
+ * Live contacts per organization: the organization's count is the sum of its rows (migration 016
+ * says why there can be several).
+ */
+export interface ContactCountTable {
+  org_id: string
+  slot: ColumnType<number, number | bigint, never>
+  live: ColumnType<number | string | bigint, number, never>
+}
+
 export interface ContactMergeTable {
   org_id: string
   merged_id: string
@@ -267,6 +277,7 @@ export interface Database {
   contact_custom_fields: CustomFieldTable
   contact_identities: ContactIdentityTable
   contact_merges: ContactMergeTable
+  contact_counts: ContactCountTable
   idempotency_keys: IdempotencyKeyTable
   users: UserTable
   memberships: MembershipTable
