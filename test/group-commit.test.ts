@@ -158,6 +158,46 @@ describe('SQLite group commit', () => {
     await trx.commit().execute()
     assert.deepEqual(rowsSeenElsewhere('savepoint'), ['kept'])
   })
+
+  test("rows are the objects better-sqlite3 makes, by name, through another connection's change of the table", async () => {
+    await sql`create table shapes (k text primary key, a text, b integer, c text) strict`.execute(db)
+    await sql`insert into shapes values ('one', 'A', 1, '{"x":1}'), ('two', null, 2, 'C')`.execute(db)
+    const named = sql<
+      Record<string, unknown>
+    >`select k, a, b, c, b as "quoted ""name""" from shapes order by k`
+    const starred = sql<Record<string, unknown>>`select * from shapes order by k`
+    const expected = elsewhere
+      .prepare('select k, a, b, c, b as "quoted ""name""" from shapes order by k')
+      .all()
+    // Twice: the first run compiles the statement's row maker, the second uses it.
+    for (let run = 0; run < 2; run++) {
+      const { rows } = await named.execute(db)
+      assert.deepEqual(rows, expected)
+      assert.deepEqual(Object.keys(rows[0] ?? {}), ['k', 'a', 'b', 'c', 'quoted "name"'])
+      assert.equal(Object.getPrototypeOf(rows[0]), Object.prototype)
+    }
+    const streamed: unknown[] = []
+    for await (const row of db
+      .selectFrom('shapes' as never)
+      .select(['k', 'b'] as never)
+      .stream())
+      streamed.push(row)
+    assert.deepEqual(streamed, [
+      { k: 'one', b: 1 },
+      { k: 'two', b: 2 },
+    ])
+    assert.deepEqual((await starred.execute(db)).rows[0], { k: 'one', a: 'A', b: 1, c: '{"x":1}' })
+    // Another process rebuilds the table with its columns in another order: SQLite prepares the
+    // cached statements again, and every row still carries each value under its own name.
+    elsewhere.exec(`begin;
+      create table shapes_new (c text, k text primary key, z text default 'Z', b integer, a text) strict;
+      insert into shapes_new (c, k, b, a) select c, k, b, a from shapes;
+      drop table shapes;
+      alter table shapes_new rename to shapes;
+      commit;`)
+    assert.deepEqual((await starred.execute(db)).rows[0], { c: '{"x":1}', k: 'one', z: 'Z', b: 1, a: 'A' })
+    assert.deepEqual((await named.execute(db)).rows, expected)
+  })
 })
 
 describe("the service's SQLite schema", () => {

@@ -7,10 +7,45 @@ import type { ListStart } from '../shared/list-paging.js'
 import { recentlyUsed } from '../shared/lru.js'
 import { withSearchColumns } from './search-document.js'
 
+/**
+ * Every column of a contact, named: the hot reads name their columns rather than `*`, so that
+ * SQLite's rows can be made from arrays (db/group-commit.ts `rowMakerOf`). The check below fails to
+ * compile when a column is added to the table and not here.
+ */
+export const CONTACT_ROW_COLUMNS = [
+  'org_id',
+  'id',
+  'first_name',
+  'last_name',
+  'email',
+  'email_normalized',
+  'first_name_folded',
+  'last_name_folded',
+  'channels_folded',
+  'external_id',
+  'channels',
+  'user_attributes',
+  'custom_fields',
+  'last_seen',
+  'last_sent',
+  'first_assistant_id',
+  'last_assistant_id',
+  'first_widget_id',
+  'last_widget_id',
+  'created_at',
+  'updated_at',
+  'deleted_at',
+  'trashed_identities',
+  'version',
+] as const satisfies readonly (keyof ContactRow)[]
+type UnlistedContactColumn = Exclude<keyof ContactRow, (typeof CONTACT_ROW_COLUMNS)[number]>
+const everyContactColumnListed: [UnlistedContactColumn] extends [never] ? true : UnlistedContactColumn = true
+void everyContactColumnListed
+
 const liveContactById = preparedQuery(2, (db, orgId: string, id: string) =>
   db
     .selectFrom('contacts')
-    .selectAll()
+    .select(CONTACT_ROW_COLUMNS)
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .where('deleted_at', 'is', null),
@@ -26,7 +61,7 @@ const contactForUpdate = (includeTrash: boolean) =>
   preparedQuery(2, (db, orgId: string, id: string) =>
     db
       .selectFrom('contacts')
-      .selectAll()
+      .select(CONTACT_ROW_COLUMNS)
       .where('org_id', '=', orgId)
       .where('id', '=', id)
       .$if(!includeTrash, (query) => query.where('deleted_at', 'is', null))
@@ -81,7 +116,7 @@ export async function findLiveContacts(
 export async function listContacts(db: Kysely<Database>, orgId: string, limit: number, offset: number) {
   return db
     .selectFrom('contacts')
-    .selectAll()
+    .select(CONTACT_ROW_COLUMNS)
     .where('org_id', '=', orgId)
     .where('deleted_at', 'is', null)
     .orderBy('created_at', 'desc')
@@ -231,7 +266,7 @@ const updateOfColumns = (names: readonly string[]): ContactUpdate =>
         .where('org_id', '=', orgId as string)
         .where('id', '=', id as string)
         .where('deleted_at', 'is', null)
-        .returningAll(),
+        .returning(CONTACT_ROW_COLUMNS),
     ),
   )
 

@@ -1,7 +1,7 @@
 import type { Kysely, RawBuilder, SelectQueryBuilder, SqlBool } from 'kysely'
 import type { DialectName } from '../db/database.js'
 import type { ContactRow, Database } from '../db/schema.js'
-import { countContacts as countLiveContacts } from './contacts.repository.js'
+import { CONTACT_ROW_COLUMNS, countContacts as countLiveContacts } from './contacts.repository.js'
 import { orderByClauses, type SortKey } from './search.compiler.js'
 
 /** Compiled conditions of a search (see search.compiler.ts): bound parameters only. */
@@ -80,7 +80,11 @@ export async function findContactsAtOffset(
     .offset(offset)
   return ordered(
     dialect,
-    db.selectFrom('contacts').selectAll().where('org_id', '=', orgId).where('id', 'in', pageIds),
+    db
+      .selectFrom('contacts')
+      .select(CONTACT_ROW_COLUMNS)
+      .where('org_id', '=', orgId)
+      .where('id', 'in', pageIds),
     keys,
   ).execute()
 }
