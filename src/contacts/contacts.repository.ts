@@ -8,20 +8,17 @@ import { recentlyUsed } from '../shared/lru.js'
 import { withSearchColumns } from './search-document.js'
 
 /**
- * Every column of a contact, named: the hot reads name their columns rather than `*`, so that
- * SQLite's rows can be made from arrays (db/group-commit.ts `rowMakerOf`). The check below fails to
- * compile when a column is added to the table and not here.
+ * What a list page or an export reads of each contact: the contact as the API shows it, and every
+ * column a sort key names (email sorts by email_normalized). Not the search's folded copies nor
+ * the trash's bookkeeping, which an export would otherwise parse and drop a million times.
  */
-export const CONTACT_ROW_COLUMNS = [
+export const LISTED_COLUMNS = [
   'org_id',
   'id',
   'first_name',
   'last_name',
   'email',
   'email_normalized',
-  'first_name_folded',
-  'last_name_folded',
-  'channels_folded',
   'external_id',
   'channels',
   'user_attributes',
@@ -34,9 +31,21 @@ export const CONTACT_ROW_COLUMNS = [
   'last_widget_id',
   'created_at',
   'updated_at',
+  'version',
+] as const satisfies readonly (keyof ContactRow)[]
+
+/**
+ * Every column of a contact, named: the hot reads name their columns rather than `*`, so that
+ * SQLite's rows can be made from arrays (db/group-commit.ts `rowMakerOf`). The check below fails to
+ * compile when a column is added to the table and not here.
+ */
+export const CONTACT_ROW_COLUMNS = [
+  ...LISTED_COLUMNS,
+  'first_name_folded',
+  'last_name_folded',
+  'channels_folded',
   'deleted_at',
   'trashed_identities',
-  'version',
 ] as const satisfies readonly (keyof ContactRow)[]
 type UnlistedContactColumn = Exclude<keyof ContactRow, (typeof CONTACT_ROW_COLUMNS)[number]>
 const everyContactColumnListed: [UnlistedContactColumn] extends [never] ? true : UnlistedContactColumn = true

@@ -35,6 +35,7 @@ import {
 } from '../shared/schemas.js'
 import { assertOwnOrganization } from '../shared/tenancy.js'
 import { formatNullableTimestamp, formatTimestamp, nowTimestamp, parseDateTime } from '../shared/time.js'
+import type { LISTED_COLUMNS } from './contacts.repository.js'
 import * as contacts from './contacts.repository.js'
 import type {
   Contact,
@@ -56,7 +57,6 @@ import {
   syncIdentities,
 } from './identities.js'
 import { normalizePhone } from './phone.js'
-import type { LISTED_COLUMNS } from './search.repository.js'
 
 type JsonObject = Record<string, unknown>
 

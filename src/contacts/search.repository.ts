@@ -1,7 +1,11 @@
 import type { Kysely, RawBuilder, SelectQueryBuilder, SqlBool } from 'kysely'
 import type { DialectName } from '../db/database.js'
 import type { ContactRow, Database } from '../db/schema.js'
-import { CONTACT_ROW_COLUMNS, countContacts as countLiveContacts } from './contacts.repository.js'
+import {
+  CONTACT_ROW_COLUMNS,
+  countContacts as countLiveContacts,
+  LISTED_COLUMNS,
+} from './contacts.repository.js'
 import { orderByClauses, type SortKey } from './search.compiler.js'
 
 /** Compiled conditions of a search (see search.compiler.ts): bound parameters only. */
@@ -22,33 +26,6 @@ function ordered<O>(
   for (const clause of orderByClauses(dialect, keys)) result = result.orderBy(clause)
   return result
 }
-
-/**
- * What a list page or an export reads of each contact: the contact as the API shows it, and every
- * column a sort key names (email sorts by email_normalized). Not the search's folded copies nor
- * the trash's bookkeeping, which an export would otherwise parse and drop a million times.
- */
-export const LISTED_COLUMNS = [
-  'org_id',
-  'id',
-  'first_name',
-  'last_name',
-  'email',
-  'email_normalized',
-  'external_id',
-  'channels',
-  'user_attributes',
-  'custom_fields',
-  'last_seen',
-  'last_sent',
-  'first_assistant_id',
-  'last_assistant_id',
-  'first_widget_id',
-  'last_widget_id',
-  'created_at',
-  'updated_at',
-  'version',
-] as const satisfies readonly (keyof ContactRow)[]
 
 /** Up to `limit` live contacts matching every condition, in the sort's order. */
 export function findContacts(
