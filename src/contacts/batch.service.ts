@@ -6,7 +6,7 @@ import type { ContactRow, CustomFieldType, Database, InsertableContactRow } from
 import { type Actor, recordEvents } from '../events/events.service.js'
 import { toHttpError } from '../http/errors.js'
 import { validateBody } from '../http/validation.js'
-import { insertContacts } from './contacts.repository.js'
+import { CONTACT_ROW_COLUMNS, insertContacts } from './contacts.repository.js'
 import { UpsertBody } from './contacts.schemas.js'
 import {
   lostIdentityRace,
@@ -425,7 +425,7 @@ async function findContactsByIds(db: Kysely<Database>, orgId: string, ids: reado
   for (let i = 0; i < ids.length; i += CHUNK) {
     const rows = await db
       .selectFrom('contacts')
-      .selectAll()
+      .select(CONTACT_ROW_COLUMNS)
       .where('org_id', '=', orgId)
       .where('id', 'in', ids.slice(i, i + CHUNK))
       .where('deleted_at', 'is', null)

@@ -98,7 +98,7 @@ export async function findContactForUpdate(
 export async function findContactIncludingTrash(db: Kysely<Database>, orgId: string, id: string) {
   return db
     .selectFrom('contacts')
-    .selectAll()
+    .select(CONTACT_ROW_COLUMNS)
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .executeTakeFirst()
@@ -113,7 +113,7 @@ export async function findLiveContacts(
   if (ids.length === 0) return []
   return db
     .selectFrom('contacts')
-    .selectAll()
+    .select(CONTACT_ROW_COLUMNS)
     .where('org_id', '=', orgId)
     .where('id', 'in', ids)
     .where('deleted_at', 'is', null)
@@ -190,7 +190,7 @@ export async function foldContactCounts(db: Kysely<Database>, orgId?: string): P
 export async function listTrash(db: Kysely<Database>, orgId: string, limit: number, from: ListStart) {
   let query = db
     .selectFrom('contacts')
-    .selectAll()
+    .select(CONTACT_ROW_COLUMNS)
     .where('org_id', '=', orgId)
     .where('deleted_at', 'is not', null)
     .orderBy('deleted_at', 'desc')
@@ -215,7 +215,11 @@ export async function countTrash(db: Kysely<Database>, orgId: string): Promise<n
 }
 
 export async function insertContact(db: Kysely<Database>, row: InsertableContactRow): Promise<ContactRow> {
-  return db.insertInto('contacts').values(withSearchColumns(row)).returningAll().executeTakeFirstOrThrow()
+  return db
+    .insertInto('contacts')
+    .values(withSearchColumns(row))
+    .returning(CONTACT_ROW_COLUMNS)
+    .executeTakeFirstOrThrow()
 }
 
 const CONTACT_JSON_COLUMNS: ReadonlySet<string> = new Set(['channels', 'user_attributes', 'custom_fields'])
@@ -388,7 +392,7 @@ export async function takeOutOfTrash(db: Kysely<Database>, orgId: string, id: st
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .where('deleted_at', 'is not', null)
-    .returningAll()
+    .returning(CONTACT_ROW_COLUMNS)
     .executeTakeFirst()
 }
 
@@ -446,7 +450,7 @@ const liveContactUpdate = (db: Kysely<Database>, orgId: string, id: string, chan
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .where('deleted_at', 'is', null)
-    .returningAll()
+    .returning(CONTACT_ROW_COLUMNS)
 
 /** The contacts merged into these (directly or through earlier merges, which are flattened). */
 export async function findMergedInto(db: Kysely<Database>, orgId: string, survivorIds: readonly string[]) {
