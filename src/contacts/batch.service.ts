@@ -414,7 +414,7 @@ async function findContactsByIds(db: Kysely<Database>, orgId: string, ids: reado
   if (dialectOf(db) === 'postgres' && ids.length > 0) {
     const rows = await db
       .selectFrom('contacts')
-      .selectAll()
+      .select(CONTACT_ROW_COLUMNS)
       .where('org_id', '=', orgId)
       .where('id', '=', sql<string>`any(${ids}::uuid[])`)
       .where('deleted_at', 'is', null)
