@@ -21,6 +21,8 @@ export const ConfigSchema = Type.Object({
    * off behind a pooler that cannot carry them from one transaction's connection to the next.
    */
   databasePreparedStatements: Type.Boolean({ default: true }),
+  /** SQLite's page cache on the server's connection, in MiB: more only for a hot set larger than it. */
+  sqliteCacheMb: Type.Integer({ minimum: 1, maximum: 65_536, default: 2 }),
   /** Longest a client may take to send a whole request (headers and body) before it gets 408. */
   requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 30_000 }),
   /** How long an idle keep-alive connection is kept open. */
@@ -73,6 +75,7 @@ const ENVIRONMENT_KEYS = {
   DATABASE_STATEMENT_TIMEOUT_MS: 'databaseStatementTimeoutMs',
   DATABASE_POOL_TIMEOUT_MS: 'databasePoolTimeoutMs',
   DATABASE_PREPARED_STATEMENTS: 'databasePreparedStatements',
+  SQLITE_CACHE_MB: 'sqliteCacheMb',
   REQUEST_TIMEOUT_MS: 'requestTimeoutMs',
   KEEP_ALIVE_TIMEOUT_MS: 'keepAliveTimeoutMs',
   LOG_LEVEL: 'logLevel',

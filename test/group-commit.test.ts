@@ -3,7 +3,8 @@ import { statSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
 import BetterSqlite3 from 'better-sqlite3'
 import { Kysely, type SqliteDatabase, sql } from 'kysely'
-import { type DatabaseHandle, openDatabase } from '../src/db/database.js'
+import { loadConfig } from '../src/config.js'
+import { type DatabaseHandle, databaseOptionsOf, openDatabase } from '../src/db/database.js'
 import { GroupCommitDriver, GroupCommitSqliteDialect } from '../src/db/group-commit.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import type { Database } from '../src/db/schema.js'
@@ -216,6 +217,27 @@ describe("the service's SQLite schema", () => {
       await handle.close()
       await scratch.drop()
     }
+  })
+})
+
+describe("a SQLite connection's page cache", () => {
+  const cacheOf = async (options: { sqliteCacheMb?: number }) => {
+    const scratch = await scratchDatabase('sqlite')
+    const handle = openDatabase(scratch.url, options)
+    try {
+      const { rows } = await sql<{ cache_size: number }>`pragma cache_size`.execute(handle.db)
+      return rows[0]?.cache_size
+    } finally {
+      await handle.close()
+      await scratch.drop()
+    }
+  }
+
+  test("is SQLite's own 2 MiB unless configured, not the 16 MiB better-sqlite3 builds SQLite with", async () => {
+    assert.equal(await cacheOf({}), -2048)
+  })
+  test('follows SQLITE_CACHE_MB', async () => {
+    assert.equal(await cacheOf(databaseOptionsOf(loadConfig({ SQLITE_CACHE_MB: '64' }))), -64 * 1024)
   })
 })
 

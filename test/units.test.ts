@@ -123,10 +123,11 @@ describe('configuration', () => {
       HOST: '0.0.0.0',
       DATABASE_URL: 'postgres://x/y',
       LOG_LEVEL: 'warn',
+      SQLITE_CACHE_MB: '64',
     })
     assert.deepEqual(
-      [config.port, config.host, config.databaseUrl, config.logLevel],
-      [9001, '0.0.0.0', 'postgres://x/y', 'warn'],
+      [config.port, config.host, config.databaseUrl, config.logLevel, config.sqliteCacheMb],
+      [9001, '0.0.0.0', 'postgres://x/y', 'warn', 64],
     )
   })
   test('a bad value is refused by variable name', () => {

@@ -106,6 +106,8 @@ export interface DatabaseOptions {
    * server); short-lived commands keep SQLite's automatic checkpoints.
    */
   backgroundCheckpoints?: boolean
+  /** SQLite: the connection's page cache, in MiB (SQLite's own default is 2). */
+  sqliteCacheMb?: number
 }
 
 /**
@@ -113,6 +115,8 @@ export interface DatabaseOptions {
  * wait stays short whatever the statement timeout says.
  */
 const SQLITE_BUSY_TIMEOUT_CAP_MS = 5_000
+
+const DEFAULT_SQLITE_CACHE_MB = 2
 
 /** How long a closing connection keeps trying to fold the WAL back while others hold it. */
 const WAL_TRUNCATE_PATIENCE_MS = 2_000
@@ -154,6 +158,11 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   database.pragma(`busy_timeout = ${busyTimeout}`)
   database.pragma('foreign_keys = ON')
   database.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`)
+  // better-sqlite3 builds SQLite with a 16 MiB page cache where SQLite's default is 2 MiB. Pages
+  // it does not hold are read from the operating system's file cache: with 100,000 contacts
+  // (a 246 MB file), random reads and updates of contacts cost the same CPU with 2 MiB as with
+  // 16, and the server's resident memory is 14 MB smaller.
+  database.pragma(`cache_size = ${-1024 * (options.sqliteCacheMb ?? DEFAULT_SQLITE_CACHE_MB)}`)
   const checkpointer =
     options.backgroundCheckpoints && path !== ':memory:'
       ? startWalCheckpointer(database, path, {
@@ -252,6 +261,7 @@ export function databaseOptionsOf(config: {
   databaseStatementTimeoutMs: number
   databasePoolTimeoutMs: number
   databasePreparedStatements: boolean
+  sqliteCacheMb: number
 }): DatabaseOptions {
   return {
     poolSize: config.databasePoolSize,
@@ -259,5 +269,6 @@ export function databaseOptionsOf(config: {
     poolTimeoutMs: config.databasePoolTimeoutMs,
     preparedStatements: config.databasePreparedStatements,
     backgroundCheckpoints: true,
+    sqliteCacheMb: config.sqliteCacheMb,
   }
 }
