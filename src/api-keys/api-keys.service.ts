@@ -155,9 +155,10 @@ export async function authenticateApiKey(
   db: Kysely<Database>,
   presented: string,
   foreignWriteCounter: () => number | null = () => null,
+  /** The presented key's hash, when the caller has made it already. */
+  hash = hashApiKey(presented),
 ): Promise<Principal | null> {
   if (!API_KEY_PATTERN.test(presented)) return null
-  const hash = hashApiKey(presented)
   const counter = foreignWriteCounter()
   let cache = counter === null ? undefined : principalCaches.get(db)
   // Another process wrote since these entries were read (a revocation, perhaps): drop them all.

@@ -1,4 +1,5 @@
 import type { FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import { hashApiKey } from '../api-keys/api-key-secret.js'
 import { authenticateApiKey, type Principal } from '../api-keys/api-keys.service.js'
 import type { DatabaseHandle } from '../db/database.js'
 import { AppError } from '../errors.js'
@@ -20,12 +21,33 @@ function presentedKey(request: FastifyRequest): string | undefined {
   return typeof query === 'string' && query !== '' ? query : undefined
 }
 
+const keyHashes = new WeakMap<FastifyRequest, string | null>()
+
+/**
+ * The hash of the key a request presents (null without one), made once per request: the rate
+ * limit counts requests by it, and authentication looks the key up by it.
+ */
+export function presentedKeyHash(request: FastifyRequest): string | null {
+  let hash = keyHashes.get(request)
+  if (hash === undefined) {
+    const key = presentedKey(request)
+    hash = key === undefined ? null : hashApiKey(key)
+    keyHashes.set(request, hash)
+  }
+  return hash
+}
+
 /** Authentication for /api/v1: the key in `X-API-Key` or, as in the original, `?api_key=`. */
 export function apiKeyAuth(database: DatabaseHandle): onRequestAsyncHookHandler {
   return async (request) => {
     const key = presentedKey(request)
     if (key === undefined) throw new AppError('not_authenticated', 'Not authenticated')
-    const principal = await authenticateApiKey(database.db, key, database.foreignWriteCounter)
+    const principal = await authenticateApiKey(
+      database.db,
+      key,
+      database.foreignWriteCounter,
+      presentedKeyHash(request) ?? undefined,
+    )
     if (!principal) throw new AppError('invalid_api_key', 'Invalid API key')
     if (request.routeOptions.config.writes && principal.role !== 'full_access') {
       throw new AppError('read_only_key', 'This API key is read-only and cannot change data')

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto'
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
+import { presentedKeyHash } from '../auth/auth.hook.js'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
 
@@ -13,13 +13,6 @@ import { AppError } from '../errors.js'
 export function rateLimitStore(config: Config): Redis | undefined {
   if (!config.redisUrl) return undefined
   return new Redis(config.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, lazyConnect: false })
-}
-
-function presentedKeyHash(request: FastifyRequest): string | null {
-  const header = request.headers['x-api-key']
-  const query = (request.query as Record<string, unknown> | undefined)?.api_key
-  const key = typeof header === 'string' && header !== '' ? header : typeof query === 'string' ? query : null
-  return key ? createHash('sha256').update(key).digest('hex').slice(0, 32) : null
 }
 
 const tooMany = (_request: FastifyRequest, context: { after: string }) =>
@@ -47,7 +40,7 @@ export async function limitByKey(app: FastifyInstance, config: Config, redis: Re
     max: config.rateLimitPerKey,
     timeWindow: config.rateLimitWindowMs,
     nameSpace: 'contacts-rate-key-',
-    keyGenerator: (request) => presentedKeyHash(request) ?? `address:${request.ip}`,
+    keyGenerator: (request) => presentedKeyHash(request)?.slice(0, 32) ?? `address:${request.ip}`,
     enableDraftSpec: true,
     skipOnError: true,
     errorResponseBuilder: tooMany,
