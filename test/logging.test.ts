@@ -34,11 +34,22 @@ for (const backend of BACKENDS) {
       await t.app.inject({ method: 'GET', url: '/api/v1/contact', headers: { 'x-api-key': org.key } })
       await t.app.inject({ method: 'GET', url: `/api/v1/contact?foo=${org.key}` })
 
+      // Percent-encoded, the parameter's name and the key still authenticate: the query is decoded.
+      const secret = key43(org.key)
+      const encoded = `api%5Fkey=in%2D%${secret.charCodeAt(0).toString(16)}${secret.slice(1)}`
+      const encodedAnswer = await t.app.inject({ method: 'GET', url: `/api/v1/contact?${encoded}` })
+      assert.equal(encodedAnswer.statusCode, 200, 'a percent-encoded key is still a key')
+      await t.app.inject({
+        method: 'GET',
+        url: `/api/v1/contact?page=1&%61pi_key=${org.key.replace('-', '%2d')}`,
+      })
+
       const lines = log.lines.filter((line) => line.includes('/api/v1/contact'))
-      assert.ok(lines.length >= 6, 'the requests were logged')
+      assert.ok(lines.length >= 8, 'the requests were logged')
       for (const line of log.lines) {
         for (const key of keys) assert.ok(!line.includes(key), `key found in log line: ${line}`)
         assert.ok(!line.includes(key43(org.key)), 'not even the secret part')
+        assert.ok(!decodeURIComponent(line).includes(key43(org.key)), 'nor once decoded')
       }
       assert.ok(lines.some((line) => line.includes('api_key=[REDACTED]')))
     })
@@ -55,5 +66,15 @@ describe('URL redaction', () => {
     assert.equal(redactUrl('/x?API_KEY=whatever'), '/x?API_KEY=[REDACTED]')
     assert.equal(redactUrl(`/x/${key}`), '/x/[REDACTED]')
     assert.equal(redactUrl('/x?page=2'), '/x?page=2')
+  })
+  test('judges names and values percent-decoded, as the server reads them', () => {
+    const secret = 'a'.repeat(43)
+    assert.equal(redactUrl('/x?api%5Fkey=whatever&page=2'), '/x?api%5Fkey=[REDACTED]&page=2')
+    assert.equal(redactUrl('/x?%41PI_KEY=whatever'), '/x?%41PI_KEY=[REDACTED]')
+    assert.equal(redactUrl(`/x?q=in%2D${secret}`), '/x?q=[REDACTED]')
+    assert.equal(redactUrl(`/x?q=in-%61${secret.slice(1)}&size=3`), '/x?q=[REDACTED]&size=3')
+    assert.equal(redactUrl(`/x/in%2d${secret}/y`), '/x/[REDACTED]/y')
+    assert.equal(redactUrl(`/x?in%2D${secret}=1`), '/x?[REDACTED]')
+    assert.equal(redactUrl('/x?q=John%20Doe&bad=%E0%A4%A'), '/x?q=John%20Doe&bad=%E0%A4%A')
   })
 })

@@ -2,15 +2,51 @@ import type { FastifyServerOptions } from 'fastify'
 import type { DestinationStream } from 'pino'
 import { API_KEY_PATTERN } from '../api-keys/api-key-secret.js'
 
-const API_KEY_ANYWHERE = new RegExp(API_KEY_PATTERN.source.slice(1, -1), 'g')
+/** Text shaped like a key, anywhere in a string. */
+const KEY_SHAPED = new RegExp(API_KEY_PATTERN.source.slice(1, -1))
+
+/** Percent-decoded, as the query parser and the router read it; malformed escapes stay as sent. */
+function decoded(text: string): string {
+  if (!text.includes('%')) return text
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
+}
+
+/** A part of a URL (a path segment, a parameter's name or value) that holds a key, decoded or not. */
+const holdsKey = (part: string) => KEY_SHAPED.test(part) || KEY_SHAPED.test(decoded(part))
+
+function redactParameter(pair: string): string {
+  const equals = pair.indexOf('=')
+  const name = equals === -1 ? pair : pair.slice(0, equals)
+  if (holdsKey(name)) return '[REDACTED]'
+  if (decoded(name).toLowerCase() === 'api_key' || holdsKey(pair.slice(equals + 1)))
+    return `${name}=[REDACTED]`
+  return pair
+}
 
 /**
  * Keys must never reach a log line. The original puts them in the query string, so the URL of
- * every access line is scrubbed: the api_key parameter by name, and anything shaped like a key
- * wherever it appears.
+ * every access line is scrubbed: the api_key parameter by name, and any path segment or parameter
+ * holding something shaped like a key. Both are judged percent-decoded, as the server reads them:
+ * `?api%5Fkey=in%2D…` authenticates like `?api_key=in-…`.
  */
 export function redactUrl(url: string): string {
-  return url.replace(/([?&]api_key=)[^&#]*/gi, '$1[REDACTED]').replace(API_KEY_ANYWHERE, '[REDACTED]')
+  // Most URLs have no key to scrub, nor an escape that could hide one.
+  if (!url.includes('%') && !url.includes('in-') && !/api_key/i.test(url)) return url
+  const queryAt = url.indexOf('?')
+  const path = (queryAt === -1 ? url : url.slice(0, queryAt))
+    .split('/')
+    .map((segment) => (holdsKey(segment) ? '[REDACTED]' : segment))
+    .join('/')
+  if (queryAt === -1) return path
+  return `${path}?${url
+    .slice(queryAt + 1)
+    .split('&')
+    .map(redactParameter)
+    .join('&')}`
 }
 
 export function loggerOptions(level: string, stream?: DestinationStream): FastifyServerOptions['logger'] {
