@@ -44,6 +44,13 @@ for (const backend of BACKENDS) {
         url: `/api/v1/contact?page=1&%61pi_key=${org.key.replace('-', '%2d')}`,
       })
 
+      // A URL the router cannot decode is refused before any route runs.
+      const badUrl = await t.app.inject({
+        method: 'GET',
+        url: `/api/v1/contact/${org.key}%E0?api_key=${org.key}`,
+      })
+      assert.equal(badUrl.statusCode, 400)
+
       const lines = log.lines.filter((line) => line.includes('/api/v1/contact'))
       assert.ok(lines.length >= 8, 'the requests were logged')
       for (const line of log.lines) {
