@@ -327,6 +327,29 @@ for (const backend of BACKENDS) {
       assert.ok(job.bytes > 1 << 20, 'the file spans several stored chunks')
     })
 
+    test('a character cut in two where the file is read in pieces comes through whole', async () => {
+      const rows = 2_500
+      const nameOf = (i: number) => `${'日本'.repeat(8)} Zoë ${i}`
+      const fileWith = (padding: string) =>
+        `email,first_name\n${Array.from({ length: rows }, (_, i) => `${i === 0 ? padding : ''}cut${i}@example.com,${nameOf(i)}`).join('\n')}\n`
+      // The parser is given the file 64 KiB at a time: the byte at 64 KiB is made to fall inside a character.
+      const padding = ['', 'x', 'xx'].find((pad) => (Buffer.from(fileWith(pad))[1 << 16] ?? 0) >> 6 === 0b10)
+      assert.notEqual(padding, undefined)
+      const job = await importFile(fileWith(padding as string), {}, other.key)
+      assert.deepEqual([job.status, job.created, job.failed], ['completed', rows, 0])
+      const stored = await t.database.db
+        .selectFrom('contacts')
+        .select(['email', 'first_name'])
+        .where('org_id', '=', other.id)
+        .where('email', 'like', '%cut%@example.com')
+        .execute()
+      assert.equal(stored.length, rows)
+      for (const { email, first_name } of stored) {
+        const i = Number(/cut(\d+)@/.exec(email as string)?.[1])
+        assert.equal(first_name, nameOf(i))
+      }
+    })
+
     test("one organization never sees another's jobs or failed rows", async () => {
       const job = await importFile('email\nmine@example.com\n')
       for (const url of [`/api/v1/contact/import/${job.id}`, `/api/v1/contact/import/${job.id}/failures`]) {

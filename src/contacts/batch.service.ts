@@ -85,7 +85,8 @@ export async function applyBatch(
   return summarize(results)
 }
 
-const PREPARE_SLICE = 50
+/** Items prepared between two turns of the event loop: about a millisecond of work (see prepareBatch). */
+const PREPARE_SLICE = 10
 
 /** A batch whose items are validated and prepared, with no database work done yet. */
 export interface PreparedBatch {
