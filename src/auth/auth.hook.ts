@@ -21,19 +21,17 @@ function presentedKey(request: FastifyRequest): string | undefined {
   return typeof query === 'string' && query !== '' ? query : undefined
 }
 
-const keyHashes = new WeakMap<FastifyRequest, string | null>()
+const keyHashes = new WeakMap<FastifyRequest, string | undefined>()
 
 /**
- * The hash of the key a request presents (null without one), made once per request: the rate
- * limit counts requests by it, and authentication looks the key up by it.
+ * The hash of the key a request presents (undefined without one), made once per request: the
+ * rate limit counts requests by it, and authentication looks the key up by it.
  */
-export function presentedKeyHash(request: FastifyRequest): string | null {
-  let hash = keyHashes.get(request)
-  if (hash === undefined) {
-    const key = presentedKey(request)
-    hash = key === undefined ? null : hashApiKey(key)
-    keyHashes.set(request, hash)
-  }
+export function presentedKeyHash(request: FastifyRequest): string | undefined {
+  if (keyHashes.has(request)) return keyHashes.get(request)
+  const key = presentedKey(request)
+  const hash = key === undefined ? undefined : hashApiKey(key)
+  keyHashes.set(request, hash)
   return hash
 }
 
@@ -46,7 +44,7 @@ export function apiKeyAuth(database: DatabaseHandle): onRequestAsyncHookHandler 
       database.db,
       key,
       database.foreignWriteCounter,
-      presentedKeyHash(request) ?? undefined,
+      presentedKeyHash(request),
     )
     if (!principal) throw new AppError('invalid_api_key', 'Invalid API key')
     if (request.routeOptions.config.writes && principal.role !== 'full_access') {

@@ -85,7 +85,7 @@ export async function applyBatch(
   return summarize(results)
 }
 
-/** Items prepared between two turns of the event loop: about a millisecond of work (see prepareBatch). */
+/** Items prepared between two turns of the event loop (see prepareBatch): a fraction of a millisecond. */
 const PREPARE_SLICE = 10
 
 /** A batch whose items are validated and prepared, with no database work done yet. */
