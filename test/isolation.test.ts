@@ -26,8 +26,7 @@ for (const backend of BACKENDS) {
       t = await startTestApp(backend)
       a = await t.createOrg()
       b = await t.createOrg()
-      const asB = (method: string, url: string, payload?: object) =>
-        t.call(b.key, { method: method as 'POST', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+      const asB = (method: string, url: string, payload?: object) => t.api(b.key, method, url, payload)
       bObjects.live = (
         await asB('POST', '/contact', {
           email: bObjects.email,

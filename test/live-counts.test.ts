@@ -32,7 +32,7 @@ for (const backend of BACKENDS) {
     after(() => t?.close())
 
     const call = (method: string, url: string, payload?: unknown, key = org.key) =>
-      t.call(key, { method: method as 'GET', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+      t.api(key, method, url, payload)
     const created = async (body: object, key = org.key) => {
       const response = await call('POST', '/contact', body, key)
       assert.equal(response.statusCode, 201, response.body)

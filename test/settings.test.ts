@@ -237,8 +237,7 @@ for (const backend of BACKENDS) {
 
     test('the contact view shows duplicates and merges one; deleted contacts can be restored from the trash', async () => {
       const alice = await signIn('alice@a.example')
-      const api = (method: string, url: string, payload?: object) =>
-        t.call(orgA.key, { method: method as 'POST', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+      const api = (method: string, url: string, payload?: object) => t.api(orgA.key, method, url, payload)
       const primary = (
         await api('POST', '/contact', { first_name: 'Jo', last_name: 'Doe', channels: { instagram: 'jd' } })
       ).json().data

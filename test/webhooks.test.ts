@@ -74,7 +74,7 @@ for (const backend of BACKENDS) {
     after(() => t?.close())
 
     const call = (method: string, url: string, payload?: unknown, key = org.key) =>
-      t.call(key, { method: method as 'GET', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+      t.api(key, method, url, payload)
 
     test('targets inside the network are refused with a 422 that names the endpoint', async () => {
       for (const endpoint of [
@@ -372,8 +372,7 @@ for (const backend of BACKENDS) {
       await receiver?.close()
     })
 
-    const call = (method: string, url: string, payload?: unknown) =>
-      t.call(org.key, { method: method as 'GET', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+    const call = (method: string, url: string, payload?: unknown) => t.api(org.key, method, url, payload)
     const webhookTo = async (path: string, body: object = {}) => {
       const response = await call('POST', '/outbound_webhook', {
         endpoint: `${receiver.url}${path}`,
@@ -616,8 +615,7 @@ for (const backend of BACKENDS) {
       await t?.close()
       await receiver?.close()
     })
-    const call = (method: string, url: string, payload?: unknown) =>
-      t.call(org.key, { method: method as 'GET', url: `/api/v1${url}`, ...(payload ? { payload } : {}) })
+    const call = (method: string, url: string, payload?: unknown) => t.api(org.key, method, url, payload)
 
     test('a delivery is given up after the retry window; a webhook failing throughout is disabled, with the reason; enabling it and redelivering resume', async () => {
       const created = await call('POST', '/outbound_webhook', { endpoint: `${receiver.url}/down` })

@@ -26,6 +26,8 @@ export interface TestApp {
   createOrg(name?: string): Promise<TestOrg>
   /** app.inject with the key put in the query string, as the original API takes it. */
   call(key: string | null, options: InjectOptions & { url: string }): Promise<LightMyRequestResponse>
+  /** `call` on a route under /api/v1, with an optional JSON body. */
+  api(key: string | null, method: string, path: string, payload?: unknown): Promise<LightMyRequestResponse>
   close(): Promise<void>
 }
 
@@ -91,6 +93,13 @@ export async function startTestApp(
       const withKey =
         key === null ? url : `${url}${url.includes('?') ? '&' : '?'}api_key=${encodeURIComponent(key)}`
       return app.inject({ ...rest, url: withKey })
+    },
+    api(key, method, path, payload) {
+      return this.call(key, {
+        method: method as 'GET',
+        url: `/api/v1${path}`,
+        ...(payload ? { payload: payload as object } : {}),
+      })
     },
     async close() {
       await dispatcher?.stop()
