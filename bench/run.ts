@@ -32,6 +32,7 @@ import { sql } from 'kysely'
 import { hashApiKey } from '../src/api-keys/api-key-secret.js'
 import { createApiKey } from '../src/api-keys/api-keys.service.js'
 import { SEED_UPDATE_EXAMPLE } from '../src/contacts/contacts.schemas.js'
+import { withSearchColumns } from '../src/contacts/search-document.js'
 import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
@@ -73,7 +74,10 @@ const SEED_UUID = SEED_UPDATE_EXAMPLE.org_id
 /** The seed's PUT body; org_id left out, since the seed's organization is not the bench's. */
 const { org_id: _seedOrg, ...PUT_BODY } = SEED_UPDATE_EXAMPLE
 
-/** Seeds the organization with contacts (each with an email identity) in large multi-row inserts. */
+/** A seeded contact's WhatsApp number, in E.164 as the service stores it. */
+const phoneOf = (n: number) => `+1555${String(n).padStart(7, '0')}`
+
+/** Seeds the organization with contacts (each with its email and phone identities) in large multi-row inserts. */
 async function seed(databaseUrl: string) {
   const handle = openDatabase(databaseUrl)
   await migrateToLatest(handle)
@@ -86,19 +90,20 @@ async function seed(databaseUrl: string) {
       const now = new Date().toISOString()
       const rows = Array.from({ length: Math.min(batch, CONTACTS - from) }, (_, i) => {
         const n = from + i
-        return {
+        // With the folded copies the search indexes, as every write of the service makes them.
+        return withSearchColumns({
           org_id: org.id,
           id: idOf(n),
           first_name: `First${n}`,
           last_name: `Last${n}`,
           email: `c${n}@bench.example`,
           email_normalized: `c${n}@bench.example`,
-          channels: JSON.stringify({ whatsapp: `+1555${String(n).padStart(7, '0')}` }),
+          channels: JSON.stringify({ whatsapp: phoneOf(n) }),
           user_attributes: JSON.stringify({ source: 'widget', visits: n % 17 }),
           custom_fields: JSON.stringify({ plan: n % 3 === 0 ? 'pro' : 'free' }),
           created_at: now,
           updated_at: now,
-        }
+        })
       })
       // Kept under both backends' limits on bound parameters per statement.
       for (let i = 0; i < rows.length; i += 500)
@@ -106,11 +111,19 @@ async function seed(databaseUrl: string) {
           .insertInto('contacts')
           .values(rows.slice(i, i + 500))
           .execute()
-      const identities = rows.flatMap((row) => [
+      // Every identity its fields give, as the service would have recorded them.
+      const identities = rows.flatMap((row, i) => [
         {
           org_id: org.id,
           kind: 'email' as const,
           value: row.email,
+          contact_id: row.id,
+          origin: 'field' as const,
+        },
+        {
+          org_id: org.id,
+          kind: 'phone' as const,
+          value: phoneOf(from + i),
           contact_id: row.id,
           origin: 'field' as const,
         },

@@ -151,6 +151,28 @@ for (const backend of BACKENDS) {
           { kind: 'email', value: 'follows@example.com' },
           { kind: 'phone', value: '+16502220002' },
         ])
+        // The number written another way, and a channel that is no identity: still one number.
+        await request('PUT', `/contact/${contact.id}`, {
+          channels: { whatsapp: '+16502220002', instagram: 'follows' },
+        })
+        const takesNumber = await request('POST', '/contact', {
+          channels: { telephone: '+1 (650) 222-0002' },
+        })
+        assert.equal(takesNumber.statusCode, 409)
+        assert.equal(takesNumber.json().existing_id, contact.id)
+        // No phone channel left: the number is free, the email is kept.
+        await request('PUT', `/contact/${contact.id}`, { channels: { instagram: 'follows' } })
+        const heldAfter = await t.database.db
+          .selectFrom('contact_identities')
+          .select(['kind', 'value'])
+          .where('org_id', '=', org.id)
+          .where('contact_id', '=', contact.id)
+          .execute()
+        assert.deepEqual(heldAfter, [{ kind: 'email', value: 'follows@example.com' }])
+        assert.equal(
+          (await request('POST', '/contact', { channels: { telephone: '+16502220002' } })).statusCode,
+          201,
+        )
       })
 
       test('the same identity in another organization is another contact', async () => {

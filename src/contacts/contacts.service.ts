@@ -1,4 +1,3 @@
-import { isDeepStrictEqual } from 'node:util'
 import type { Kysely } from 'kysely'
 import type { Principal } from '../api-keys/api-keys.service.js'
 import { assertCustomFieldTypes } from '../custom-fields/custom-fields.service.js'
@@ -54,6 +53,7 @@ import {
   identitiesOf,
   normalizeEmail,
   releaseIdentities,
+  sameIdentitySources,
   syncIdentities,
 } from './identities.js'
 import { normalizePhone } from './phone.js'
@@ -154,24 +154,15 @@ async function columnsFromInput(
 const touchesIdentities = (columns: UpdateableContactRow) =>
   IDENTITY_COLUMNS.some((column) => column in columns)
 
-const identityKeys = (contact: Contact) =>
-  identitiesOf(contact)
-    .map((identity) => `${identity.kind}\u0000${identity.value}`)
-    .sort()
-    .join('\u0001')
-
 /**
  * Brings a changed contact's identity rows in step with its fields. Every committed write leaves
- * the rows derived from the fields, so when the fields give the same identities as before the
- * rows are already right, and the common update (a name, attributes) reads nothing more.
+ * the rows derived from the fields, so while the fields identities come from keep their text the
+ * rows are already right, and the common update (a name, attributes, another channel) reads
+ * nothing more. Otherwise the contact's rows are read and compared with what its new fields give:
+ * a cheaper way to learn what it held than parsing the phone numbers it had.
  */
 async function keepIdentitiesInStep(trx: Kysely<Database>, before: Contact, after: Contact) {
-  const sameSources =
-    before.email === after.email &&
-    before.external_id === after.external_id &&
-    isDeepStrictEqual(before.channels, after.channels)
-  // Phone numbers are parsed only when the fields they come from have changed.
-  if (sameSources || identityKeys(before) === identityKeys(after)) return
+  if (sameIdentitySources(before, after)) return
   await syncIdentities(trx, after.org_id, after.id, identitiesOf(after))
 }
 

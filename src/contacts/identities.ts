@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely'
 import { preparedQuery } from '../db/prepared.js'
 import type { Database, IdentityKind } from '../db/schema.js'
 import { AppError } from '../errors.js'
-import { phonesOfChannels } from './phone.js'
+import { PHONE_CHANNELS, phonesOfChannels } from './phone.js'
 
 /**
  * An identity names one person within an organization: their email (the email field and the
@@ -32,6 +32,22 @@ export function identitiesOf(contact: {
   for (const phone of phonesOfChannels(contact.channels)) identities.push({ kind: 'phone', value: phone })
   if (contact.external_id) identities.push({ kind: 'external_id', value: contact.external_id })
   return identities
+}
+
+/**
+ * Whether two states of a contact hold their identities in the same fields with the same text:
+ * then they derive the same identities, and no phone number needs parsing to tell.
+ */
+export function sameIdentitySources(
+  a: { email: string | null; channels: Record<string, unknown>; external_id: string | null },
+  b: { email: string | null; channels: Record<string, unknown>; external_id: string | null },
+): boolean {
+  return (
+    a.email === b.email &&
+    a.external_id === b.external_id &&
+    a.channels.email === b.channels.email &&
+    PHONE_CHANNELS.every((channel) => a.channels[channel] === b.channels[channel])
+  )
 }
 
 const keyOf = (identity: Identity) => `${identity.kind}\u0000${identity.value}`
