@@ -70,6 +70,11 @@ export const ERROR_CATALOGUE = {
   internal_error: { status: 500, description: 'An unexpected error; details are in the server log only.' },
   database_timeout: { status: 503, description: 'The database took too long to answer; retry later.' },
   database_unavailable: { status: 503, description: 'The database could not be reached; retry later.' },
+  storage_full: {
+    status: 507,
+    description:
+      'The database has no room left for the change (its disk is full); nothing was written. Retry once space is freed.',
+  },
   database_busy: {
     status: 503,
     description: 'Every database connection stayed in use for the whole wait; retry shortly.',

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { describe, test } from 'node:test'
+import { sql } from 'kysely'
 import { ERROR_CATALOGUE } from '../src/errors.js'
 import { startTestApp } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
@@ -27,6 +28,57 @@ for (const backend of BACKENDS) {
         assert.equal(response.statusCode, 500)
         assert.deepEqual(response.json(), { detail: 'Internal Server Error', code: 'internal_error' })
         assert.doesNotMatch(response.body, /contacts|SQL|relation|table|at /i)
+      } finally {
+        await t.close()
+      }
+    })
+
+    test('a full disk is 507 storage_full, writes nothing, and the same request succeeds once there is room', async () => {
+      const t = await startTestApp(backend)
+      const org = await t.createOrg()
+      const rows = async (table: 'contacts' | 'contact_events') =>
+        (await t.database.db.selectFrom(table).select('id').where('org_id', '=', org.id).execute()).length
+      try {
+        const kept = (await t.api(org.key, 'POST', '/contact', { first_name: 'Kept' })).json().data
+        // The database refuses to grow, as on a full disk: SQLite at its page limit, PostgreSQL
+        // answering every write to contacts with disk_full.
+        if (t.database.dialect === 'sqlite') {
+          const [{ page_count }] = (
+            await sql<{ page_count: number }>`pragma page_count`.execute(t.database.db)
+          ).rows as [{ page_count: number }]
+          await sql.raw(`pragma max_page_count = ${page_count}`).execute(t.database.db)
+        } else {
+          await sql`create function refuse_for_lack_of_space() returns trigger language plpgsql as $$
+            begin raise exception 'could not extend file: No space left on device' using errcode = '53100'; end $$`.execute(
+            t.database.db,
+          )
+          await sql`create trigger no_space before insert or update on contacts
+            for each row execute function refuse_for_lack_of_space()`.execute(t.database.db)
+        }
+        const [contactsBefore, eventsBefore] = [await rows('contacts'), await rows('contact_events')]
+        const large = { first_name: 'Large', user_attributes: { notes: 'n'.repeat(64 * 1024) } }
+        const refused = await t.api(org.key, 'POST', '/contact', large)
+        assert.equal(refused.statusCode, 507)
+        assert.deepEqual(refused.json(), {
+          detail: 'The database has no room left to store this change; nothing was written',
+          code: 'storage_full',
+        })
+        const update = await t.api(org.key, 'PUT', `/contact/${kept.id}`, large)
+        assert.equal(update.statusCode, 507)
+        assert.equal(update.json().code, 'storage_full')
+        assert.equal(await rows('contacts'), contactsBefore)
+        assert.equal(await rows('contact_events'), eventsBefore)
+        assert.equal((await t.api(org.key, 'GET', `/contact/${kept.id}`)).json().data.first_name, 'Kept')
+
+        if (t.database.dialect === 'sqlite') {
+          await sql.raw('pragma max_page_count = 1073741823').execute(t.database.db)
+        } else {
+          await sql`drop trigger no_space on contacts`.execute(t.database.db)
+        }
+        assert.equal((await t.api(org.key, 'POST', '/contact', large)).statusCode, 201)
+        const updated = await t.api(org.key, 'PUT', `/contact/${kept.id}`, large)
+        assert.equal(updated.statusCode, 200)
+        assert.equal(updated.json().data.first_name, 'Large')
       } finally {
         await t.close()
       }

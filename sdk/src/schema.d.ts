@@ -919,6 +919,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     create_contact_api_v1_contact_post: {
@@ -1222,6 +1237,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     read_contact_list_api_v1_contact_list_get: {
@@ -1504,6 +1534,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     search_contacts_api_v1_contact_search_post: {
@@ -1766,6 +1811,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -2177,6 +2237,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     delete_contacts_api_v1_contact_multiple_delete: {
@@ -2341,6 +2416,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -2538,6 +2628,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -2882,6 +2987,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     delete_contact_api_v1_contact__contact_id__delete: {
@@ -3049,6 +3169,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -3386,6 +3521,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     batch_upsert_contacts_api_v1_contact_batch_upsert_post: {
@@ -3640,6 +3790,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -3905,6 +4070,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     read_contact_trash_api_v1_contact_trash_get: {
@@ -4164,6 +4344,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     read_contact_duplicates_api_v1_contact__contact_id__duplicates_get: {
@@ -4362,6 +4557,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -4569,6 +4779,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -4802,6 +5027,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     erase_contact_api_v1_contact__contact_id__erase_post: {
@@ -4951,6 +5191,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -5140,6 +5395,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -5408,6 +5678,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     read_import_api_v1_contact_import__job_id__get: {
@@ -5627,6 +5912,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     read_import_failures_api_v1_contact_import__job_id__failures_get: {
@@ -5745,6 +6045,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -5889,6 +6204,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -6067,6 +6397,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -6273,6 +6618,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     read_contact_custom_field_list_api_v1_contact_custom_field_list_get: {
@@ -6451,6 +6811,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     delete_contact_custom_field_api_v1_contact_custom_field__id__delete: {
@@ -6600,6 +6975,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -6773,6 +7163,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -7001,6 +7406,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     read_outbound_webhook_list_api_v1_outbound_webhook_list_get: {
@@ -7169,6 +7589,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -7345,6 +7780,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -7579,6 +8029,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     delete_outbound_webhook_api_v1_outbound_webhook__webhook_id__delete: {
@@ -7727,6 +8192,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -7921,6 +8401,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -8123,6 +8618,21 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     read_outbound_webhook_delivery_api_v1_outbound_webhook__webhook_id__logs__delivery_id__get: {
@@ -8318,6 +8828,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];
@@ -8532,6 +9057,21 @@ export interface operations {
                      * @example {
                      *       "detail": "The database is unavailable",
                      *       "code": "database_unavailable"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed. */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "detail": "The database has no room left to store this change; nothing was written",
+                     *       "code": "storage_full"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorResponse"];

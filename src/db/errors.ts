@@ -26,6 +26,12 @@ export function isDatabaseTimeout(error: unknown): boolean {
   return code === '57014' || code === '55P03' || code === 'SQLITE_BUSY'
 }
 
+/** The database could not store a change: its disk is full (SQLite also says so at its max_page_count). */
+export function isStorageFull(error: unknown): boolean {
+  const code = codeOf(error)
+  return code === 'SQLITE_FULL' || code === '53100'
+}
+
 /** node-postgres gave up waiting for a free connection of the pool. */
 export function isPoolExhausted(error: unknown): boolean {
   return error instanceof Error && /timeout exceeded when trying to connect/i.test(error.message)

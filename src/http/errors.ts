@@ -1,7 +1,13 @@
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError } from 'fastify'
-import { isDatabaseTimeout, isDatabaseUnavailable, isPoolExhausted, isUniqueViolation } from '../db/errors.js'
+import {
+  isDatabaseTimeout,
+  isDatabaseUnavailable,
+  isPoolExhausted,
+  isStorageFull,
+  isUniqueViolation,
+} from '../db/errors.js'
 import {
   AppError,
   ERROR_CATALOGUE,
@@ -73,6 +79,8 @@ export function toHttpError(error: unknown): HttpError {
     return invalid([{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }])
   }
   if (isUniqueViolation(error)) return fail('conflict', 'The change conflicts with existing data')
+  if (isStorageFull(error))
+    return fail('storage_full', 'The database has no room left to store this change; nothing was written')
   if (isPoolExhausted(error))
     return fail('database_busy', 'Every database connection is in use; retry shortly')
   if (isDatabaseTimeout(error))

@@ -87,6 +87,12 @@ const ERROR_STATUSES: Record<string, { description: string; example: (path: stri
       'The database is unreachable, busy or slow (`database_unavailable`, `database_busy`, `database_timeout`); retry after `Retry-After` seconds.',
     example: () => errorBody('database_unavailable', 'The database is unavailable'),
   },
+  '507': {
+    description:
+      'The database has no room left (`storage_full`): its disk is full; nothing was written, and the same request succeeds once space is freed.',
+    example: () =>
+      errorBody('storage_full', 'The database has no room left to store this change; nothing was written'),
+  },
 }
 
 const errorBody = (code: ErrorCode, detail: string, details: Record<string, string> = {}) =>
@@ -120,7 +126,7 @@ export function completeDocument<T>(generated: T): T {
         if (parameter.in === 'query' && parameter.schema?.default !== undefined) parameter.required = false
       }
       if (path.startsWith('/api/v1/')) {
-        const statuses = ['401', '429', '500', '503']
+        const statuses = ['401', '429', '500', '503', '507']
         if (method !== 'get') statuses.push('403')
         if (operation.requestBody) statuses.push('413', '422')
         for (const status of statuses) {
