@@ -33,6 +33,30 @@ for (const backend of BACKENDS) {
       }
     })
 
+    // A PostgreSQL state: a standby, or a primary demoted by a failover.
+    if (backend.name === 'postgres')
+      test('a database that only reads (a standby after a failover) answers writes 503 with Retry-After, reads 200', async () => {
+        // One connection, so that the session's setting holds for every statement of the app.
+        const t = await startTestApp(backend, { config: { databasePoolSize: 1 } })
+        const org = await t.createOrg()
+        try {
+          const kept = (await t.api(org.key, 'POST', '/contact', { first_name: 'Kept' })).json().data
+          await sql`set session characteristics as transaction read only`.execute(t.database.db)
+          const refused = await t.api(org.key, 'POST', '/contact', { first_name: 'Refused' })
+          assert.equal(refused.statusCode, 503)
+          assert.equal(refused.headers['retry-after'], '1')
+          assert.deepEqual(refused.json(), {
+            detail: 'The database is unavailable; retry later',
+            code: 'database_unavailable',
+          })
+          assert.equal((await t.api(org.key, 'GET', `/contact/${kept.id}`)).statusCode, 200)
+          await sql`set session characteristics as transaction read write`.execute(t.database.db)
+          assert.equal((await t.api(org.key, 'POST', '/contact', { first_name: 'Refused' })).statusCode, 201)
+        } finally {
+          await t.close()
+        }
+      })
+
     test('a full disk is 507 storage_full, writes nothing, and the same request succeeds once there is room', async () => {
       const t = await startTestApp(backend)
       const org = await t.createOrg()

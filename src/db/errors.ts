@@ -16,6 +16,7 @@ const UNAVAILABLE_CODES = new Set([
   '57P01', // admin_shutdown
   '57P03', // cannot_connect_now
   '53300', // too_many_connections
+  '25006', // read_only_sql_transaction: a standby, or a primary demoted by a failover
   'SQLITE_LOCKED',
 ])
 
