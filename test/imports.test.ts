@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test'
 import { parse } from 'csv-parse/sync'
 import { sql } from 'kysely'
 import { claimJob } from '../src/imports/imports.repository.js'
-import { runImportJob } from '../src/imports/imports.service.js'
+import { runImportJob, startImportRunner } from '../src/imports/imports.service.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
 
@@ -413,6 +413,83 @@ for (const backend of BACKENDS) {
         const failures = await db.selectFrom('import_failures').select('line').execute()
         assert.deepEqual(failures, [{ line: 3502 }])
       } finally {
+        await solo.close()
+      }
+    })
+
+    test('a job the database cannot take (a full disk) waits, says why, and goes on by itself once it can', async () => {
+      const solo = await startTestApp(backend)
+      const runner = { stop: async () => {} }
+      try {
+        const owner = await solo.createOrg()
+        const db = solo.database.db
+        const lines = ['email,first_name']
+        for (let i = 0; i < 2500; i++) lines.push(`waits${i}@example.com,W${i}`)
+        const upload = await solo.call(owner.key, {
+          method: 'POST',
+          url: '/api/v1/contact/import?file_name=waits.csv',
+          headers: { 'content-type': 'text/csv' },
+          payload: lines.join('\n'),
+        })
+        assert.equal(upload.statusCode, 202, upload.body)
+        const jobId = upload.json().data.id as string
+        const jobNow = async () =>
+          (await solo.api(owner.key, 'GET', `/contact/import/${jobId}`)).json().data as Job
+        // The file is stored; now the database refuses to grow, as on a full disk.
+        if (solo.database.dialect === 'sqlite') {
+          const { rows } = await sql<{ page_count: number }>`pragma page_count`.execute(db)
+          await sql.raw(`pragma max_page_count = ${rows[0]?.page_count}`).execute(db)
+        } else {
+          await sql`create function refuse_for_lack_of_space() returns trigger language plpgsql as $$
+            begin raise exception 'could not extend file: No space left on device' using errcode = '53100'; end $$`.execute(
+            db,
+          )
+          await sql`create trigger no_space before insert on contacts
+            for each row execute function refuse_for_lack_of_space()`.execute(db)
+        }
+        Object.assign(
+          runner,
+          startImportRunner(db, solo.app.log, {
+            pollIntervalMs: 20,
+            leaseMs: 60_000,
+            retryBaseMs: 40,
+            retryMaxDelayMs: 80,
+          }),
+        )
+        let waiting = await jobNow()
+        for (let i = 0; i < 400 && waiting.error === null; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 25))
+          waiting = await jobNow()
+        }
+        assert.equal(waiting.status, 'running')
+        assert.match(waiting.error ?? '', /no room left.*goes on by itself/)
+        assert.equal(waiting.created, 0)
+        // It keeps waiting, and failing nothing, while the disk stays full.
+        await new Promise((resolve) => setTimeout(resolve, 300))
+        assert.deepEqual(
+          [(await jobNow()).status, (await jobNow()).created, (await jobNow()).failed],
+          ['running', 0, 0],
+        )
+
+        if (solo.database.dialect === 'sqlite')
+          await sql.raw('pragma max_page_count = 1073741823').execute(db)
+        else await sql`drop trigger no_space on contacts`.execute(db)
+        let done = await jobNow()
+        for (let i = 0; i < 400 && done.status === 'running'; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 25))
+          done = await jobNow()
+        }
+        assert.equal(done.status, 'completed', done.error ?? '')
+        assert.equal(done.error, null)
+        assert.deepEqual([done.rows_read, done.created, done.updated, done.failed], [2500, 2500, 0, 0])
+        const count = await db
+          .selectFrom('contacts')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('org_id', '=', owner.id)
+          .executeTakeFirstOrThrow()
+        assert.equal(Number(count.n), 2500)
+      } finally {
+        await runner.stop()
         await solo.close()
       }
     })

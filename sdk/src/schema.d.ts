@@ -5300,7 +5300,7 @@ export interface operations {
                                 unchanged: number;
                                 /** @description Rows not imported; see `GET /contact/import/{job_id}/failures`. */
                                 failed: number;
-                                /** @description Why the job failed as a whole. */
+                                /** @description Why the job failed as a whole; or, while it is `running`, why it waits for the database (a full disk, an outage): it goes on by itself from its last committed batch, and this is null again. */
                                 error: string | null;
                                 /** Format: date-time */
                                 created_at: string;
@@ -5537,7 +5537,7 @@ export interface operations {
                             unchanged: number;
                             /** @description Rows not imported; see `GET /contact/import/{job_id}/failures`. */
                             failed: number;
-                            /** @description Why the job failed as a whole. */
+                            /** @description Why the job failed as a whole; or, while it is `running`, why it waits for the database (a full disk, an outage): it goes on by itself from its last committed batch, and this is null again. */
                             error: string | null;
                             /** Format: date-time */
                             created_at: string;
@@ -5801,7 +5801,7 @@ export interface operations {
                             unchanged: number;
                             /** @description Rows not imported; see `GET /contact/import/{job_id}/failures`. */
                             failed: number;
-                            /** @description Why the job failed as a whole. */
+                            /** @description Why the job failed as a whole; or, while it is `running`, why it waits for the database (a full disk, an outage): it goes on by itself from its last committed batch, and this is null again. */
                             error: string | null;
                             /** Format: date-time */
                             created_at: string;

@@ -88,7 +88,8 @@ export async function claimJob(
   for (const { org_id, id } of candidates) {
     const claimed = await db
       .updateTable('import_jobs')
-      .set({ status: 'running', lease_until: leaseUntil, lease_token: token })
+      // A job that waited for the database (postponeJob) goes on: the reason no longer holds.
+      .set({ status: 'running', lease_until: leaseUntil, lease_token: token, error: null })
       .set({ started_at: sql<string>`coalesce(started_at, ${now})` })
       .where('org_id', '=', org_id)
       .where('id', '=', id)
@@ -156,6 +157,26 @@ export async function releaseJob(db: Kysely<Database>, job: { org_id: string; id
   await db
     .updateTable('import_jobs')
     .set({ lease_until: null, lease_token: null })
+    .where('org_id', '=', job.org_id)
+    .where('id', '=', job.id)
+    .where('lease_token', '=', token)
+    .execute()
+}
+
+/**
+ * Hands a job back until `until`, with the reason it waits shown in its `error`: nobody takes it
+ * before then, and whoever takes it next resumes after its last committed batch.
+ */
+export async function postponeJob(
+  db: Kysely<Database>,
+  job: { org_id: string; id: string },
+  token: string,
+  until: string,
+  reason: string,
+) {
+  await db
+    .updateTable('import_jobs')
+    .set({ lease_until: until, lease_token: null, error: reason })
     .where('org_id', '=', job.org_id)
     .where('id', '=', job.id)
     .where('lease_token', '=', token)

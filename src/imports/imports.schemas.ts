@@ -51,7 +51,12 @@ export const ImportJob = Type.Object(
     updated: Type.Integer(),
     unchanged: Type.Integer({ description: 'Rows that matched a contact already holding their values.' }),
     failed: Type.Integer({ description: 'Rows not imported; see `GET /contact/import/{job_id}/failures`.' }),
-    error: Nullable(Type.String({ description: 'Why the job failed as a whole.' })),
+    error: Nullable(
+      Type.String({
+        description:
+          'Why the job failed as a whole; or, while it is `running`, why it waits for the database (a full disk, an outage): it goes on by itself from its last committed batch, and this is null again.',
+      }),
+    ),
     created_at: DateTime(),
     started_at: Nullable(DateTime()),
     finished_at: Nullable(DateTime()),

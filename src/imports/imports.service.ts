@@ -10,10 +10,12 @@ import { UpsertBody } from '../contacts/contacts.schemas.js'
 import { normalizeEmail } from '../contacts/identities.js'
 import { normalizePhone } from '../contacts/phone.js'
 import { findCustomFieldTypesOf } from '../custom-fields/custom-fields.repository.js'
+import { isDatabaseTimeout, isDatabaseUnavailable, isPoolExhausted, isStorageFull } from '../db/errors.js'
 import type { Database, ImportJobRow } from '../db/schema.js'
 import { AppError, ValidationFailedError } from '../errors.js'
 import type { Actor } from '../events/events.service.js'
 import { validateBody } from '../http/validation.js'
+import { retryDelayMs } from '../shared/backoff.js'
 import { type CursorCodec, queryKeyOf, readTimeAndId, timeAndId } from '../shared/cursor.js'
 import { uuidv7 } from '../shared/ids.js'
 import { cursorPageOf } from '../shared/list-paging.js'
@@ -568,6 +570,20 @@ export interface ImportRunnerOptions {
   pollIntervalMs: number
   leaseMs: number
   onBatch?: RunHooks['onBatch']
+  /** The first wait of a job the database could not take (doubled at each failure in a row). */
+  retryBaseMs?: number
+  retryMaxDelayMs?: number
+}
+
+/**
+ * Why a job must wait for the database rather than fail: a full disk, a database unreachable,
+ * saturated or read-only, gone by themselves or by an operator's hand. Null for any other error.
+ */
+function waitReasonOf(error: unknown): string | null {
+  if (isStorageFull(error)) return 'The database has no room left'
+  if (isDatabaseUnavailable(error) || isPoolExhausted(error)) return 'The database is unavailable'
+  if (isDatabaseTimeout(error)) return 'The database took too long to answer'
+  return null
 }
 
 /**
@@ -578,9 +594,11 @@ export interface ImportRunnerOptions {
 export function startImportRunner(
   db: Kysely<Database>,
   log: FastifyBaseLogger,
-  { pollIntervalMs, leaseMs, onBatch }: ImportRunnerOptions,
+  { pollIntervalMs, leaseMs, onBatch, retryBaseMs = 1_000, retryMaxDelayMs = 60_000 }: ImportRunnerOptions,
 ): ImportRunner {
   let stopping = false
+  /** Failures in a row of the jobs waiting for the database, for their backoff. */
+  const failuresInARow = new Map<string, number>()
   let wakeUp: (() => void) | null = null
   let lastSweep = 0
   const idle = () =>
@@ -610,8 +628,31 @@ export function startImportRunner(
     jobLog.info({ resumed_after_line: job.lines_done || undefined }, 'import started')
     try {
       const done = await runImportJob(db, job, token, { onBatch, leaseMs, shouldStop: () => stopping })
+      failuresInARow.delete(job.id)
       jobLog.info({ status: done.status, rows: done.rows_read, failed: done.failed }, 'import finished')
     } catch (error) {
+      const reason = waitReasonOf(error)
+      if (reason !== null) {
+        // The file is fine and the batch was rolled back whole: the job waits, then goes on from
+        // its last committed batch, instead of failing for what an operator can mend.
+        const failures = (failuresInARow.get(job.id) ?? 0) + 1
+        failuresInARow.set(job.id, failures)
+        const delayMs = retryDelayMs(failures, retryBaseMs, retryMaxDelayMs)
+        jobLog.error({ err: error, retry_in_ms: delayMs }, 'import waits for the database')
+        await imports
+          .postponeJob(
+            db,
+            job,
+            token,
+            new Date(Date.now() + delayMs).toISOString(),
+            `${reason}; the import goes on by itself, from its last committed batch, once it can`,
+          )
+          .catch((err: unknown) =>
+            jobLog.error({ err }, 'could not postpone the import; its lease will run out'),
+          )
+        return true
+      }
+      failuresInARow.delete(job.id)
       jobLog.error({ err: error }, 'import stopped on an internal error')
       // The job ends, keeping what its committed batches did.
       await finish(

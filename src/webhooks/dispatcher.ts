@@ -5,6 +5,7 @@ import { Agent, type Dispatcher as UndiciDispatcher } from 'undici'
 import { dialectOf } from '../db/database.js'
 import type { Database } from '../db/schema.js'
 import { contactEventJson } from '../events/events.service.js'
+import { retryDelayMs } from '../shared/backoff.js'
 import { uuidv7 } from '../shared/ids.js'
 import {
   DELIVERY_ID_HEADER,
@@ -54,12 +55,6 @@ interface Outcome {
 const USER_AGENT = 'contacts-webhooks/1'
 const CLAIM_DELAY_MS = 10
 const MAX_OUTCOMES_PER_TRANSACTION = 500
-
-/** Exponential backoff with jitter: about base·2^(n-1), capped, each delay drawn from its upper half. */
-export function retryDelayMs(attempt: number, baseMs: number, maxDelayMs: number, random = Math.random) {
-  const ceiling = Math.min(maxDelayMs, baseMs * 2 ** Math.min(attempt - 1, 40))
-  return Math.round(ceiling / 2 + random() * (ceiling / 2))
-}
 
 /** The agent's own timeouts (connect, headers, body) bound every attempt. */
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
