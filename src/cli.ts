@@ -1,7 +1,8 @@
+import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import * as apiKeys from './api-keys/api-keys.service.js'
 import { loadConfig } from './config.js'
-import { type DatabaseHandle, openDatabase } from './db/database.js'
+import { type DatabaseHandle, openDatabase, parseDatabaseUrl } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
 import * as organizations from './organizations/organizations.service.js'
 import * as users from './users/users.service.js'
@@ -28,6 +29,8 @@ Commands:
   export --org ORG [--format csv|ndjson] [--output FILE] [--filter NAME=VALUE]...
                                           export contacts (as GET /contact/export; filters as its
                                           query parameters) to FILE or standard output
+  backup FILE                             write a consistent copy of the SQLite database to FILE,
+                                          while the server runs (PostgreSQL: use pg_dump)
 
 ORG is an organization id or name. Add --json for machine-readable output.
 The database is DATABASE_URL (default: SQLite at ./data/contacts.db), as for the server.`
@@ -108,8 +111,8 @@ async function withDatabase<T>(run: (database: DatabaseHandle) => Promise<T>): P
 
 async function runCommand(positionals: string[], options: Options, print: Print): Promise<void> {
   const [command, subcommand, argument] = positionals
-  // import and export take a file or nothing where other commands take a subcommand.
-  const takesSubcommand = command !== 'import' && command !== 'export'
+  // import, export and backup take a file or nothing where other commands take a subcommand.
+  const takesSubcommand = command !== 'import' && command !== 'export' && command !== 'backup'
   const route = subcommand === undefined || !takesSubcommand ? command : `${command} ${subcommand}`
   switch (route) {
     case 'serve': {
@@ -217,6 +220,25 @@ async function runCommand(positionals: string[], options: Options, print: Print)
         if (options.output !== undefined)
           print({ exported: count, file: options.output }, `exported ${count} contacts to ${options.output}`)
       })
+    case 'backup': {
+      const file = required(subcommand, 'FILE')
+      const config = loadConfig()
+      const location = parseDatabaseUrl(config.databaseUrl)
+      // SQLite would make an empty database where none is, and back that up.
+      if (location.dialect === 'sqlite' && !existsSync(location.path)) {
+        throw new Error(`no database at ${location.path}`)
+      }
+      // Opened, not migrated: a backup copies the database as it is and changes nothing.
+      const database = openDatabase(config.databaseUrl, { poolSize: 1 })
+      try {
+        const { backupSqlite } = await import('./db/backup.js')
+        const { bytes } = await backupSqlite(database, file)
+        print({ file, bytes }, `backed up to ${file} (${(bytes / 1_048_576).toFixed(1)} MB)`)
+      } finally {
+        await database.close()
+      }
+      return
+    }
     default:
       throw new UsageError(command === undefined ? 'a command is required' : `unknown command "${route}"`)
   }

@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { sql } from 'kysely'
 import { API_KEY_PATTERN } from '../src/api-keys/api-key-secret.js'
 import { openDatabase } from '../src/db/database.js'
 import { authenticateUser } from '../src/users/users.service.js'
@@ -240,6 +241,100 @@ for (const backend of BACKENDS) {
         const badMap = await runCli(['import', file, '--org', 'Importers', '--map', 'oops'], env)
         assert.equal(badMap.code, 2)
       } finally {
+        await rm(dir, { recursive: true, force: true })
+      }
+    })
+
+    test('backup writes a consistent copy of a database being written to, and refuses what it cannot do', async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'contacts-backup-'))
+      const file = join(dir, 'contacts-backup.db')
+      if (backend.name === 'postgres') {
+        const refused = await runCli(['backup', file], env)
+        assert.equal(refused.code, 1)
+        assert.equal(
+          refused.stderr,
+          'contacts: backup copies a SQLite database; back up PostgreSQL with pg_dump\n',
+        )
+        await rm(dir, { recursive: true, force: true })
+        return
+      }
+      const writer = await startServerProcess(env)
+      try {
+        await runCli(['org', 'create', 'Backed Up'], env)
+        const key = JSON.parse(
+          (
+            await runCli(
+              ['key', 'create', '--org', 'Backed Up', '--name', 'w', '--role', 'full_access', '--json'],
+              env,
+            )
+          ).stdout,
+        ).key as string
+        const create = async (n: number) => {
+          const response = await fetch(`${writer.url}/api/v1/contact?api_key=${key}`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ first_name: `Backed ${n}`, email: `backed${n}@example.com` }),
+          })
+          assert.equal(response.status, 201)
+          return ((await response.json()) as { data: { id: string } }).data.id
+        }
+        const before = await Promise.all(Array.from({ length: 50 }, (_, n) => create(n)))
+        // Writes go on, four at a time, while the backup is taken.
+        let writing = true
+        let written = before.length
+        const writers = Array.from({ length: 4 }, async () => {
+          while (writing) await create(written++)
+        })
+        const backup = await runCli(['backup', file, '--json'], env)
+        writing = false
+        await Promise.all(writers)
+        assert.equal(backup.code, 0, backup.stderr)
+        const { bytes } = JSON.parse(backup.stdout)
+        assert.ok(bytes > 0)
+
+        const copy = openDatabase(`sqlite:${file}`)
+        try {
+          const [check] = (await sql<{ integrity_check: string }>`pragma integrity_check`.execute(copy.db))
+            .rows
+          assert.equal(check?.integrity_check, 'ok')
+          const org = await copy.db
+            .selectFrom('organizations')
+            .select('id')
+            .where('name', '=', 'Backed Up')
+            .executeTakeFirstOrThrow()
+          const stored = await copy.db
+            .selectFrom('contacts')
+            .select(['id'])
+            .where('org_id', '=', org.id)
+            .where('deleted_at', 'is', null)
+            .execute()
+          // One snapshot: what was acknowledged before it began, none torn, and the count its
+          // triggers keep in the same transactions agreeing with the rows.
+          assert.ok(stored.length >= before.length && stored.length <= written, `${stored.length} contacts`)
+          for (const id of before) assert.ok(stored.some((row) => row.id === id))
+          const counted = await copy.db
+            .selectFrom('contact_counts')
+            .select((eb) => eb.fn.sum<number>('live').as('live'))
+            .where('org_id', '=', org.id)
+            .executeTakeFirstOrThrow()
+          assert.equal(Number(counted.live), stored.length)
+        } finally {
+          await copy.close()
+        }
+        const upToDate = await runCli(['migrate', '--json'], { DATABASE_URL: `sqlite:${file}` })
+        assert.deepEqual(JSON.parse(upToDate.stdout), { applied: [] })
+
+        const again = await runCli(['backup', file], env)
+        assert.equal(again.code, 1)
+        assert.equal(again.stderr, `contacts: ${file} already exists; a backup never overwrites a file\n`)
+        const nowhere = await runCli(['backup', join(dir, 'other.db')], {
+          DATABASE_URL: `sqlite:${join(dir, 'missing.db')}`,
+        })
+        assert.equal(nowhere.code, 1)
+        assert.equal(nowhere.stderr, `contacts: no database at ${join(dir, 'missing.db')}\n`)
+        assert.equal((await runCli(['backup'], env)).code, 2)
+      } finally {
+        await writer.stop()
         await rm(dir, { recursive: true, force: true })
       }
     })
