@@ -10,7 +10,7 @@ import { UpsertBody } from '../contacts/contacts.schemas.js'
 import { normalizeEmail } from '../contacts/identities.js'
 import { normalizePhone } from '../contacts/phone.js'
 import { findCustomFieldTypesOf } from '../custom-fields/custom-fields.repository.js'
-import { isDatabaseTimeout, isDatabaseUnavailable, isPoolExhausted, isStorageFull } from '../db/errors.js'
+import { isDatabaseUnavailable, isPoolExhausted, isStorageFull } from '../db/errors.js'
 import type { Database, ImportJobRow } from '../db/schema.js'
 import { AppError, ValidationFailedError } from '../errors.js'
 import type { Actor } from '../events/events.service.js'
@@ -577,12 +577,13 @@ export interface ImportRunnerOptions {
 
 /**
  * Why a job must wait for the database rather than fail: a full disk, a database unreachable,
- * saturated or read-only, gone by themselves or by an operator's hand. Null for any other error.
+ * saturated or read-only, states that pass by themselves or by an operator's hand. Null for any
+ * other error. Not a statement timeout: a batch too slow for the database could be too slow at
+ * every try, and the job would wait for ever.
  */
 function waitReasonOf(error: unknown): string | null {
   if (isStorageFull(error)) return 'The database has no room left'
   if (isDatabaseUnavailable(error) || isPoolExhausted(error)) return 'The database is unavailable'
-  if (isDatabaseTimeout(error)) return 'The database took too long to answer'
   return null
 }
 
@@ -636,6 +637,8 @@ export function startImportRunner(
         // The file is fine and the batch was rolled back whole: the job waits, then goes on from
         // its last committed batch, instead of failing for what an operator can mend.
         const failures = (failuresInARow.get(job.id) ?? 0) + 1
+        // Jobs another process finished leave their count here: bounded, not tracked.
+        if (failuresInARow.size >= 1_000) failuresInARow.clear()
         failuresInARow.set(job.id, failures)
         const delayMs = retryDelayMs(failures, retryBaseMs, retryMaxDelayMs)
         jobLog.error({ err: error, retry_in_ms: delayMs }, 'import waits for the database')
