@@ -5,6 +5,7 @@ import { sql } from 'kysely'
 import { ERROR_CATALOGUE } from '../src/errors.js'
 import { startTestApp } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
+import { fillTheDisk } from './helpers/full-disk.js'
 
 describe('the error catalogue', () => {
   test('docs/ERRORS.md lists every code with its status', async () => {
@@ -64,21 +65,7 @@ for (const backend of BACKENDS) {
         (await t.database.db.selectFrom(table).select('id').where('org_id', '=', org.id).execute()).length
       try {
         const kept = (await t.api(org.key, 'POST', '/contact', { first_name: 'Kept' })).json().data
-        // The database refuses to grow, as on a full disk: SQLite at its page limit, PostgreSQL
-        // answering every write to contacts with disk_full.
-        if (t.database.dialect === 'sqlite') {
-          const [{ page_count }] = (
-            await sql<{ page_count: number }>`pragma page_count`.execute(t.database.db)
-          ).rows as [{ page_count: number }]
-          await sql.raw(`pragma max_page_count = ${page_count}`).execute(t.database.db)
-        } else {
-          await sql`create function refuse_for_lack_of_space() returns trigger language plpgsql as $$
-            begin raise exception 'could not extend file: No space left on device' using errcode = '53100'; end $$`.execute(
-            t.database.db,
-          )
-          await sql`create trigger no_space before insert or update on contacts
-            for each row execute function refuse_for_lack_of_space()`.execute(t.database.db)
-        }
+        const makeRoom = await fillTheDisk(t.database)
         const [contactsBefore, eventsBefore] = [await rows('contacts'), await rows('contact_events')]
         const large = { first_name: 'Large', user_attributes: { notes: 'n'.repeat(64 * 1024) } }
         const refused = await t.api(org.key, 'POST', '/contact', large)
@@ -94,11 +81,7 @@ for (const backend of BACKENDS) {
         assert.equal(await rows('contact_events'), eventsBefore)
         assert.equal((await t.api(org.key, 'GET', `/contact/${kept.id}`)).json().data.first_name, 'Kept')
 
-        if (t.database.dialect === 'sqlite') {
-          await sql.raw('pragma max_page_count = 1073741823').execute(t.database.db)
-        } else {
-          await sql`drop trigger no_space on contacts`.execute(t.database.db)
-        }
+        await makeRoom()
         assert.equal((await t.api(org.key, 'POST', '/contact', large)).statusCode, 201)
         const updated = await t.api(org.key, 'PUT', `/contact/${kept.id}`, large)
         assert.equal(updated.statusCode, 200)

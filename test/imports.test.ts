@@ -2,11 +2,13 @@ import assert from 'node:assert/strict'
 import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { parse } from 'csv-parse/sync'
-import { sql } from 'kysely'
+import { type Kysely, sql } from 'kysely'
+import type { Database } from '../src/db/schema.js'
 import { claimJob } from '../src/imports/imports.repository.js'
 import { runImportJob, startImportRunner } from '../src/imports/imports.service.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
+import { fillTheDisk } from './helpers/full-disk.js'
 
 interface Job {
   id: string
@@ -84,6 +86,28 @@ const MAPPING = {
   'Last seen': 'last_seen',
 }
 
+/** How many contacts an organization has, in the trash or not. */
+async function contactsIn(db: Kysely<Database>, orgId: string) {
+  const { n } = await db
+    .selectFrom('contacts')
+    .select((eb) => eb.fn.countAll().as('n'))
+    .where('org_id', '=', orgId)
+    .executeTakeFirstOrThrow()
+  return Number(n)
+}
+
+/** Uploads a CSV file's lines to an app's import route; resolves to the queued job's id. */
+async function uploadTo(app: TestApp, key: string, fileName: string, lines: readonly string[]) {
+  const upload = await app.call(key, {
+    method: 'POST',
+    url: `/api/v1/contact/import?file_name=${fileName}`,
+    headers: { 'content-type': 'text/csv' },
+    payload: lines.join('\n'),
+  })
+  assert.equal(upload.statusCode, 202, upload.body)
+  return upload.json().data.id as string
+}
+
 for (const backend of BACKENDS) {
   describe(`CSV import and export on ${backend.name}`, { skip: backend.skip }, () => {
     let t: TestApp
@@ -127,16 +151,7 @@ for (const backend of BACKENDS) {
       assert.equal(response.statusCode, 202, response.body)
       return finished(response.json().data.id, key)
     }
-    const contactCount = async (orgId: string) =>
-      Number(
-        (
-          await t.database.db
-            .selectFrom('contacts')
-            .select((eb) => eb.fn.countAll().as('n'))
-            .where('org_id', '=', orgId)
-            .executeTakeFirstOrThrow()
-        ).n,
-      )
+    const contactCount = (orgId: string) => contactsIn(t.database.db, orgId)
     const exportOf = async (query: string, key = org.key) => {
       const response = await t.call(key, { method: 'GET', url: `/api/v1/contact/export${query}` })
       assert.equal(response.statusCode, 200, response.body)
@@ -371,13 +386,7 @@ for (const backend of BACKENDS) {
         const lines = ['email,first_name']
         for (let i = 0; i < 3500; i++) lines.push(`resume${i}@example.com,R${i}`)
         lines.push('not-a-number@example.com,"broken')
-        const upload = await solo.call(owner.key, {
-          method: 'POST',
-          url: '/api/v1/contact/import?file_name=resume.csv',
-          headers: { 'content-type': 'text/csv' },
-          payload: lines.join('\n'),
-        })
-        assert.equal(upload.statusCode, 202, upload.body)
+        await uploadTo(solo, owner.key, 'resume.csv', lines)
         const at = (ms = 0) => new Date(Date.now() + ms).toISOString()
         const claim = (token: string, ms = 0) => claimJob(db, at(ms), at(ms + 60_000), token)
 
@@ -404,12 +413,7 @@ for (const backend of BACKENDS) {
         const done = await runImportJob(db, taken, 'taker')
         assert.equal(done.status, 'completed', done.error ?? '')
         assert.deepEqual([done.rows_read, done.created, done.updated, done.failed], [3501, 3500, 0, 1])
-        const count = await db
-          .selectFrom('contacts')
-          .select((eb) => eb.fn.countAll().as('n'))
-          .where('org_id', '=', owner.id)
-          .executeTakeFirstOrThrow()
-        assert.equal(Number(count.n), 3500, 'every row once: none skipped, none applied twice')
+        assert.equal(await contactsIn(db, owner.id), 3500, 'every row once: none skipped, none applied twice')
         const failures = await db.selectFrom('import_failures').select('line').execute()
         assert.deepEqual(failures, [{ line: 3502 }])
       } finally {
@@ -425,28 +429,11 @@ for (const backend of BACKENDS) {
         const db = solo.database.db
         const lines = ['email,first_name']
         for (let i = 0; i < 2500; i++) lines.push(`waits${i}@example.com,W${i}`)
-        const upload = await solo.call(owner.key, {
-          method: 'POST',
-          url: '/api/v1/contact/import?file_name=waits.csv',
-          headers: { 'content-type': 'text/csv' },
-          payload: lines.join('\n'),
-        })
-        assert.equal(upload.statusCode, 202, upload.body)
-        const jobId = upload.json().data.id as string
+        const jobId = await uploadTo(solo, owner.key, 'waits.csv', lines)
         const jobNow = async () =>
           (await solo.api(owner.key, 'GET', `/contact/import/${jobId}`)).json().data as Job
         // The file is stored; now the database refuses to grow, as on a full disk.
-        if (solo.database.dialect === 'sqlite') {
-          const { rows } = await sql<{ page_count: number }>`pragma page_count`.execute(db)
-          await sql.raw(`pragma max_page_count = ${rows[0]?.page_count}`).execute(db)
-        } else {
-          await sql`create function refuse_for_lack_of_space() returns trigger language plpgsql as $$
-            begin raise exception 'could not extend file: No space left on device' using errcode = '53100'; end $$`.execute(
-            db,
-          )
-          await sql`create trigger no_space before insert on contacts
-            for each row execute function refuse_for_lack_of_space()`.execute(db)
-        }
+        const makeRoom = await fillTheDisk(solo.database)
         Object.assign(
           runner,
           startImportRunner(db, solo.app.log, {
@@ -471,9 +458,7 @@ for (const backend of BACKENDS) {
           ['running', 0, 0],
         )
 
-        if (solo.database.dialect === 'sqlite')
-          await sql.raw('pragma max_page_count = 1073741823').execute(db)
-        else await sql`drop trigger no_space on contacts`.execute(db)
+        await makeRoom()
         let done = await jobNow()
         for (let i = 0; i < 400 && done.status === 'running'; i++) {
           await new Promise((resolve) => setTimeout(resolve, 25))
@@ -482,12 +467,7 @@ for (const backend of BACKENDS) {
         assert.equal(done.status, 'completed', done.error ?? '')
         assert.equal(done.error, null)
         assert.deepEqual([done.rows_read, done.created, done.updated, done.failed], [2500, 2500, 0, 0])
-        const count = await db
-          .selectFrom('contacts')
-          .select((eb) => eb.fn.countAll().as('n'))
-          .where('org_id', '=', owner.id)
-          .executeTakeFirstOrThrow()
-        assert.equal(Number(count.n), 2500)
+        assert.equal(await contactsIn(db, owner.id), 2500)
       } finally {
         await runner.stop()
         await solo.close()
