@@ -453,10 +453,8 @@ for (const backend of BACKENDS) {
         assert.equal(waiting.created, 0)
         // It keeps waiting, and failing nothing, while the disk stays full.
         await new Promise((resolve) => setTimeout(resolve, 300))
-        assert.deepEqual(
-          [(await jobNow()).status, (await jobNow()).created, (await jobNow()).failed],
-          ['running', 0, 0],
-        )
+        const still = await jobNow()
+        assert.deepEqual([still.status, still.created, still.failed], ['running', 0, 0])
 
         await makeRoom()
         let done = await jobNow()
