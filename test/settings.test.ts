@@ -350,8 +350,18 @@ for (const backend of BACKENDS) {
       const webhook = listed.json().data.items.find((w: { name: string }) => w.name === 'Partner')
       assert.deepEqual(webhook.events, ['contact.updated'])
 
+      // Fields chosen through the API are shown, and saving the page keeps them.
+      const narrowed = await t.call(orgA.key, {
+        method: 'PUT',
+        url: `/api/v1/outbound_webhook/${webhook.id}`,
+        payload: { fields: ['email', 'channels'] },
+      })
+      assert.equal(narrowed.statusCode, 200, narrowed.body)
+
       const mia = await signIn('mia@a.example')
-      assert.equal((await get(mia, `/settings/webhooks/${webhook.id}`)).statusCode, 200)
+      const shown = await get(mia, `/settings/webhooks/${webhook.id}`)
+      assert.equal(shown.statusCode, 200)
+      assert.match(shown.body, /Updates are sent only when they change email, channels/)
       const forbidden = await post(mia, `/settings/webhooks/${webhook.id}/delete`, { _csrf: mia.csrf })
       assert.equal(forbidden.statusCode, 403)
       const bob = await signIn('bob@b.example')
@@ -366,6 +376,7 @@ for (const backend of BACKENDS) {
       assert.equal(off.statusCode, 303, off.body)
       const after = await t.call(orgA.key, { method: 'GET', url: `/api/v1/outbound_webhook/${webhook.id}` })
       assert.equal(after.json().data.enabled, false)
+      assert.deepEqual(after.json().data.fields, ['email', 'channels'])
       assert.equal(
         (await post(alice, `/settings/webhooks/${webhook.id}/delete`, { _csrf: alice.csrf })).statusCode,
         303,

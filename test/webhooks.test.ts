@@ -419,6 +419,46 @@ for (const backend of BACKENDS) {
       )
     })
 
+    test('a webhook naming fields is sent only the updates that change one of them, and its other events', async () => {
+      const webhook = await webhookTo('/fields', { fields: ['email', 'custom_fields'] })
+      assert.deepEqual((await call('GET', `/outbound_webhook/${webhook.id}`)).json().data.fields, [
+        'email',
+        'custom_fields',
+      ])
+      const everything = await webhookTo('/every-update')
+      const id = await contact({ first_name: 'Fields', email: 'fields@example.com' })
+      assert.equal((await call('PUT', `/contact/${id}`, { first_name: 'Renamed' })).statusCode, 200)
+      assert.equal((await call('PUT', `/contact/${id}`, { email: 'moved@example.com' })).statusCode, 200)
+      assert.equal((await call('PUT', `/contact/${id}`, { last_name: 'Again' })).statusCode, 200)
+      assert.equal((await call('DELETE', `/contact/${id}`)).statusCode, 200)
+      await receiver.until(() => at('/every-update')().length === 5 && at('/fields')().length === 3)
+      const sent = (path: string) =>
+        at(path)().map((delivery) => {
+          const { event, data } = JSON.parse(delivery.body)
+          return [event, Object.keys(data.changes ?? {})]
+        })
+      assert.deepEqual(sent('/fields'), [
+        ['contact.created', []],
+        ['contact.updated', ['email']],
+        ['contact.deleted', []],
+      ])
+      assert.deepEqual(
+        sent('/every-update').map(([event]) => event),
+        ['contact.created', 'contact.updated', 'contact.updated', 'contact.updated', 'contact.deleted'],
+      )
+
+      // null sends every update again; a field that events do not report is a 422.
+      const cleared = await call('PUT', `/outbound_webhook/${webhook.id}`, { fields: null })
+      assert.equal(cleared.statusCode, 200, cleared.body)
+      assert.equal(cleared.json().data.fields, null)
+      const unknown = await call('PUT', `/outbound_webhook/${webhook.id}`, { fields: ['version'] })
+      assert.equal(unknown.statusCode, 422)
+      assert.deepEqual(unknown.json().detail[0].loc, ['body', 'fields', 0])
+      for (const { id: webhookId } of [webhook, everything]) {
+        assert.equal((await call('DELETE', `/outbound_webhook/${webhookId}`)).statusCode, 200)
+      }
+    })
+
     test('a write wakes the dispatcher: its delivery does not wait for the next poll', async () => {
       const own = await startTestApp(backend, {
         dispatcher: true,

@@ -7031,6 +7031,10 @@ export interface operations {
                      *             "events": [
                      *               "contact.created"
                      *             ],
+                     *             "fields": [
+                     *               "email",
+                     *               "channels"
+                     *             ],
                      *             "secret_hint": "string",
                      *             "created_at": "2019-08-24T14:15:22Z",
                      *             "updated_at": "2019-08-24T14:15:22Z",
@@ -7058,6 +7062,14 @@ export interface operations {
                                 endpoint: string;
                                 enabled: boolean;
                                 events: ("contact.created" | "contact.updated" | "contact.deleted" | "contact.restored" | "contact.merged" | "contact.erased")[];
+                                /**
+                                 * @description Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.
+                                 * @example [
+                                 *       "email",
+                                 *       "channels"
+                                 *     ]
+                                 */
+                                fields: ("first_name" | "last_name" | "email" | "external_id" | "channels" | "user_attributes" | "custom_fields" | "last_seen" | "last_sent" | "first_assistant_id" | "last_assistant_id" | "first_widget_id" | "last_widget_id")[] | null;
                                 /** @description The end of the signing secret; the whole secret is shown only when made. */
                                 secret_hint: string;
                                 /** Format: date-time */
@@ -7217,6 +7229,14 @@ export interface operations {
                     /** @description The event types sent to this webhook (default: all of contact.created, contact.updated, contact.deleted, contact.restored, contact.merged, contact.erased). */
                     events?: ("contact.created" | "contact.updated" | "contact.deleted" | "contact.restored" | "contact.merged" | "contact.erased")[];
                     /**
+                     * @description Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.
+                     * @example [
+                     *       "email",
+                     *       "channels"
+                     *     ]
+                     */
+                    fields?: ("first_name" | "last_name" | "email" | "external_id" | "channels" | "user_attributes" | "custom_fields" | "last_seen" | "last_sent" | "first_assistant_id" | "last_assistant_id" | "first_widget_id" | "last_widget_id")[] | null;
+                    /**
                      * Format: uuid
                      * @description Organization; must equal the API key's organization.
                      */
@@ -7244,6 +7264,10 @@ export interface operations {
                      *         "events": [
                      *           "contact.created"
                      *         ],
+                     *         "fields": [
+                     *           "email",
+                     *           "channels"
+                     *         ],
                      *         "secret_hint": "string",
                      *         "created_at": "2019-08-24T14:15:22Z",
                      *         "updated_at": "2019-08-24T14:15:22Z",
@@ -7268,6 +7292,14 @@ export interface operations {
                             endpoint: string;
                             enabled: boolean;
                             events: ("contact.created" | "contact.updated" | "contact.deleted" | "contact.restored" | "contact.merged" | "contact.erased")[];
+                            /**
+                             * @description Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.
+                             * @example [
+                             *       "email",
+                             *       "channels"
+                             *     ]
+                             */
+                            fields: ("first_name" | "last_name" | "email" | "external_id" | "channels" | "user_attributes" | "custom_fields" | "last_seen" | "last_sent" | "first_assistant_id" | "last_assistant_id" | "first_widget_id" | "last_widget_id")[] | null;
                             /** @description The end of the signing secret; the whole secret is shown only when made. */
                             secret_hint: string;
                             /** Format: date-time */
@@ -7457,6 +7489,10 @@ export interface operations {
                      *             "events": [
                      *               "contact.created"
                      *             ],
+                     *             "fields": [
+                     *               "email",
+                     *               "channels"
+                     *             ],
                      *             "secret_hint": "string",
                      *             "created_at": "2019-08-24T14:15:22Z",
                      *             "updated_at": "2019-08-24T14:15:22Z",
@@ -7484,6 +7520,14 @@ export interface operations {
                                 endpoint: string;
                                 enabled: boolean;
                                 events: ("contact.created" | "contact.updated" | "contact.deleted" | "contact.restored" | "contact.merged" | "contact.erased")[];
+                                /**
+                                 * @description Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.
+                                 * @example [
+                                 *       "email",
+                                 *       "channels"
+                                 *     ]
+                                 */
+                                fields: ("first_name" | "last_name" | "email" | "external_id" | "channels" | "user_attributes" | "custom_fields" | "last_seen" | "last_sent" | "first_assistant_id" | "last_assistant_id" | "first_widget_id" | "last_widget_id")[] | null;
                                 /** @description The end of the signing secret; the whole secret is shown only when made. */
                                 secret_hint: string;
                                 /** Format: date-time */
@@ -7641,6 +7685,10 @@ export interface operations {
                      *         "events": [
                      *           "contact.created"
                      *         ],
+                     *         "fields": [
+                     *           "email",
+                     *           "channels"
+                     *         ],
                      *         "secret_hint": "string",
                      *         "created_at": "2019-08-24T14:15:22Z",
                      *         "updated_at": "2019-08-24T14:15:22Z",
@@ -7664,6 +7712,14 @@ export interface operations {
                             endpoint: string;
                             enabled: boolean;
                             events: ("contact.created" | "contact.updated" | "contact.deleted" | "contact.restored" | "contact.merged" | "contact.erased")[];
+                            /**
+                             * @description Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.
+                             * @example [
+                             *       "email",
+                             *       "channels"
+                             *     ]
+                             */
+                            fields: ("first_name" | "last_name" | "email" | "external_id" | "channels" | "user_attributes" | "custom_fields" | "last_seen" | "last_sent" | "first_assistant_id" | "last_assistant_id" | "first_widget_id" | "last_widget_id")[] | null;
                             /** @description The end of the signing secret; the whole secret is shown only when made. */
                             secret_hint: string;
                             /** Format: date-time */
@@ -7830,6 +7886,14 @@ export interface operations {
                     enabled?: boolean;
                     /** @description The event types sent to this webhook (default: all of contact.created, contact.updated, contact.deleted, contact.restored, contact.merged, contact.erased). */
                     events?: ("contact.created" | "contact.updated" | "contact.deleted" | "contact.restored" | "contact.merged" | "contact.erased")[];
+                    /**
+                     * @description Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.
+                     * @example [
+                     *       "email",
+                     *       "channels"
+                     *     ]
+                     */
+                    fields?: ("first_name" | "last_name" | "email" | "external_id" | "channels" | "user_attributes" | "custom_fields" | "last_seen" | "last_sent" | "first_assistant_id" | "last_assistant_id" | "first_widget_id" | "last_widget_id")[] | null;
                     /** Format: uuid */
                     org_id?: string;
                 };
@@ -7855,6 +7919,10 @@ export interface operations {
                      *         "events": [
                      *           "contact.created"
                      *         ],
+                     *         "fields": [
+                     *           "email",
+                     *           "channels"
+                     *         ],
                      *         "secret_hint": "string",
                      *         "created_at": "2019-08-24T14:15:22Z",
                      *         "updated_at": "2019-08-24T14:15:22Z",
@@ -7878,6 +7946,14 @@ export interface operations {
                             endpoint: string;
                             enabled: boolean;
                             events: ("contact.created" | "contact.updated" | "contact.deleted" | "contact.restored" | "contact.merged" | "contact.erased")[];
+                            /**
+                             * @description Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.
+                             * @example [
+                             *       "email",
+                             *       "channels"
+                             *     ]
+                             */
+                            fields: ("first_name" | "last_name" | "email" | "external_id" | "channels" | "user_attributes" | "custom_fields" | "last_seen" | "last_sent" | "first_assistant_id" | "last_assistant_id" | "first_widget_id" | "last_widget_id")[] | null;
                             /** @description The end of the signing secret; the whole secret is shown only when made. */
                             secret_hint: string;
                             /** Format: date-time */
@@ -8244,6 +8320,10 @@ export interface operations {
                      *         "events": [
                      *           "contact.created"
                      *         ],
+                     *         "fields": [
+                     *           "email",
+                     *           "channels"
+                     *         ],
                      *         "secret_hint": "string",
                      *         "created_at": "2019-08-24T14:15:22Z",
                      *         "updated_at": "2019-08-24T14:15:22Z",
@@ -8268,6 +8348,14 @@ export interface operations {
                             endpoint: string;
                             enabled: boolean;
                             events: ("contact.created" | "contact.updated" | "contact.deleted" | "contact.restored" | "contact.merged" | "contact.erased")[];
+                            /**
+                             * @description Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.
+                             * @example [
+                             *       "email",
+                             *       "channels"
+                             *     ]
+                             */
+                            fields: ("first_name" | "last_name" | "email" | "external_id" | "channels" | "user_attributes" | "custom_fields" | "last_seen" | "last_sent" | "first_assistant_id" | "last_assistant_id" | "first_widget_id" | "last_widget_id")[] | null;
                             /** @description The end of the signing secret; the whole secret is shown only when made. */
                             secret_hint: string;
                             /** Format: date-time */

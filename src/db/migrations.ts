@@ -974,7 +974,18 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
     '2026-11-28-014-due-index-for-claims-only': atomic(dialect, dueIndexForClaimsOnly(dialect)),
     '2026-11-28-015-millisecond-timestamps': atomic(dialect, millisecondTimestamps(dialect)),
     '2026-12-03-016-live-contact-counts': atomic(dialect, liveContactCounts(dialect)),
+    '2026-12-03-017-webhook-fields': atomic(dialect, webhookFields),
   }
+}
+
+/**
+ * A webhook may name the contact fields it cares about: a `contact.updated` event that changes
+ * none of them is not sent to it. Null (every webhook so far) sends every update.
+ */
+const webhookFields: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('webhooks').addColumn('fields', 'text').execute()
+  },
 }
 
 /**

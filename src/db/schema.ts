@@ -176,6 +176,8 @@ export interface WebhookTable {
   enabled: number
   /** JSON list of ContactEventType. */
   events: string
+  /** JSON list of tracked contact fields: only updates changing one of them are sent; null: every update. */
+  fields: string | null
   secret: string
   created_at: Timestamp
   updated_at: Timestamp

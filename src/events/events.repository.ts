@@ -1,4 +1,4 @@
-import { type Insertable, type Kysely, sql } from 'kysely'
+import type { Insertable, Kysely } from 'kysely'
 import { recordsetJson, recordsetSelect } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
 import { preparedQuery } from '../db/prepared.js'
@@ -8,6 +8,7 @@ import {
   deliveryIdOfEvent,
   QUEUED_DELIVERY_COLUMNS,
   queuedDelivery,
+  webhookTakesEvent,
 } from '../webhooks/webhooks.repository.js'
 
 export type NewContactEvent = Insertable<ContactEventTable>
@@ -56,7 +57,7 @@ const appendAndFanOutOnPostgres = preparedQuery(
           .insertInto('contact_events')
           .columns(EVENT_COLUMNS)
           .expression(recordsetSelect('contact_events', EVENT_COLUMNS, rowsJson))
-          .returning(['seq', 'org_id', 'id', 'contact_id', 'type', 'created_at']),
+          .returning(['seq', 'org_id', 'id', 'contact_id', 'type', 'created_at', 'data']),
       )
       .insertInto('webhook_deliveries')
       .columns(QUEUED_DELIVERY_COLUMNS)
@@ -66,7 +67,7 @@ const appendAndFanOutOnPostgres = preparedQuery(
           .innerJoin('webhooks as w', (join) => join.onRef('w.org_id', '=', 'e.org_id'))
           .select(queuedDelivery(deliveryIdOfEvent('postgres')))
           .where('w.enabled', '=', 1)
-          .where(sql<boolean>`w.events::jsonb @> jsonb_build_array(e.type)`),
+          .where(webhookTakesEvent('postgres')),
       ),
   { answeredLater: (answer) => answer.ok && answer.rowCount > 0 && deliveriesQueued() },
 )

@@ -1,4 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox'
+import type { Contact } from '../contacts/contacts.schemas.js'
 import { CursorPage, CursorPagingQuery, DateTime, Nullable, StringEnum, Uuid } from '../shared/schemas.js'
 
 export const EVENT_TYPES = [
@@ -11,6 +12,28 @@ export const EVENT_TYPES = [
 ] as const
 
 export const EventType = StringEnum(EVENT_TYPES, { description: 'What happened to the contact.' })
+
+/** The fields whose changes an event reports (what a client can write, not bookkeeping). */
+export const TRACKED_FIELDS = [
+  'first_name',
+  'last_name',
+  'email',
+  'external_id',
+  'channels',
+  'user_attributes',
+  'custom_fields',
+  'last_seen',
+  'last_sent',
+  'first_assistant_id',
+  'last_assistant_id',
+  'first_widget_id',
+  'last_widget_id',
+] as const satisfies readonly (keyof Contact)[]
+
+export const TrackedField = StringEnum(TRACKED_FIELDS, {
+  description: 'A contact field whose changes events report.',
+})
+export type TrackedField = Static<typeof TrackedField>
 
 export const EVENT_DATA_DESCRIPTION = `What happened, in the same shape in the history and in webhook deliveries:
 - \`contact_id\`, and \`actor\` (\`type\`: \`api_key\`, \`user\` or \`system\`; \`id\`: the key's or member's id, null for the service itself);

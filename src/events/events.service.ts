@@ -7,7 +7,7 @@ import { uuidv7 } from '../shared/ids.js'
 import { cursorPageOf } from '../shared/list-paging.js'
 import { formatTimestamp, nowTimestamp } from '../shared/time.js'
 import * as events from './events.repository.js'
-import type { ContactEvent, HistoryQuery } from './events.schemas.js'
+import { type ContactEvent, type HistoryQuery, TRACKED_FIELDS } from './events.schemas.js'
 
 /** Who made a change: an API key, a member through the Settings page, or the service itself. */
 export interface Actor {
@@ -17,23 +17,6 @@ export interface Actor {
 }
 
 export const systemActor = (orgId: string): Actor => ({ orgId, actorType: 'system', actorId: null })
-
-/** The fields whose changes an event reports (what a client can write, not bookkeeping). */
-const TRACKED_FIELDS = [
-  'first_name',
-  'last_name',
-  'email',
-  'external_id',
-  'channels',
-  'user_attributes',
-  'custom_fields',
-  'last_seen',
-  'last_sent',
-  'first_assistant_id',
-  'last_assistant_id',
-  'first_widget_id',
-  'last_widget_id',
-] as const satisfies readonly (keyof Contact)[]
 
 export type FieldChanges = Record<string, { previous: unknown; current: unknown }>
 

@@ -621,6 +621,11 @@ export function webhookPage(
     webhook.name,
     html`<p class="lead"><a href="/settings/webhooks">← All webhooks</a> · ${webhookStatus(webhook)} · secret <code>${webhook.secret_hint}</code></p>
 ${webhook.disabled_reason ? html`<p class="alert" role="alert">${webhook.disabled_reason}</p>` : ''}
+${
+  webhook.fields
+    ? html`<p id="webhook-fields">Updates are sent only when they change ${webhook.fields.join(', ')} (chosen through the API’s <code>fields</code>).</p>`
+    : ''
+}
 ${options.notice ? html`<p class="notice" role="status">${options.notice}</p>` : ''}
 ${
   options.secret

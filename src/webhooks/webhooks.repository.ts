@@ -229,6 +229,17 @@ export const deliveryIdOfEvent = (dialect: 'sqlite' | 'postgres') =>
 
 const SQLITE_DELIVERY_UUID = deliveryIdOfEvent('sqlite')
 
+/**
+ * Whether webhook `w` takes event `e`: an event of a type it takes, and, where it names fields, an
+ * update only if it changes one of them (the event's `changes` has that key). The one rule of
+ * both backends' queueing: PostgreSQL's as the event is written, SQLite's from the log.
+ */
+export function webhookTakesEvent(dialect: 'sqlite' | 'postgres'): RawBuilder<boolean> {
+  return dialect === 'postgres'
+    ? sql<boolean>`w.events::jsonb @> jsonb_build_array(e.type) and (w.fields is null or e.type <> 'contact.updated' or (e.data::jsonb -> 'changes') ?| array(select jsonb_array_elements_text(w.fields::jsonb)))`
+    : sql<boolean>`exists (select 1 from json_each(w.events) where json_each.value = e.type) and (w.fields is null or e.type <> 'contact.updated' or exists (select 1 from json_each(w.fields) as f where json_type(e.data, '$.changes.' || f.value) is not null))`
+}
+
 /** The (event, webhook) pairs of the log not queued yet (SQLite): events past the webhook's position it takes. */
 const unqueued = (db: Kysely<Database>, only: { orgId: string; webhookId: string } | null) =>
   db
@@ -240,7 +251,7 @@ const unqueued = (db: Kysely<Database>, only: { orgId: string; webhookId: string
     .whereRef('e.seq', '>', 'w.queued_through_seq')
     .where(sql<boolean>`+${sql.ref('e.org_id')} = ${sql.ref('w.org_id')}`)
     .where('w.enabled', '=', 1)
-    .where(sql<boolean>`exists (select 1 from json_each(w.events) where json_each.value = e.type)`)
+    .where(webhookTakesEvent('sqlite'))
     .$if(only !== null, (query) =>
       query
         .where('w.org_id', '=', (only as { orgId: string }).orgId)

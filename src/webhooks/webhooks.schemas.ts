@@ -1,5 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox'
-import { EVENT_TYPES, EventType } from '../events/events.schemas.js'
+import { EVENT_TYPES, EventType, TrackedField } from '../events/events.schemas.js'
 import { CursorPage, CursorPagingQuery, DateTime, Nullable, StringEnum, Uuid } from '../shared/schemas.js'
 
 const Endpoint = Type.String({
@@ -16,6 +16,16 @@ const Events = Type.Array(EventType, {
   description: `The event types sent to this webhook (default: all of ${EVENT_TYPES.join(', ')}).`,
 })
 
+const Fields = Nullable(
+  Type.Array(TrackedField, {
+    minItems: 1,
+    uniqueItems: true,
+    description:
+      'Only `contact.updated` events that change one of these fields are sent (other event types as `events` says); null or absent: every update.',
+    examples: [['email', 'channels']],
+  }),
+)
+
 export const WebhookCreateBody = Type.Object(
   {
     endpoint: Endpoint,
@@ -24,6 +34,7 @@ export const WebhookCreateBody = Type.Object(
       Type.Boolean({ default: true, description: 'Whether events are sent (default true).' }),
     ),
     events: Type.Optional(Events),
+    fields: Type.Optional(Fields),
     org_id: Type.Optional(Uuid({ description: "Organization; must equal the API key's organization." })),
   },
   {
@@ -42,6 +53,7 @@ export const WebhookUpdateBody = Type.Object(
       Type.Boolean({ description: 'Enabling a webhook that was disabled for failing clears the reason.' }),
     ),
     events: Type.Optional(Events),
+    fields: Type.Optional(Fields),
     org_id: Type.Optional(Uuid()),
   },
   { additionalProperties: false, title: 'WebhookUpdate', examples: [{ enabled: false }] },
@@ -56,6 +68,7 @@ export const Webhook = Type.Object(
     endpoint: Type.String(),
     enabled: Type.Boolean(),
     events: Type.Array(EventType),
+    fields: Fields,
     secret_hint: Type.String({
       description: 'The end of the signing secret; the whole secret is shown only when made.',
     }),

@@ -3,7 +3,7 @@ import type { Principal } from '../api-keys/api-keys.service.js'
 import { dialectOf } from '../db/database.js'
 import type { ContactEventType, Database, WebhookRow, WebhookTable } from '../db/schema.js'
 import { AppError, ValidationFailedError } from '../errors.js'
-import { EVENT_TYPES } from '../events/events.schemas.js'
+import { EVENT_TYPES, TRACKED_FIELDS, type TrackedField } from '../events/events.schemas.js'
 import { type CursorCodec, queryKeyOf, readTimeAndId, timeAndId } from '../shared/cursor.js'
 import { uuidv7 } from '../shared/ids.js'
 import { cursorPageOf } from '../shared/list-paging.js'
@@ -31,6 +31,7 @@ export function toWebhook(row: WebhookRow): Webhook {
     endpoint: row.endpoint,
     enabled: row.enabled === 1,
     events: JSON.parse(row.events) as ContactEventType[],
+    fields: row.fields === null ? null : (JSON.parse(row.fields) as TrackedField[]),
     secret_hint: secretHint(row.secret),
     created_at: formatTimestamp(row.created_at),
     updated_at: formatTimestamp(row.updated_at),
@@ -54,6 +55,10 @@ async function checkedEndpoint(endpoint: string, policy: TargetPolicy, loc: stri
 const canonicalEvents = (events: readonly ContactEventType[] | undefined) =>
   JSON.stringify(EVENT_TYPES.filter((type) => events === undefined || events.includes(type)))
 
+/** Fields in their canonical order; null (every update) for none given. */
+const canonicalFields = (fields: readonly TrackedField[] | null | undefined) =>
+  fields ? JSON.stringify(TRACKED_FIELDS.filter((field) => fields.includes(field))) : null
+
 export async function createWebhook(
   db: Kysely<Database>,
   policy: TargetPolicy,
@@ -71,6 +76,7 @@ export async function createWebhook(
     endpoint,
     enabled: body.enabled === false ? 0 : 1,
     events: canonicalEvents(body.events),
+    fields: canonicalFields(body.fields),
     secret: newWebhookSecret(),
     created_at: now,
     updated_at: now,
@@ -118,6 +124,7 @@ export async function updateWebhook(
   if (body.endpoint !== undefined) changes.endpoint = await checkedEndpoint(body.endpoint, policy, loc)
   if (body.name !== undefined) changes.name = body.name
   if (body.events !== undefined) changes.events = canonicalEvents(body.events)
+  if (body.fields !== undefined) changes.fields = canonicalFields(body.fields)
   if (body.enabled !== undefined) {
     changes.enabled = body.enabled ? 1 : 0
     // Enabling again is the owner saying the endpoint is fixed: the failure clock starts afresh.
