@@ -7,6 +7,7 @@ import { loadConfig } from '../src/config.js'
 import { type DatabaseHandle, databaseOptionsOf, openDatabase } from '../src/db/database.js'
 import { GroupCommitDriver, GroupCommitSqliteDialect } from '../src/db/group-commit.js'
 import { migrateToLatest } from '../src/db/migrations.js'
+import { preparedQuery } from '../src/db/prepared.js'
 import type { Database } from '../src/db/schema.js'
 import { type ScratchDatabase, scratchDatabase } from './helpers/scratch-database.js'
 
@@ -198,6 +199,87 @@ describe('SQLite group commit', () => {
       commit;`)
     assert.deepEqual((await starred.execute(db)).rows[0], { c: '{"x":1}', k: 'one', z: 'Z', b: 1, a: 'A' })
     assert.deepEqual((await named.execute(db)).rows, expected)
+  })
+})
+
+describe('prepared statements on SQLite (run without Kysely’s executor)', () => {
+  let scratch: ScratchDatabase
+  let handle: DatabaseHandle
+  let elsewhere: BetterSqlite3.Database
+  interface Notes {
+    notes: { tag: string; k: string }
+  }
+  const notes = (db: Kysely<Database>) => db as unknown as Kysely<Notes>
+  const notesTagged = preparedQuery(1, (db, tag: string) =>
+    notes(db).selectFrom('notes').select('k').where('tag', '=', tag).orderBy('k'),
+  )
+  const addNote = preparedQuery(2, (db, tag: string, k: string) =>
+    notes(db).insertInto('notes').values({ tag, k }),
+  )
+  const seenElsewhere = (tag: string) =>
+    elsewhere.prepare('select k from notes where tag = ? order by k').pluck().all(tag)
+
+  before(async () => {
+    scratch = await scratchDatabase('sqlite')
+    handle = openDatabase(scratch.url)
+    await sql`create table notes (tag text not null, k text not null, primary key (tag, k))`.execute(
+      handle.db,
+    )
+    elsewhere = new BetterSqlite3(scratch.url.slice('sqlite:'.length))
+  })
+  after(async () => {
+    elsewhere?.close()
+    await handle?.close()
+    await scratch?.drop()
+  })
+
+  test('a read outside any transaction waits for the transaction holding the connection, and sees only what it committed', async () => {
+    let resume!: () => void
+    const paused = new Promise<void>((resolve) => {
+      resume = resolve
+    })
+    let wrote!: () => void
+    const written = new Promise<void>((resolve) => {
+      wrote = resolve
+    })
+    const transaction = handle.db.transaction().execute(async (trx) => {
+      await addNote(trx, 'held', 'x')
+      wrote()
+      await paused
+    })
+    await written
+    let answered = false
+    const read = notesTagged(handle.db, 'held').then(({ rows }) => {
+      answered = true
+      return rows
+    })
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    assert.equal(answered, false, 'the read ran inside a transaction in progress')
+    resume()
+    await transaction
+    assert.deepEqual(await read, [{ k: 'x' }])
+    assert.deepEqual(seenElsewhere('held'), ['x'])
+  })
+
+  test('inside a transaction, it sees what the transaction wrote and is undone with it', async () => {
+    await assert.rejects(
+      handle.db.transaction().execute(async (trx) => {
+        await addNote(trx, 'undone', 'y')
+        assert.deepEqual((await notesTagged(trx, 'undone')).rows, [{ k: 'y' }])
+        throw new Error('changes its mind')
+      }),
+      /changes its mind/,
+    )
+    assert.deepEqual((await notesTagged(handle.db, 'undone')).rows, [])
+    assert.deepEqual(seenElsewhere('undone'), [])
+  })
+
+  test('a statement outside any transaction commits the open group first, and its own write is stored when it resolves', async () => {
+    await handle.db.transaction().execute((trx) => addNote(trx, 'grouped', 'in-group'))
+    // The group's COMMIT waits for the end of this turn of the event loop; the next statement
+    // does not.
+    await addNote(handle.db, 'grouped', 'alone')
+    assert.deepEqual(seenElsewhere('grouped'), ['alone', 'in-group'])
   })
 })
 

@@ -182,6 +182,8 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   })
   const db = new Kysely<Database>({
     dialect: new GroupCommitSqliteDialect(driver),
+    // prepared.ts runs SQLite's statements without Kysely's executor, and so without the plugins'
+    // transformResult: a plugin here may rewrite queries, not results.
     plugins: [new LiteralLimitsPlugin()],
   })
   const dataVersion = database.prepare('pragma data_version').pluck()

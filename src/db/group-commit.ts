@@ -2,9 +2,11 @@ import type BetterSqlite3 from 'better-sqlite3'
 import {
   type CompiledQuery,
   type DatabaseConnection,
+  type DialectAdapter,
   type Driver,
   type QueryResult,
   SelectQueryNode,
+  SqliteAdapter,
   type SqliteDatabase,
   SqliteDialect,
 } from 'kysely'
@@ -166,6 +168,19 @@ export class GroupCommitDriver implements Driver {
     this.statement(sql).run()
   }
 
+  /**
+   * Runs a statement at once, as a holder of the connection would, without going through
+   * Kysely's executor: for `inTransaction`, on the connection the caller's transaction holds;
+   * otherwise only when nobody holds it (undefined when someone does: the statement must then
+   * wait its turn), the open group committed first as for any statement outside a transaction.
+   */
+  runNow<R>(query: CompiledQuery, inTransaction: boolean): QueryResult<R> | undefined {
+    if (inTransaction) return this.run<R>(query)
+    if (this.#held) return undefined
+    this.commitOpenGroup()
+    return this.run<R>(query)
+  }
+
   async acquireConnection(): Promise<DatabaseConnection> {
     if (this.#held) await new Promise<void>((resolve) => this.#waiting.push(resolve))
     else this.#held = true
@@ -302,6 +317,13 @@ export class GroupCommitDriver implements Driver {
   }
 }
 
+/** SQLite's adapter, which knows the driver its statements run on (for db/prepared.ts). */
+export class GroupCommitSqliteAdapter extends SqliteAdapter {
+  constructor(readonly driver: GroupCommitDriver) {
+    super()
+  }
+}
+
 /** Kysely's SQLite dialect on one GroupCommitDriver. */
 export class GroupCommitSqliteDialect extends SqliteDialect {
   readonly #driver: GroupCommitDriver
@@ -313,5 +335,9 @@ export class GroupCommitSqliteDialect extends SqliteDialect {
 
   override createDriver(): Driver {
     return this.#driver
+  }
+
+  override createAdapter(): DialectAdapter {
+    return new GroupCommitSqliteAdapter(this.#driver)
   }
 }

@@ -1,5 +1,6 @@
 import { type Compilable, CompiledQuery, type Kysely, type QueryResult } from 'kysely'
 import { type DialectName, dialectOf } from './database.js'
+import { GroupCommitSqliteAdapter } from './group-commit.js'
 import { type LateAnswer, nameForReuse, sendWithNextStatement } from './named-statements.js'
 import type { Database } from './schema.js'
 
@@ -63,6 +64,15 @@ export function preparedQuery<Args extends unknown[], Row>(
       byDialect.set(dialect, compiled)
     }
     const parameters = compiled.parameters.map((p) => ('argument' in p ? args[p.argument] : p.constant))
-    return db.executeQuery<Row>(CompiledQuery.raw(compiled.sql, parameters))
+    const query = CompiledQuery.raw(compiled.sql, parameters)
+    // On SQLite the statement runs synchronously either way; Kysely's executor around it (a
+    // connection acquired and released, plugins asked about the result, several promises) cost
+    // a hot read 7 µs on top of SQLite's 22. The plugins only rewrite queries (database.ts).
+    const adapter = db.getExecutor().adapter
+    if (adapter instanceof GroupCommitSqliteAdapter) {
+      const answer = adapter.driver.runNow<Row>(query, db.isTransaction)
+      if (answer) return answer
+    }
+    return db.executeQuery<Row>(query)
   }
 }
