@@ -12,34 +12,51 @@ import type { Database } from '../src/db/schema.js'
 import { type ScratchDatabase, scratchDatabase } from './helpers/scratch-database.js'
 
 /**
+ * A scratch SQLite database with a `notes` table, opened by the service's code, and another
+ * connection to it, as another process would have: that one sees only committed data.
+ */
+async function notesDatabase(options?: Parameters<typeof openDatabase>[1]) {
+  const scratch = await scratchDatabase('sqlite')
+  const handle = openDatabase(scratch.url, options)
+  await sql`create table notes (tag text not null, k text not null, primary key (tag, k))`.execute(handle.db)
+  const elsewhere = new BetterSqlite3(scratch.url.slice('sqlite:'.length))
+  return {
+    scratch,
+    handle,
+    elsewhere,
+    /** The notes of a tag that another connection sees, in order. */
+    seenElsewhere: (tag: string) =>
+      elsewhere.prepare('select k from notes where tag = ? order by k').pluck().all(tag) as string[],
+    async close() {
+      elsewhere.close()
+      await handle.close()
+      await scratch.drop()
+    },
+  }
+}
+
+/**
  * SQLite's group commit (db/group-commit.ts): transactions that queue for the one connection
  * share a COMMIT, and none is acknowledged before that COMMIT has run.
  */
 describe('SQLite group commit', () => {
-  let scratch: ScratchDatabase
+  let notes: Awaited<ReturnType<typeof notesDatabase>>
   let handle: DatabaseHandle
   let db: Kysely<Database>
-  /** Another connection, as another process would have: it sees only committed data. */
+  let scratch: ScratchDatabase
   let elsewhere: BetterSqlite3.Database
 
-  const rowsSeenElsewhere = (tag: string) =>
-    (elsewhere.prepare('select k from notes where tag = ? order by k').pluck().all(tag) as string[]).sort()
+  const rowsSeenElsewhere = (tag: string) => notes.seenElsewhere(tag)
 
   const insertNote = (trx: Kysely<Database>, tag: string, k: string) =>
     sql`insert into notes (tag, k) values (${tag}, ${k})`.execute(trx)
 
   before(async () => {
-    scratch = await scratchDatabase('sqlite')
-    handle = openDatabase(scratch.url, { backgroundCheckpoints: true })
+    notes = await notesDatabase({ backgroundCheckpoints: true })
+    ;({ handle, scratch, elsewhere } = notes)
     db = handle.db
-    await sql`create table notes (tag text not null, k text not null, primary key (tag, k))`.execute(db)
-    elsewhere = new BetterSqlite3(scratch.url.slice('sqlite:'.length))
   })
-  after(async () => {
-    elsewhere?.close()
-    await handle?.close()
-    await scratch?.drop()
-  })
+  after(() => notes?.close())
 
   test('transactions that arrive together share one COMMIT, and each is stored before it resolves', async () => {
     const before = handle.transactionStats()
@@ -203,35 +220,25 @@ describe('SQLite group commit', () => {
 })
 
 describe('prepared statements on SQLite (run without Kysely’s executor)', () => {
-  let scratch: ScratchDatabase
+  let notes: Awaited<ReturnType<typeof notesDatabase>>
   let handle: DatabaseHandle
-  let elsewhere: BetterSqlite3.Database
   interface Notes {
     notes: { tag: string; k: string }
   }
-  const notes = (db: Kysely<Database>) => db as unknown as Kysely<Notes>
+  const notesTable = (db: Kysely<Database>) => db as unknown as Kysely<Notes>
   const notesTagged = preparedQuery(1, (db, tag: string) =>
-    notes(db).selectFrom('notes').select('k').where('tag', '=', tag).orderBy('k'),
+    notesTable(db).selectFrom('notes').select('k').where('tag', '=', tag).orderBy('k'),
   )
   const addNote = preparedQuery(2, (db, tag: string, k: string) =>
-    notes(db).insertInto('notes').values({ tag, k }),
+    notesTable(db).insertInto('notes').values({ tag, k }),
   )
-  const seenElsewhere = (tag: string) =>
-    elsewhere.prepare('select k from notes where tag = ? order by k').pluck().all(tag)
+  const seenElsewhere = (tag: string) => notes.seenElsewhere(tag)
 
   before(async () => {
-    scratch = await scratchDatabase('sqlite')
-    handle = openDatabase(scratch.url)
-    await sql`create table notes (tag text not null, k text not null, primary key (tag, k))`.execute(
-      handle.db,
-    )
-    elsewhere = new BetterSqlite3(scratch.url.slice('sqlite:'.length))
+    notes = await notesDatabase()
+    handle = notes.handle
   })
-  after(async () => {
-    elsewhere?.close()
-    await handle?.close()
-    await scratch?.drop()
-  })
+  after(() => notes?.close())
 
   test('a read outside any transaction waits for the transaction holding the connection, and sees only what it committed', async () => {
     let resume!: () => void
