@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { SEED_UPDATE_EXAMPLE } from '../src/contacts/contacts.schemas.js'
+import { Contact, SEED_UPDATE_EXAMPLE } from '../src/contacts/contacts.schemas.js'
 import { insertOrganization } from '../src/organizations/organizations.repository.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
@@ -280,6 +280,35 @@ for (const backend of BACKENDS) {
         assert.equal(data.size, 50)
         assert.equal(data.pages, 1)
         assert.deepEqual((await list('', '/api/v1/contact/list')).json(), (await list('')).json())
+      })
+
+      test('either kind of page is JSON in its own shape, its items holding exactly the contact’s fields', async () => {
+        const contactFields = Object.keys(Contact.properties).sort()
+        const paged = await list('page=1&size=2')
+        const cursorPaged = await list('limit=2')
+        for (const response of [paged, cursorPaged]) {
+          assert.equal(response.statusCode, 200)
+          assert.equal(response.headers['content-type'], 'application/json; charset=utf-8')
+          assert.deepEqual(Object.keys(response.json()), ['message', 'meta', 'data'])
+          for (const item of response.json().data.items)
+            assert.deepEqual(Object.keys(item).sort(), contactFields)
+        }
+        assert.deepEqual(Object.keys(paged.json().data), [
+          'items',
+          'total',
+          'page',
+          'size',
+          'pages',
+          'next_page',
+          'previous_page',
+          'next_cursor',
+        ])
+        assert.deepEqual(Object.keys(cursorPaged.json().data), ['items', 'limit', 'next_cursor'])
+        const next = await list(`limit=2&cursor=${encodeURIComponent(cursorPaged.json().data.next_cursor)}`)
+        assert.deepEqual(
+          next.json().data.items.map((c: { id: string }) => c.id),
+          [...ids].reverse().slice(2, 4),
+        )
       })
 
       test('size outside 1..100 and page below 1 are 422', async () => {

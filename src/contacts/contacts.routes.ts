@@ -12,6 +12,7 @@ import {
   errorResponses,
   ListPagingQuery,
   ListResult,
+  listReply,
   pagingOf,
 } from '../shared/schemas.js'
 import { batchUpsert } from './batch.service.js'
@@ -64,6 +65,8 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
   db: Kysely<Database>
   engine: SearchEngine
 }> = async (app, { db, engine }) => {
+  const sendContactList = listReply(Contact)
+  const sendTrashList = listReply(TrashedContact)
   for (const [path, operationId, summary] of [
     ['/contact', 'read_contacts_api_v1_contact_get', 'List contacts'],
     [
@@ -84,13 +87,13 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
           response: { 200: Envelope(ContactListResult, 'retrieved'), ...errorResponses(401, 422) },
         },
       },
-      async (request) => {
+      async (request, reply) => {
         const { orgId } = principalOf(request)
         const query = request.query
         const search = await searchFromQuery(db, orgId, query)
         const paging = pagingOf(query)
-        return envelope(
-          'retrieved',
+        return sendContactList(
+          reply,
           paging.mode === 'page'
             ? await listContactsPage(engine, orgId, { ...search, page: paging.page, size: paging.size })
             : await searchContacts(engine, orgId, { ...search, ...paging }, QUERY_ORIGINS),
@@ -318,9 +321,9 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
         response: { 200: Envelope(ListResult(TrashedContact), 'retrieved'), ...errorResponses(401, 422) },
       },
     },
-    async (request) =>
-      envelope(
-        'retrieved',
+    async (request, reply) =>
+      sendTrashList(
+        reply,
         await contacts.listTrashPaged(db, engine.cursors, principalOf(request).orgId, request.query),
       ),
   )

@@ -4,7 +4,15 @@ import type { Kysely } from 'kysely'
 import { principalOf } from '../auth/auth.hook.js'
 import type { Database } from '../db/schema.js'
 import type { CursorCodec } from '../shared/cursor.js'
-import { Envelope, envelope, errorResponses, ListPagingQuery, ListResult, Uuid } from '../shared/schemas.js'
+import {
+  Envelope,
+  envelope,
+  errorResponses,
+  ListPagingQuery,
+  ListResult,
+  listReply,
+  Uuid,
+} from '../shared/schemas.js'
 import { CustomField, CustomFieldCreateBody, CustomFieldIdParams } from './custom-fields.schemas.js'
 import * as customFields from './custom-fields.service.js'
 
@@ -14,6 +22,7 @@ export const customFieldRoutes: FastifyPluginAsyncTypebox<{
   db: Kysely<Database>
   cursors: () => Promise<CursorCodec>
 }> = async (app, { db, cursors }) => {
+  const sendList = listReply(CustomField)
   app.post(
     '/contact_custom_field',
     {
@@ -50,9 +59,9 @@ export const customFieldRoutes: FastifyPluginAsyncTypebox<{
           response: { 200: Envelope(ListResult(CustomField), 'retrieved'), ...errorResponses(401, 422) },
         },
       },
-      async (request) =>
-        envelope(
-          'retrieved',
+      async (request, reply) =>
+        sendList(
+          reply,
           await customFields.listCustomFieldsPaged(db, cursors, principalOf(request).orgId, request.query),
         ),
     )

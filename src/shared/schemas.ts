@@ -1,4 +1,5 @@
 import { type SchemaOptions, type Static, type TSchema, Type } from '@sinclair/typebox'
+import type { FastifyReply } from 'fastify'
 import { ValidationFailedError } from '../errors.js'
 
 /**
@@ -182,6 +183,24 @@ export function CursorPage<T extends TSchema>(item: T) {
 
 /** Either kind of page, as a list answers depending on the paging asked for. */
 export const ListResult = <T extends TSchema>(item: T) => Type.Union([PageWithCursor(item), CursorPage(item)])
+
+/**
+ * Sends a list's answer (a route whose 200 is `Envelope(ListResult(item))`) with the serializer of
+ * the shape it has. fast-json-stringify writes a union by first validating the whole answer
+ * against a branch with Ajv: a page of 50 contacts had every item's dates and ids checked against
+ * their formats before it was written, 6% of the list's CPU in a profile. A page has a total, a
+ * cursor page has not, so the answer names its shape; each shape's serializer is compiled once
+ * per route.
+ */
+export function listReply(item: TSchema) {
+  const page = Envelope(PageWithCursor(item), 'retrieved')
+  const cursorPage = Envelope(CursorPage(item), 'retrieved')
+  return (reply: FastifyReply, result: object) =>
+    reply
+      .header('content-type', 'application/json; charset=utf-8')
+      .serializer(reply.compileSerializationSchema('total' in result ? page : cursorPage, '200'))
+      .send(envelope('retrieved', result))
+}
 
 export interface CursorPageOf<T> {
   items: T[]
