@@ -8,9 +8,10 @@ import { recentlyUsed } from '../shared/lru.js'
 import { withSearchColumns } from './search-document.js'
 
 /**
- * What a list page or an export reads of each contact: the contact as the API shows it, and every
- * column a sort key names (email sorts by email_normalized). Not the search's folded copies nor
- * the trash's bookkeeping, which an export would otherwise parse and drop a million times.
+ * What a read for the API (one contact, a list page, an export) takes of each contact: the contact
+ * as the API shows it, and every column a sort key names (email sorts by email_normalized). Not
+ * the search's folded copies nor the trash's bookkeeping, which an export would otherwise parse
+ * and drop a million times.
  */
 export const LISTED_COLUMNS = [
   'org_id',
@@ -54,13 +55,13 @@ void everyContactColumnListed
 const liveContactById = preparedQuery(2, (db, orgId: string, id: string) =>
   db
     .selectFrom('contacts')
-    .select(CONTACT_ROW_COLUMNS)
+    .select(LISTED_COLUMNS)
     .where('org_id', '=', orgId)
     .where('id', '=', id)
     .where('deleted_at', 'is', null),
 )
 
-/** A live contact: not in the trash. */
+/** A live contact (not in the trash), in the columns it is made of. */
 export async function findContactById(db: Kysely<Database>, orgId: string, id: string) {
   return (await liveContactById(db, orgId, id)).rows[0]
 }
