@@ -11,8 +11,7 @@ import {
   envelope,
   errorResponses,
   ListPagingQuery,
-  ListResult,
-  listReply,
+  listAnswer,
   pagingOf,
 } from '../shared/schemas.js'
 import { batchUpsert } from './batch.service.js'
@@ -36,7 +35,7 @@ import {
 import type { VersionedContact } from './contacts.service.js'
 import * as contacts from './contacts.service.js'
 import { findDuplicates, mergeContacts } from './merge.service.js'
-import { ContactCursorPage, ContactListResult, ListQuery, SearchBody } from './search.schemas.js'
+import { ContactCursorPage, ListQuery, SearchBody } from './search.schemas.js'
 import {
   listContactsPage,
   QUERY_ORIGINS,
@@ -65,8 +64,8 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
   db: Kysely<Database>
   engine: SearchEngine
 }> = async (app, { db, engine }) => {
-  const sendContactList = listReply(Contact)
-  const sendTrashList = listReply(TrashedContact)
+  const contactList = listAnswer(Contact)
+  const trashList = listAnswer(TrashedContact)
   for (const [path, operationId, summary] of [
     ['/contact', 'read_contacts_api_v1_contact_get', 'List contacts'],
     [
@@ -84,7 +83,7 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
           summary,
           description: listDescription,
           querystring: ListQuery,
-          response: { 200: Envelope(ContactListResult, 'retrieved'), ...errorResponses(401, 422) },
+          response: { 200: contactList.schema, ...errorResponses(401, 422) },
         },
       },
       async (request, reply) => {
@@ -92,7 +91,7 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
         const query = request.query
         const search = await searchFromQuery(db, orgId, query)
         const paging = pagingOf(query)
-        return sendContactList(
+        return contactList.send(
           reply,
           paging.mode === 'page'
             ? await listContactsPage(engine, orgId, { ...search, page: paging.page, size: paging.size })
@@ -318,11 +317,11 @@ export const contactRoutes: FastifyPluginAsyncTypebox<{
         description:
           'Contacts deleted within the retention period (30 days unless configured otherwise), most recently deleted first. They can be restored, or erased for good.',
         querystring: ListPagingQuery,
-        response: { 200: Envelope(ListResult(TrashedContact), 'retrieved'), ...errorResponses(401, 422) },
+        response: { 200: trashList.schema, ...errorResponses(401, 422) },
       },
     },
     async (request, reply) =>
-      sendTrashList(
+      trashList.send(
         reply,
         await contacts.listTrashPaged(db, engine.cursors, principalOf(request).orgId, request.query),
       ),

@@ -1,12 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox'
-import {
-  CursorPage,
-  CursorPagingQuery,
-  DateTime,
-  ListResult,
-  OptionalPagination,
-  Uuid,
-} from '../shared/schemas.js'
+import { CursorPage, CursorPagingQuery, DateTime, OptionalPagination, Uuid } from '../shared/schemas.js'
 import { Contact } from './contacts.schemas.js'
 
 export const FILTER_OPERATORS = [
@@ -151,4 +144,3 @@ export const ListQuery = Type.Object(
 export type ListQuery = Static<typeof ListQuery>
 
 export const ContactCursorPage = CursorPage(Contact)
-export const ContactListResult = ListResult(Contact)

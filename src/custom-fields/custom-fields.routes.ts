@@ -4,15 +4,7 @@ import type { Kysely } from 'kysely'
 import { principalOf } from '../auth/auth.hook.js'
 import type { Database } from '../db/schema.js'
 import type { CursorCodec } from '../shared/cursor.js'
-import {
-  Envelope,
-  envelope,
-  errorResponses,
-  ListPagingQuery,
-  ListResult,
-  listReply,
-  Uuid,
-} from '../shared/schemas.js'
+import { Envelope, envelope, errorResponses, ListPagingQuery, listAnswer, Uuid } from '../shared/schemas.js'
 import { CustomField, CustomFieldCreateBody, CustomFieldIdParams } from './custom-fields.schemas.js'
 import * as customFields from './custom-fields.service.js'
 
@@ -22,7 +14,7 @@ export const customFieldRoutes: FastifyPluginAsyncTypebox<{
   db: Kysely<Database>
   cursors: () => Promise<CursorCodec>
 }> = async (app, { db, cursors }) => {
-  const sendList = listReply(CustomField)
+  const fieldList = listAnswer(CustomField)
   app.post(
     '/contact_custom_field',
     {
@@ -56,11 +48,11 @@ export const customFieldRoutes: FastifyPluginAsyncTypebox<{
           summary: 'List custom field definitions',
           description: 'Custom field definitions of the organization, oldest first.',
           querystring: ListPagingQuery,
-          response: { 200: Envelope(ListResult(CustomField), 'retrieved'), ...errorResponses(401, 422) },
+          response: { 200: fieldList.schema, ...errorResponses(401, 422) },
         },
       },
       async (request, reply) =>
-        sendList(
+        fieldList.send(
           reply,
           await customFields.listCustomFieldsPaged(db, cursors, principalOf(request).orgId, request.query),
         ),
