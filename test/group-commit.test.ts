@@ -282,11 +282,21 @@ describe('prepared statements on SQLite (run without Kysely’s executor)', () =
   })
 
   test('a statement outside any transaction commits the open group first, and its own write is stored when it resolves', async () => {
-    await handle.db.transaction().execute((trx) => addNote(trx, 'grouped', 'in-group'))
-    // The group's COMMIT waits for the end of this turn of the event loop; the next statement
-    // does not.
-    await addNote(handle.db, 'grouped', 'alone')
-    assert.deepEqual(seenElsewhere('grouped'), ['alone', 'in-group'])
+    // A COMMIT an earlier test left scheduled would otherwise come first and empty the group.
+    await new Promise((resolve) => setImmediate(resolve))
+    let transaction: Promise<void> | undefined
+    // Run while the group holds a finished transaction not yet committed: a callback queued from
+    // inside that transaction comes before the COMMIT the group schedules as it hands over.
+    const seenOnceWritten = new Promise<string[]>((resolve, reject) => {
+      transaction = handle.db.transaction().execute(async (trx) => {
+        await addNote(trx, 'grouped', 'in-group')
+        setImmediate(() =>
+          addNote(handle.db, 'grouped', 'alone').then(() => resolve(seenElsewhere('grouped')), reject),
+        )
+      })
+    })
+    assert.deepEqual(await seenOnceWritten, ['alone', 'in-group'])
+    await transaction
   })
 })
 
