@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -344,6 +346,57 @@ for (const backend of BACKENDS) {
           await insertLater(trx, 5)
         })
         assert.equal(await stored(5), 1)
+      })
+
+      test('statements that go out together leave in one write to PostgreSQL', async () => {
+        const db = t.database.db
+        await sql`create table sent_in_one_write (id integer primary key)`.execute(db)
+        const insertLater = preparedQuery(
+          1,
+          (db, id: number) =>
+            (db as unknown as Kysely<{ sent_in_one_write: { id: number } }>)
+              .insertInto('sent_in_one_write')
+              .values({ id }),
+          { answeredLater: () => {} },
+        )
+        // Every write of every socket while the transaction runs; ours is the one that carries
+        // the marker (in the INSERT's bound values).
+        const marker = `one write ${randomUUID()}`
+        const writes = new Map<Socket, Buffer[][]>()
+        const record = (socket: Socket, chunks: Buffer[]) =>
+          writes.set(socket, [...(writes.get(socket) ?? []), chunks])
+        type WriteOne = (this: Socket, chunk: Buffer, encoding: string, done: () => void) => void
+        type WriteMany = (this: Socket, chunks: { chunk: Buffer }[], done: () => void) => void
+        const socket = Socket.prototype as unknown as { _write: WriteOne; _writev: WriteMany }
+        const { _write: writeOne, _writev: writeMany } = socket
+        socket._write = function (chunk, encoding, done) {
+          record(this, [chunk])
+          writeOne.call(this, chunk, encoding, done)
+        }
+        socket._writev = function (chunks, done) {
+          record(
+            this,
+            chunks.map(({ chunk }) => chunk),
+          )
+          writeMany.call(this, chunks, done)
+        }
+        try {
+          await db.transaction().execute(async (trx) => {
+            await insertContact(trx, newContactRow(org.id, { first_name: marker }))
+            await insertLater(trx, 1)
+          })
+        } finally {
+          socket._write = writeOne
+          socket._writev = writeMany
+        }
+        const ours = [...writes.values()].filter((list) =>
+          list.some((chunks) => chunks.some((chunk) => chunk.includes(marker))),
+        )
+        assert.equal(ours.length, 1, 'one connection carried the transaction')
+        // BEGIN with the INSERT, the held statement with the COMMIT: two writes, not four.
+        assert.equal(ours[0]?.length, 2)
+        const stored = await sql<{ n: string }>`select count(*) as n from sent_in_one_write`.execute(db)
+        assert.equal(Number(stored.rows[0]?.n), 1)
       })
 
       // Last of this backend's tests: the names it hands out stay taken for the rest of the process.
