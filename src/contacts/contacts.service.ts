@@ -51,10 +51,10 @@ import {
   IdentityConflictError,
   identitiesHeldBy,
   identitiesOf,
+  moveFieldIdentities,
   normalizeEmail,
   releaseIdentities,
   sameIdentitySources,
-  syncIdentities,
 } from './identities.js'
 import { normalizePhone } from './phone.js'
 
@@ -157,13 +157,12 @@ const touchesIdentities = (columns: UpdateableContactRow) =>
 /**
  * Brings a changed contact's identity rows in step with its fields. Every committed write leaves
  * the rows derived from the fields, so while the fields identities come from keep their text the
- * rows are already right, and the common update (a name, attributes, another channel) reads
- * nothing more. Otherwise the contact's rows are read and compared with what its new fields give:
- * a cheaper way to learn what it held than parsing the phone numbers it had.
+ * rows are already right, and the common update (a name, attributes, another channel) writes
+ * nothing more. Otherwise what the previous fields gave is replaced by what the new ones give.
  */
 async function keepIdentitiesInStep(trx: Kysely<Database>, before: Contact, after: Contact) {
   if (sameIdentitySources(before, after)) return
-  await syncIdentities(trx, after.org_id, after.id, identitiesOf(after))
+  await moveFieldIdentities(trx, after.org_id, after.id, identitiesOf(before), identitiesOf(after))
 }
 
 /** The identities a body sets (those it does not mention are not known without reading the row). */
@@ -234,7 +233,7 @@ async function withIdentityRace<T>(
 async function insertWithIdentities(trx: Kysely<Database>, actor: Actor, row: InsertableContactRow) {
   const inserted = await contacts.insertContact(trx, row)
   const contact = toContact(inserted)
-  await syncIdentities(trx, inserted.org_id, inserted.id, identitiesOf(contact))
+  await moveFieldIdentities(trx, inserted.org_id, inserted.id, [], identitiesOf(contact))
   await recordEvent(trx, actor, { type: 'contact.created', contact })
   return contact
 }

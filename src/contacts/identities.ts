@@ -122,29 +122,84 @@ export async function syncIdentities(
       )
       .execute()
   }
-  if (missing.length > 0) {
-    // Another writer may have recorded one of them meanwhile, for this very contact (two updates
-    // of one person at once) or for another: the first is no conflict, the second is.
-    const inserted = await trx
-      .insertInto('contact_identities')
-      .values(
-        missing.map((identity) => ({
-          org_id: orgId,
-          ...identity,
-          contact_id: contactId,
-          origin: 'field' as const,
-        })),
-      )
-      .onConflict((oc) => oc.columns(['org_id', 'kind', 'value']).doNothing())
-      .returning(['kind', 'value'])
-      .execute()
-    if (inserted.length < missing.length) {
-      const done = new Set(inserted.map(keyOf))
-      const raced = missing.filter((identity) => !done.has(keyOf(identity)))
-      const other = (await findIdentityHolders(trx, orgId, raced)).find((row) => row.contact_id !== contactId)
-      if (other) throw new IdentityConflictError(other, other.contact_id)
-    }
+  await recordFieldIdentities(trx, orgId, contactId, missing)
+}
+
+/**
+ * Records identities for a contact's fields. One another writer recorded meanwhile for this very
+ * contact (two updates of one person at once) is no conflict; one another contact holds is.
+ */
+async function recordFieldIdentities(
+  trx: Kysely<Database>,
+  orgId: string,
+  contactId: string,
+  identities: readonly Identity[],
+): Promise<void> {
+  if (identities.length === 0) return
+  const inserted = await trx
+    .insertInto('contact_identities')
+    .values(
+      identities.map((identity) => ({
+        org_id: orgId,
+        ...identity,
+        contact_id: contactId,
+        origin: 'field' as const,
+      })),
+    )
+    .onConflict((oc) => oc.columns(['org_id', 'kind', 'value']).doNothing())
+    .returning(['kind', 'value'])
+    .execute()
+  if (inserted.length === identities.length) return
+  const done = new Set(inserted.map(keyOf))
+  const raced = identities.filter((identity) => !done.has(keyOf(identity)))
+  const other = (await findIdentityHolders(trx, orgId, raced)).find((row) => row.contact_id !== contactId)
+  if (other) throw new IdentityConflictError(other, other.contact_id)
+}
+
+const dropFieldIdentity = preparedQuery(
+  4,
+  (db, orgId: string, contactId: string, kind: IdentityKind, value: string) =>
+    db
+      .deleteFrom('contact_identities')
+      .where('org_id', '=', orgId)
+      .where('contact_id', '=', contactId)
+      .where('kind', '=', kind)
+      .where('value', '=', value)
+      .where('origin', '=', 'field'),
+  // Nobody waits on its answer: on PostgreSQL it goes out with the transaction's next statement.
+  { answeredLater: () => {} },
+)
+
+/**
+ * Moves a contact's field identities, inside the caller's transaction, from those its fields gave
+ * (`before`) to those they give now (`after`). Every write leaves a contact holding the
+ * identities its fields give (and those taken over in a merge, which stay), so the difference is
+ * all there is to write. A contact stored before identities were unique may lack one that another
+ * contact holds; it gains it only when a write gives it anew, and then as a conflict.
+ *
+ * Nothing is read first: on PostgreSQL a read is a round trip, and the removals go out with the
+ * transaction's next statement. A new identity another contact holds is a conflict (409 naming
+ * that contact), found when its insert takes nothing.
+ */
+export async function moveFieldIdentities(
+  trx: Kysely<Database>,
+  orgId: string,
+  contactId: string,
+  before: readonly Identity[],
+  after: readonly Identity[],
+): Promise<void> {
+  const beforeKeys = new Set(before.map(keyOf))
+  const afterKeys = new Set(after.map(keyOf))
+  for (const identity of before) {
+    if (!afterKeys.has(keyOf(identity)))
+      await dropFieldIdentity(trx, orgId, contactId, identity.kind, identity.value)
   }
+  await recordFieldIdentities(
+    trx,
+    orgId,
+    contactId,
+    after.filter((identity) => !beforeKeys.has(keyOf(identity))),
+  )
 }
 
 /**
