@@ -31,7 +31,12 @@ for (const backend of BACKENDS) {
       await t.call(org.key, { method: 'POST', url: '/api/v1/contact', payload: { first_name: 5 } })
       await t.call(org.readOnlyKey, { method: 'DELETE', url: '/api/v1/contact/multiple', payload: {} })
       await t.call(keys[2] as string, { method: 'GET', url: '/api/v1/contact' })
-      await t.app.inject({ method: 'GET', url: '/api/v1/contact', headers: { 'x-api-key': org.key } })
+      const otherSecrets = ['session=a-session-cookie', 'Bearer a-bearer-token']
+      await t.app.inject({
+        method: 'GET',
+        url: '/api/v1/contact',
+        headers: { 'x-api-key': org.key, cookie: otherSecrets[0], authorization: otherSecrets[1] },
+      })
       await t.app.inject({ method: 'GET', url: `/api/v1/contact?foo=${org.key}` })
 
       // Percent-encoded, the parameter's name and the key still authenticate: the query is decoded.
@@ -55,6 +60,8 @@ for (const backend of BACKENDS) {
       assert.ok(lines.length >= 8, 'the requests were logged')
       for (const line of log.lines) {
         for (const key of keys) assert.ok(!line.includes(key), `key found in log line: ${line}`)
+        for (const secret of otherSecrets)
+          assert.ok(!line.includes(secret), `header found in log line: ${line}`)
         assert.ok(!line.includes(key43(org.key)), 'not even the secret part')
         assert.ok(!decodeURIComponent(line).includes(key43(org.key)), 'nor once decoded')
       }
