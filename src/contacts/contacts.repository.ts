@@ -216,12 +216,36 @@ export async function countTrash(db: Kysely<Database>, orgId: string): Promise<n
 }
 
 export async function insertContact(db: Kysely<Database>, row: InsertableContactRow): Promise<ContactRow> {
-  return db
-    .insertInto('contacts')
-    .values(withSearchColumns(row))
-    .returning(CONTACT_ROW_COLUMNS)
-    .executeTakeFirstOrThrow()
+  const columns = withSearchColumns(row) as Record<string, unknown>
+  const names = Object.keys(columns).filter((name) => columns[name] !== undefined)
+  const values = names.map((name) => columns[name])
+  if (!values.every(isPlainValue))
+    return db
+      .insertInto('contacts')
+      .values(withSearchColumns(row))
+      .returning(CONTACT_ROW_COLUMNS)
+      .executeTakeFirstOrThrow()
+  const [inserted] = (await insertOfColumns(names)(db, ...values)).rows
+  if (!inserted) throw new Error('an INSERT … RETURNING returned no row')
+  return inserted
 }
+
+type ContactInsert = (db: Kysely<Database>, ...args: unknown[]) => Promise<QueryResult<ContactRow>>
+
+/**
+ * The INSERT of a new contact, compiled once per set of columns, as updates are: on PostgreSQL an
+ * unnamed statement is parsed and planned again at every create. New contacts are made by one
+ * function (newContactRow), so there are few sets.
+ */
+const insertOfColumns = (names: readonly string[]): ContactInsert =>
+  insertShapes.get(names.join(','), () =>
+    preparedQuery(names.length, (db, ...values) =>
+      db
+        .insertInto('contacts')
+        .values(columnsOf(names, values) as InsertableContactRow)
+        .returning(CONTACT_ROW_COLUMNS),
+    ),
+  )
 
 const CONTACT_JSON_COLUMNS: ReadonlySet<string> = new Set(['channels', 'user_attributes', 'custom_fields'])
 
@@ -286,6 +310,7 @@ const updateOfColumns = (names: readonly string[]): ContactUpdate =>
 
 export const UPDATE_SHAPES = 64
 const updateShapes = recentlyUsed<ContactUpdate>(UPDATE_SHAPES)
+const insertShapes = recentlyUsed<ContactInsert>(UPDATE_SHAPES)
 /** How many compiled UPDATEs are kept (at most UPDATE_SHAPES). */
 export const keptUpdateShapes = updateShapes.size
 
