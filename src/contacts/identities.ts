@@ -60,6 +60,16 @@ export class IdentityConflictError extends AppError {
   }
 }
 
+/** An upsert's common lookup (one email, say), compiled once: named and planned once on PostgreSQL. */
+const holderOf = preparedQuery(3, (db, orgId: string, kind: IdentityKind, value: string) =>
+  db
+    .selectFrom('contact_identities')
+    .select(['kind', 'value', 'contact_id', 'origin'])
+    .where('org_id', '=', orgId)
+    .where('kind', '=', kind)
+    .where('value', '=', value),
+)
+
 /** Contact rows holding any of these identities, with what they hold. */
 export async function findIdentityHolders(
   db: Kysely<Database>,
@@ -67,6 +77,8 @@ export async function findIdentityHolders(
   identities: readonly Identity[],
 ) {
   if (identities.length === 0) return []
+  const [only] = identities
+  if (identities.length === 1 && only) return (await holderOf(db, orgId, only.kind, only.value)).rows
   return db
     .selectFrom('contact_identities')
     .select(['kind', 'value', 'contact_id', 'origin'])
