@@ -1,6 +1,8 @@
-import type { Kysely, RawBuilder, SelectQueryBuilder, SqlBool } from 'kysely'
+import type { Kysely, QueryResult, RawBuilder, Selection, SelectQueryBuilder, SqlBool } from 'kysely'
 import type { DialectName } from '../db/database.js'
+import { preparedQuery } from '../db/prepared.js'
 import type { Database } from '../db/schema.js'
+import { recentlyUsed } from '../shared/lru.js'
 import { countContacts as countLiveContacts, LISTED_COLUMNS } from './contacts.repository.js'
 import { orderByClauses, type SortKey } from './search.compiler.js'
 
@@ -49,6 +51,19 @@ export async function findContactsAtOffset(
   limit: number,
   offset: number,
 ) {
+  if (conditions.length === 0) return (await unfilteredPage(dialect, keys)(db, orgId, limit, offset)).rows
+  return pageAtOffset(db, dialect, orgId, conditions, keys, limit, offset).execute()
+}
+
+function pageAtOffset(
+  db: Kysely<Database>,
+  dialect: DialectName,
+  orgId: string,
+  conditions: readonly SearchCondition[],
+  keys: SortKey[],
+  limit: number,
+  offset: number,
+) {
   const pageIds = ordered(dialect, liveContacts(db, orgId, conditions).select('id'), keys)
     .limit(limit)
     .offset(offset)
@@ -56,8 +71,29 @@ export async function findContactsAtOffset(
     dialect,
     db.selectFrom('contacts').select(LISTED_COLUMNS).where('org_id', '=', orgId).where('id', 'in', pageIds),
     keys,
-  ).execute()
+  )
 }
+
+type UnfilteredPage = (
+  db: Kysely<Database>,
+  orgId: string,
+  limit: number,
+  offset: number,
+) => Promise<QueryResult<Selection<Database, 'contacts', (typeof LISTED_COLUMNS)[number]>>>
+
+/**
+ * The plain list (no filter, the page and its size only) compiled once per sort: named and
+ * planned once on PostgreSQL instead of at every page, and not built again on SQLite. Sorts come
+ * from requests, so only the most recently used are kept.
+ */
+const unfilteredPage = (dialect: DialectName, keys: SortKey[]): UnfilteredPage =>
+  unfilteredPages.get(`${dialect} ${JSON.stringify(keys)}`, () =>
+    preparedQuery(3, (db, orgId: string, limit: number, offset: number) =>
+      pageAtOffset(db, dialect, orgId, [], keys, limit, offset),
+    ),
+  )
+
+const unfilteredPages = recentlyUsed<UnfilteredPage>(16)
 
 /** Live contacts matching every condition; without conditions, the organization's kept count. */
 export async function countContacts(
