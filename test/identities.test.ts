@@ -175,6 +175,41 @@ for (const backend of BACKENDS) {
         )
       })
 
+      test('a contact with two numbers that changes one keeps the other, and may hold one number in both', async () => {
+        const contact = await create({
+          channels: { telephone: '+1 650 333 0001', whatsapp: '+1 650 333 0002' },
+        })
+        const phonesHeld = async () =>
+          (
+            await t.database.db
+              .selectFrom('contact_identities')
+              .select('value')
+              .where('org_id', '=', org.id)
+              .where('contact_id', '=', contact.id)
+              .where('kind', '=', 'phone')
+              .orderBy('value')
+              .execute()
+          ).map((row) => row.value)
+        await request('PUT', `/contact/${contact.id}`, {
+          channels: { telephone: '+1 650 333 0001', whatsapp: '+1 650 333 0003' },
+        })
+        assert.deepEqual(await phonesHeld(), ['+16503330001', '+16503330003'])
+        assert.equal(
+          (await request('POST', '/contact', { channels: { whatsapp: '+16503330002' } })).statusCode,
+          201,
+        )
+        // Both channels on one number, written two ways: one identity, and the other number freed.
+        const same = await request('PUT', `/contact/${contact.id}`, {
+          channels: { telephone: '+1 650 333 0003', whatsapp: '16503330003' },
+        })
+        assert.equal(same.statusCode, 200)
+        assert.deepEqual(await phonesHeld(), ['+16503330003'])
+        assert.equal(
+          (await request('POST', '/contact', { channels: { telephone: '+16503330001' } })).statusCode,
+          201,
+        )
+      })
+
       test('the same identity in another organization is another contact', async () => {
         const other = await t.createOrg()
         await create({ email: 'shared@example.com' })

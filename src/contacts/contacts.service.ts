@@ -162,7 +162,7 @@ const touchesIdentities = (columns: UpdateableContactRow) =>
  */
 async function keepIdentitiesInStep(trx: Kysely<Database>, before: Contact, after: Contact) {
   if (sameIdentitySources(before, after)) return
-  await moveFieldIdentities(trx, after.org_id, after.id, identitiesOf(before), identitiesOf(after))
+  await moveFieldIdentities(trx, after.org_id, after.id, before, after)
 }
 
 /** The identities a body sets (those it does not mention are not known without reading the row). */
@@ -233,7 +233,7 @@ async function withIdentityRace<T>(
 async function insertWithIdentities(trx: Kysely<Database>, actor: Actor, row: InsertableContactRow) {
   const inserted = await contacts.insertContact(trx, row)
   const contact = toContact(inserted)
-  await moveFieldIdentities(trx, inserted.org_id, inserted.id, [], identitiesOf(contact))
+  await moveFieldIdentities(trx, inserted.org_id, inserted.id, null, contact)
   await recordEvent(trx, actor, { type: 'contact.created', contact })
   return contact
 }
