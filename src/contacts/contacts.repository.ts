@@ -216,13 +216,11 @@ export async function countTrash(db: Kysely<Database>, orgId: string): Promise<n
 }
 
 export async function insertContact(db: Kysely<Database>, row: InsertableContactRow): Promise<ContactRow> {
-  const columns = withSearchColumns(row) as Record<string, unknown>
-  const names = Object.keys(columns).filter((name) => columns[name] !== undefined)
-  const values = names.map((name) => columns[name])
+  const { columns, names, values } = columnsToWrite(row)
   if (!values.every(isPlainValue))
     return db
       .insertInto('contacts')
-      .values(withSearchColumns(row))
+      .values(columns as InsertableContactRow)
       .returning(CONTACT_ROW_COLUMNS)
       .executeTakeFirstOrThrow()
   const [inserted] = (await insertOfColumns(names)(db, ...values)).rows
@@ -274,8 +272,8 @@ export async function updateContact(
   return (await updateOfColumns(names)(db, orgId, id, ...values)).rows[0]
 }
 
-/** What an update writes, its search columns included: the names (its shape) and their values. */
-function columnsToWrite(changes: UpdateableContactRow) {
+/** What a write stores, its search columns included: the names (its shape) and their values. */
+function columnsToWrite(changes: UpdateableContactRow | InsertableContactRow) {
   const columns = withSearchColumns(changes) as Record<string, unknown>
   const names = Object.keys(columns).filter((name) => columns[name] !== undefined)
   return { columns: columns as UpdateableContactRow, names, values: names.map((name) => columns[name]) }

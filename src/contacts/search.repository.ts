@@ -42,20 +42,13 @@ export function findContacts(
  * without reading the rows it skips), and only the page's own rows are read, in the columns a
  * contact is made of (the search's folded copies would add a fifth to the read).
  */
-export async function findContactsAtOffset(
-  db: Kysely<Database>,
-  dialect: DialectName,
-  orgId: string,
-  conditions: readonly SearchCondition[],
-  keys: SortKey[],
-  limit: number,
-  offset: number,
-) {
+export async function findContactsAtOffset(...page: PageAtOffset) {
+  const [db, dialect, orgId, conditions, keys, limit, offset] = page
   if (conditions.length === 0) return (await unfilteredPage(dialect, keys)(db, orgId, limit, offset)).rows
-  return pageAtOffset(db, dialect, orgId, conditions, keys, limit, offset).execute()
+  return pageAtOffset(...page).execute()
 }
 
-function pageAtOffset(
+type PageAtOffset = [
   db: Kysely<Database>,
   dialect: DialectName,
   orgId: string,
@@ -63,7 +56,9 @@ function pageAtOffset(
   keys: SortKey[],
   limit: number,
   offset: number,
-) {
+]
+
+function pageAtOffset(...[db, dialect, orgId, conditions, keys, limit, offset]: PageAtOffset) {
   const pageIds = ordered(dialect, liveContacts(db, orgId, conditions).select('id'), keys)
     .limit(limit)
     .offset(offset)
