@@ -148,25 +148,43 @@ async function recordFieldIdentities(
   identities: readonly Identity[],
 ): Promise<void> {
   if (identities.length === 0) return
-  const inserted = await trx
-    .insertInto('contact_identities')
-    .values(
-      identities.map((identity) => ({
-        org_id: orgId,
-        ...identity,
-        contact_id: contactId,
-        origin: 'field' as const,
-      })),
-    )
-    .onConflict((oc) => oc.columns(['org_id', 'kind', 'value']).doNothing())
-    .returning(['kind', 'value'])
-    .execute()
+  const [only] = identities
+  const inserted =
+    identities.length === 1 && only
+      ? (await recordFieldIdentity(trx, orgId, only.kind, only.value, contactId)).rows
+      : await insertFieldIdentities(trx, orgId, contactId, identities).returning(['kind', 'value']).execute()
   if (inserted.length === identities.length) return
   const done = new Set(inserted.map(keyOf))
   const raced = identities.filter((identity) => !done.has(keyOf(identity)))
   const other = (await findIdentityHolders(trx, orgId, raced)).find((row) => row.contact_id !== contactId)
   if (other) throw new IdentityConflictError(other, other.contact_id)
 }
+
+const insertFieldIdentities = (
+  db: Kysely<Database>,
+  orgId: string,
+  contactId: string,
+  identities: readonly Identity[],
+) =>
+  db
+    .insertInto('contact_identities')
+    .values(
+      identities.map((identity) => ({
+        org_id: orgId,
+        kind: identity.kind,
+        value: identity.value,
+        contact_id: contactId,
+        origin: 'field' as const,
+      })),
+    )
+    .onConflict((oc) => oc.columns(['org_id', 'kind', 'value']).doNothing())
+
+/** The common case (a new email, say), compiled once: named and planned once on PostgreSQL. */
+const recordFieldIdentity = preparedQuery(
+  4,
+  (db, orgId: string, kind: IdentityKind, value: string, contactId: string) =>
+    insertFieldIdentities(db, orgId, contactId, [{ kind, value }]).returning(['kind', 'value']),
+)
 
 const dropFieldIdentity = preparedQuery(
   4,
