@@ -210,6 +210,43 @@ for (const backend of BACKENDS) {
         )
       })
 
+      test('a contact stored before identities were unique keeps its writes, and gets a shared identity only as a conflict', async () => {
+        const holder = await create({ email: 'shared@example.com' })
+        // A row written straight to the table, as contacts made before identities were unique are.
+        const legacy = await insertContact(t.database.db, {
+          org_id: org.id,
+          id: uuidv7(),
+          email: 'shared@example.com',
+          email_normalized: 'shared@example.com',
+          channels: '{}',
+          user_attributes: '{}',
+          custom_fields: '{}',
+          created_at: new Date().toISOString(),
+          updated_at: new Date().toISOString(),
+        })
+        // A write that leaves the shared email alone is no conflict, and claims nothing.
+        const channels = await request('PUT', `/contact/${legacy.id}`, {
+          channels: { whatsapp: '+1 650 444 0001' },
+        })
+        assert.equal(channels.statusCode, 200)
+        const holders = await t.database.db
+          .selectFrom('contact_identities')
+          .select(['kind', 'contact_id'])
+          .where('org_id', '=', org.id)
+          .where('contact_id', 'in', [holder.id, legacy.id])
+          .orderBy('kind')
+          .execute()
+        assert.deepEqual(holders, [
+          { kind: 'email', contact_id: holder.id },
+          { kind: 'phone', contact_id: legacy.id },
+        ])
+        // Given the email anew, it is the conflict any contact would get.
+        await request('PUT', `/contact/${legacy.id}`, { email: 'own@example.com' })
+        const back = await request('PUT', `/contact/${legacy.id}`, { email: 'shared@example.com' })
+        assert.equal(back.statusCode, 409)
+        assert.equal(back.json().existing_id, holder.id)
+      })
+
       test('the same identity in another organization is another contact', async () => {
         const other = await t.createOrg()
         await create({ email: 'shared@example.com' })
