@@ -211,13 +211,13 @@ for (const backend of BACKENDS) {
       })
 
       test('a contact stored before identities were unique keeps its writes, and gets a shared identity only as a conflict', async () => {
-        const holder = await create({ email: 'shared@example.com' })
+        const holder = await create({ email: 'stored-early@example.com' })
         // A row written straight to the table, as contacts made before identities were unique are.
         const legacy = await insertContact(t.database.db, {
           org_id: org.id,
           id: uuidv7(),
-          email: 'shared@example.com',
-          email_normalized: 'shared@example.com',
+          email: 'stored-early@example.com',
+          email_normalized: 'stored-early@example.com',
           channels: '{}',
           user_attributes: '{}',
           custom_fields: '{}',
@@ -241,8 +241,8 @@ for (const backend of BACKENDS) {
           { kind: 'phone', contact_id: legacy.id },
         ])
         // Given the email anew, it is the conflict any contact would get.
-        await request('PUT', `/contact/${legacy.id}`, { email: 'own@example.com' })
-        const back = await request('PUT', `/contact/${legacy.id}`, { email: 'shared@example.com' })
+        await request('PUT', `/contact/${legacy.id}`, { email: 'stored-early-own@example.com' })
+        const back = await request('PUT', `/contact/${legacy.id}`, { email: 'stored-early@example.com' })
         assert.equal(back.statusCode, 409)
         assert.equal(back.json().existing_id, holder.id)
       })
