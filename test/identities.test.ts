@@ -44,6 +44,19 @@ for (const backend of BACKENDS) {
       return response.json().data as { id: string } & Record<string, unknown>
     }
     const get = async (id: string) => (await request('GET', `/contact/${id}`)).json()
+    /** A row written straight to the table, as contacts made before identities were unique are. */
+    const storedBeforeIdentities = (email: string) =>
+      insertContact(t.database.db, {
+        org_id: org.id,
+        id: uuidv7(),
+        email,
+        email_normalized: email.toLowerCase(),
+        channels: '{}',
+        user_attributes: '{}',
+        custom_fields: '{}',
+        created_at: new Date().toISOString(),
+        updated_at: new Date().toISOString(),
+      })
     /** Every row of every table, as text, to search for what must not be there. */
     const everything = async () => {
       const dump: Record<string, unknown[]> = {}
@@ -212,18 +225,7 @@ for (const backend of BACKENDS) {
 
       test('a contact stored before identities were unique keeps its writes, and gets a shared identity only as a conflict', async () => {
         const holder = await create({ email: 'stored-early@example.com' })
-        // A row written straight to the table, as contacts made before identities were unique are.
-        const legacy = await insertContact(t.database.db, {
-          org_id: org.id,
-          id: uuidv7(),
-          email: 'stored-early@example.com',
-          email_normalized: 'stored-early@example.com',
-          channels: '{}',
-          user_attributes: '{}',
-          custom_fields: '{}',
-          created_at: new Date().toISOString(),
-          updated_at: new Date().toISOString(),
-        })
+        const legacy = await storedBeforeIdentities('stored-early@example.com')
         // A write that leaves the shared email alone is no conflict, and claims nothing.
         const channels = await request('PUT', `/contact/${legacy.id}`, {
           channels: { whatsapp: '+1 650 444 0001' },
@@ -463,18 +465,7 @@ for (const backend of BACKENDS) {
           last_name: 'Doe',
           channels: { instagram: 'JoDoe', telephone: '+15550109999' },
         })
-        // A row written straight to the table, as contacts made before identities were unique are.
-        const legacy = await insertContact(t.database.db, {
-          org_id: org.id,
-          id: uuidv7(),
-          email: 'JO@example.com',
-          email_normalized: 'jo@example.com',
-          channels: '{}',
-          user_attributes: '{}',
-          custom_fields: '{}',
-          created_at: new Date().toISOString(),
-          updated_at: new Date().toISOString(),
-        })
+        const legacy = await storedBeforeIdentities('JO@example.com')
         const byEmail = { id: legacy.id }
         await create({ first_name: 'Jo', last_name: 'Doe', channels: { instagram: 'someone-else' } })
         const response = await request('GET', `/contact/${a.id}/duplicates`)
