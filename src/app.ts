@@ -192,7 +192,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       await limitByAddress(api, config, redis)
       await api.register(async (authenticated) => {
         await limitByKey(authenticated, config, redis)
-        authenticated.addHook('onRequest', apiKeyAuth(database))
+        // After the rate limits (route hooks of onRequest), so that requests with a wrong key
+        // count against their address too, and before the body is read.
+        authenticated.addHook('preParsing', apiKeyAuth(database))
         registerIdempotency(authenticated, database.db)
         const cursors = cursorCodecOnce(database.db)
         await authenticated.register(contactRoutes, {

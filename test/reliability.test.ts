@@ -218,6 +218,55 @@ for (const backend of BACKENDS) {
       }
     })
 
+    test('the limit per address counts requests with a wrong key or none, so keys cannot be guessed at will', async () => {
+      const config = loadConfig(
+        {},
+        { databaseUrl: t.testDatabase.url, logLevel: 'silent', rateLimitPerAddress: 3 },
+      )
+      const limited = await buildApp(config)
+      try {
+        const call = (headers: Record<string, string>) =>
+          limited.inject({ method: 'GET', url: '/api/v1/contact', headers })
+        const guesses = []
+        for (let i = 0; i < 3; i++) guesses.push((await call({ 'x-api-key': `in-guess-${i}` })).statusCode)
+        assert.deepEqual(guesses, [401, 401, 401])
+        const refused = await call({ 'x-api-key': 'in-guess-3' })
+        assert.equal(refused.statusCode, 429)
+        assert.equal(refused.json().code, 'rate_limited')
+        assert.equal((await call({})).statusCode, 429, 'a request without a key counts too')
+        assert.equal(
+          (await call({ 'x-api-key': org.key })).statusCode,
+          429,
+          'a valid key does not lift the limit of an address that spent it',
+        )
+      } finally {
+        await limited.close()
+      }
+    })
+
+    test('a read-only key is refused on a write before its body is read, and counted', async () => {
+      const config = loadConfig(
+        {},
+        { databaseUrl: t.testDatabase.url, logLevel: 'silent', rateLimitPerKey: 2 },
+      )
+      const limited = await buildApp(config)
+      try {
+        const write = () =>
+          limited.inject({
+            method: 'POST',
+            url: '/api/v1/contact',
+            headers: { 'x-api-key': org.readOnlyKey, 'content-type': 'application/json' },
+            payload: '{"first_name": "never parsed"',
+          })
+        // The body is not even JSON: the key's refusal comes before anything reads it.
+        const refusals = [(await write()).statusCode, (await write()).statusCode]
+        assert.deepEqual(refusals, [403, 403])
+        assert.equal((await write()).statusCode, 429)
+      } finally {
+        await limited.close()
+      }
+    })
+
     test('SIGTERM lets in-flight requests finish, exits 0, and leaves SQLite checkpointed', async () => {
       const server = await startServerProcess({ DATABASE_URL: t.testDatabase.url })
       const create = (i: number) =>

@@ -1,4 +1,4 @@
-import type { FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import type { FastifyRequest, preParsingAsyncHookHandler } from 'fastify'
 import { hashApiKey } from '../api-keys/api-key-secret.js'
 import { authenticateApiKey, type Principal } from '../api-keys/api-keys.service.js'
 import type { DatabaseHandle } from '../db/database.js'
@@ -36,7 +36,7 @@ export function presentedKeyHash(request: FastifyRequest): string | undefined {
 }
 
 /** Authentication for /api/v1: the key in `X-API-Key` or, as in the original, `?api_key=`. */
-export function apiKeyAuth(database: DatabaseHandle): onRequestAsyncHookHandler {
+export function apiKeyAuth(database: DatabaseHandle): preParsingAsyncHookHandler {
   return async (request) => {
     const key = presentedKey(request)
     if (key === undefined) throw new AppError('not_authenticated', 'Not authenticated')
