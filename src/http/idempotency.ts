@@ -38,7 +38,7 @@ const isExpired = (createdAt: Date | string, window: number) =>
 export function registerIdempotency(app: FastifyInstance, db: Kysely<Database>) {
   app.decorateRequest('idempotency', null)
 
-  app.addHook('preValidation', async (request: FastifyRequest, reply: FastifyReply) => {
+  const claimKey = async (request: FastifyRequest, reply: FastifyReply) => {
     const header = request.headers['idempotency-key']
     if (request.method !== 'POST' || header === undefined || !request.principal) return
     const key = Array.isArray(header) ? header[0] : header
@@ -107,9 +107,9 @@ export function registerIdempotency(app: FastifyInstance, db: Kysely<Database>) 
         .type('application/json; charset=utf-8')
         .send(stored.response_body)
     }
-  })
+  }
 
-  app.addHook('onSend', async (request, reply, payload) => {
+  const keepAnswer = async (request: FastifyRequest, reply: FastifyReply, payload: unknown) => {
     const claim = request.idempotency
     if (!claim) return payload
     request.idempotency = null
@@ -124,8 +124,19 @@ export function registerIdempotency(app: FastifyInstance, db: Kysely<Database>) 
       .where('key', '=', claim.key)
       .execute()
     return payload
+  }
+
+  // Hooks of the POST routes only: every other request would run two hooks for nothing.
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method]
+    if (!methods.includes('POST')) return
+    route.preValidation = [...hooksOf(route.preValidation), claimKey]
+    route.onSend = [...hooksOf(route.onSend), keepAnswer]
   })
 }
+
+const hooksOf = <T>(hooks: T | T[] | undefined): T[] =>
+  hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]
 
 async function forget(db: Kysely<Database>, orgId: string, key: string) {
   await db.deleteFrom('idempotency_keys').where('org_id', '=', orgId).where('key', '=', key).execute()
