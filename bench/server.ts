@@ -1,8 +1,9 @@
 /**
  * The server the benchmark drives: the production server (the same start-up, options, plugins,
- * hooks, logger at info, key authentication, rate limiter and webhook dispatcher), plus one route
- * that answers fixed JSON through all of it, the ceiling every other route is measured against in
- * the same round.
+ * hooks, logger at info, key authentication, rate limits and webhook dispatcher), plus one route
+ * that answers fixed JSON through the same server, logger and global hooks, but outside /api/v1
+ * and so without its rate limits and key check: the HTTP ceiling every other route is measured
+ * against in the same round.
  */
 import { loadConfig } from '../src/config.js'
 import { startServer } from '../src/serve.js'
