@@ -180,7 +180,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.get('/openapi.json', { schema: { hide: true }, logLevel: 'warn' }, async () => app.swagger())
 
   await app.register(healthRoutes, { database })
-  const redis = rateLimitStore(config)
+  const redis = await rateLimitStore(config)
   if (redis) {
     redis.on('error', (err) => app.log.warn({ err }, 'rate limit store unreachable'))
     app.addHook('onClose', async () => {

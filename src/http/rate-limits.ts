@@ -1,6 +1,6 @@
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { presentedKeyHash } from '../auth/auth.hook.js'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
@@ -10,8 +10,11 @@ import { AppError } from '../errors.js'
  * database share their counts; counted in memory otherwise. Rate limiting fails open: if Redis is
  * unreachable requests are served (and the error logged) rather than refused.
  */
-export function rateLimitStore(config: Config): Redis | undefined {
+export async function rateLimitStore(config: Config): Promise<Redis | undefined> {
   if (!config.redisUrl) return undefined
+  // Loaded only when used: the client and its dependencies cost a process without Redis several
+  // MB of resident memory.
+  const { Redis } = await import('ioredis')
   return new Redis(config.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, lazyConnect: false })
 }
 
