@@ -195,6 +195,7 @@ for (const backend of BACKENDS) {
 
     test('both are answered in the same time, headers and body', async () => {
       const timings: Record<'unknown' | 'revoked', number[]> = { unknown: [], revoked: [] }
+      const remaining: Record<'unknown' | 'revoked', unknown[]> = { unknown: [], revoked: [] }
       const answers = new Set<string>()
       // Interleaved, so that drift in the machine's load touches both alike.
       for (let round = 0; round < 300; round += 1) {
@@ -209,11 +210,26 @@ for (const backend of BACKENDS) {
             headers: { 'x-api-key': key },
           })
           timings[kind].push(Number(process.hrtime.bigint() - started))
-          const { date: _date, 'x-request-id': _id, ...headers } = response.headers
-          answers.add(JSON.stringify([response.statusCode, headers, response.body]))
+          // A refused key is counted by its rate limit like any other: each key's budget goes
+          // down request by request, so how it goes down is compared between the kinds below.
+          const {
+            date: _date,
+            'x-request-id': _id,
+            'ratelimit-remaining': left,
+            // The seconds left in each key's window, which began when the key was first used.
+            'ratelimit-reset': reset,
+            ...headers
+          } = response.headers
+          remaining[kind].push(left)
+          answers.add(JSON.stringify([response.statusCode, headers, response.body, typeof reset]))
         }
       }
       assert.equal(answers.size, 1, [...answers].join('\n'))
+      // The revoked key's budget also paid for its one use before it was revoked.
+      const steps = (counts: unknown[]) =>
+        counts.slice(1).map((count, i) => Number(counts[i]) - Number(count))
+      assert.deepEqual(steps(remaining.revoked), steps(remaining.unknown))
+      assert.ok(steps(remaining.unknown).every((step) => step === 1))
       const median = (values: number[]) => values.sort((a, b) => a - b)[values.length >> 1] as number
       const ratio = median(timings.revoked) / median(timings.unknown)
       assert.ok(ratio > 0.7 && ratio < 1.4, `revoked/unknown median time ratio ${ratio.toFixed(2)}`)
