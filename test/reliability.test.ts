@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict'
 import { existsSync, statSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
+import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
+import { type Config, loadConfig } from '../src/config.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
 import { startServerProcess } from './helpers/processes.js'
@@ -22,6 +23,17 @@ for (const backend of BACKENDS) {
       t.call(key, { method: 'POST', url: `/api/v1${url}`, payload, headers })
     const contactCount = async (orgId = org.id) =>
       (await t.database.db.selectFrom('contacts').select('id').where('org_id', '=', orgId).execute()).length
+    /** An app of its own on the same database with these rate limits, closed after `use`. */
+    async function withLimits(limits: Partial<Config>, use: (app: FastifyInstance) => Promise<void>) {
+      const limited = await buildApp(
+        loadConfig({}, { databaseUrl: t.testDatabase.url, logLevel: 'silent', ...limits }),
+      )
+      try {
+        await use(limited)
+      } finally {
+        await limited.close()
+      }
+    }
 
     describe('Idempotency-Key', () => {
       test('a retried POST returns the first response and does the work once', async () => {
@@ -192,13 +204,8 @@ for (const backend of BACKENDS) {
       })
     })
 
-    test('rate limits answer 429 with Retry-After and the RateLimit headers, per key', async () => {
-      const config = loadConfig(
-        {},
-        { databaseUrl: t.testDatabase.url, logLevel: 'silent', rateLimitPerKey: 3 },
-      )
-      const limited = await buildApp(config)
-      try {
+    test('rate limits answer 429 with Retry-After and the RateLimit headers, per key', () =>
+      withLimits({ rateLimitPerKey: 3 }, async (limited) => {
         const call = (key: string) =>
           limited.inject({ method: 'GET', url: '/api/v1/contact', headers: { 'x-api-key': key } })
         const first = await call(org.key)
@@ -213,18 +220,10 @@ for (const backend of BACKENDS) {
         assert.equal(refused.json().code, 'rate_limited')
         assert.equal(typeof refused.json().detail, 'string')
         assert.equal((await call(org.readOnlyKey)).statusCode, 200, 'another key has its own budget')
-      } finally {
-        await limited.close()
-      }
-    })
+      }))
 
-    test('the limit per address counts requests with a wrong key or none, so keys cannot be guessed at will', async () => {
-      const config = loadConfig(
-        {},
-        { databaseUrl: t.testDatabase.url, logLevel: 'silent', rateLimitPerAddress: 3 },
-      )
-      const limited = await buildApp(config)
-      try {
+    test('the limit per address counts requests with a wrong key or none, so keys cannot be guessed at will', () =>
+      withLimits({ rateLimitPerAddress: 3 }, async (limited) => {
         const call = (headers: Record<string, string>) =>
           limited.inject({ method: 'GET', url: '/api/v1/contact', headers })
         const guesses = []
@@ -239,18 +238,10 @@ for (const backend of BACKENDS) {
           429,
           'a valid key does not lift the limit of an address that spent it',
         )
-      } finally {
-        await limited.close()
-      }
-    })
+      }))
 
-    test('a read-only key is refused on a write before its body is read, and counted', async () => {
-      const config = loadConfig(
-        {},
-        { databaseUrl: t.testDatabase.url, logLevel: 'silent', rateLimitPerKey: 2 },
-      )
-      const limited = await buildApp(config)
-      try {
+    test('a read-only key is refused on a write before its body is read, and counted', () =>
+      withLimits({ rateLimitPerKey: 2 }, async (limited) => {
         const write = () =>
           limited.inject({
             method: 'POST',
@@ -262,10 +253,7 @@ for (const backend of BACKENDS) {
         const refusals = [(await write()).statusCode, (await write()).statusCode]
         assert.deepEqual(refusals, [403, 403])
         assert.equal((await write()).statusCode, 429)
-      } finally {
-        await limited.close()
-      }
-    })
+      }))
 
     test('SIGTERM lets in-flight requests finish, exits 0, and leaves SQLite checkpointed', async () => {
       const server = await startServerProcess({ DATABASE_URL: t.testDatabase.url })
