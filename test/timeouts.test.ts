@@ -211,7 +211,7 @@ for (const backend of BACKENDS) {
           })
           timings[kind].push(Number(process.hrtime.bigint() - started))
           // A refused key is counted by its rate limit like any other: each key's budget goes
-          // down request by request, so how it goes down is compared between the kinds below.
+          // down request by request, checked for both kinds below.
           const {
             date: _date,
             'x-request-id': _id,
@@ -225,11 +225,14 @@ for (const backend of BACKENDS) {
         }
       }
       assert.equal(answers.size, 1, [...answers].join('\n'))
-      // The revoked key's budget also paid for its one use before it was revoked.
-      const steps = (counts: unknown[]) =>
-        counts.slice(1).map((count, i) => Number(counts[i]) - Number(count))
-      assert.deepEqual(steps(remaining.revoked), steps(remaining.unknown))
-      assert.ok(steps(remaining.unknown).every((step) => step === 1))
+      // Where each count starts differs (the revoked key was used once before it was revoked).
+      for (const [kind, counts] of Object.entries(remaining)) {
+        const steps = counts.slice(1).map((count, i) => Number(counts[i]) - Number(count))
+        assert.ok(
+          steps.every((step) => step === 1),
+          `${kind}: ${counts.slice(0, 5).join(', ')}…`,
+        )
+      }
       const median = (values: number[]) => values.sort((a, b) => a - b)[values.length >> 1] as number
       const ratio = median(timings.revoked) / median(timings.unknown)
       assert.ok(ratio > 0.7 && ratio < 1.4, `revoked/unknown median time ratio ${ratio.toFixed(2)}`)
