@@ -452,6 +452,81 @@ for (const backend of BACKENDS) {
         assert.deepEqual((await limited(t.database.db, org.id, 4)).rows, all.slice(0, 4))
       })
 
+      test('a write leaves out the indexed columns it does not change: SQLite would rewrite their index entries', async () => {
+        // A temporary trigger of the server's own connection fires for every UPDATE that sets the
+        // column, whether or not its value changes: as SQLite's index upkeep does.
+        const db = t.database.db
+        await sql`create temp table indexed_writes (id text, email text, external_id text)`.execute(db)
+        await sql`create temp trigger indexed_email_write after update of email_normalized on main.contacts
+          begin insert into indexed_writes values (new.id, new.email_normalized, null); end`.execute(db)
+        await sql`create temp trigger indexed_external_id_write after update of external_id on main.contacts
+          begin insert into indexed_writes values (new.id, null, new.external_id); end`.execute(db)
+        const writes = async () =>
+          (
+            await sql<{
+              email: string | null
+              external_id: string | null
+            }>`select email, external_id from indexed_writes`.execute(db)
+          ).rows
+        try {
+          const created = await t.api(org.key, 'POST', '/contact', {
+            first_name: 'Idx',
+            email: 'idx.same@example.com',
+            external_id: 'idx-1',
+          })
+          assert.equal(created.statusCode, 201, created.body)
+          const id = created.json().data.id as string
+
+          // The email written another way and the same external id: other fields change, these stay.
+          const put = await t.api(org.key, 'PUT', `/contact/${id}`, {
+            first_name: 'Idx two',
+            email: 'IDX.Same@example.com',
+            external_id: 'idx-1',
+          })
+          assert.equal(put.statusCode, 200, put.body)
+          assert.equal(put.json().data.email, 'IDX.Same@example.com')
+          const patch = await t.api(org.key, 'PATCH', `/contact/${id}`, {
+            email: 'idx.same@example.com',
+            last_name: 'P',
+          })
+          assert.equal(patch.statusCode, 200, patch.body)
+          const upsert = await t.api(org.key, 'POST', '/contact/upsert', {
+            email: 'idx.same@example.com',
+            external_id: 'idx-1',
+            first_name: 'Idx three',
+          })
+          assert.equal(upsert.statusCode, 200, upsert.body)
+          assert.equal(upsert.json().data.id, id)
+          assert.deepEqual(await writes(), [])
+
+          // A changed value is written, and found by its index.
+          const moved = await t.api(org.key, 'PUT', `/contact/${id}`, {
+            email: 'idx.new@example.com',
+            external_id: 'idx-2',
+          })
+          assert.equal(moved.statusCode, 200, moved.body)
+          assert.deepEqual(await writes(), [
+            { email: 'idx.new@example.com', external_id: null },
+            { email: null, external_id: 'idx-2' },
+          ])
+          for (const query of ['email=IDX.NEW@example.com', 'external_id=idx-2']) {
+            const found = await t.call(org.key, { method: 'GET', url: `/api/v1/contact?${query}` })
+            assert.deepEqual(
+              found.json().data.items.map((contact: { id: string }) => contact.id),
+              [id],
+              query,
+            )
+          }
+          const stored = (await t.api(org.key, 'GET', `/contact/${id}`)).json().data
+          assert.equal(stored.first_name, 'Idx three')
+          assert.equal(stored.last_name, 'P')
+        } finally {
+          await sql`drop trigger temp.indexed_email_write`.execute(db)
+          await sql`drop trigger temp.indexed_external_id_write`.execute(db)
+          await sql`drop table temp.indexed_writes`.execute(db)
+        }
+      })
+
       test("the server's commits never checkpoint: a worker thread copies the WAL into the database file", async () => {
         const file = t.testDatabase.url.slice('sqlite:'.length)
         const automatic = async (handle: typeof t.database) =>

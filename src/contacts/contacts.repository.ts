@@ -260,15 +260,43 @@ export async function insertContacts(
   await db.insertInto('contacts').values(rows.map(withSearchColumns)).execute()
 }
 
-/** Updates a live contact. */
+/**
+ * The columns of contacts that SQLite's indexes hold besides the key (migrations: the email and
+ * external id indexes; the others hold columns no update sets).
+ */
+const SQLITE_INDEXED_COLUMNS = ['email_normalized', 'external_id'] as const
+
+/**
+ * The changes without the indexed columns they would set to the value `stored` already holds.
+ * SQLite deletes and inserts the index entry of every indexed column an UPDATE sets, changed or
+ * not, which makes one more page of the index to write and checkpoint: a PUT carries the
+ * contact's email, and an upsert the email that found the contact, almost always unchanged.
+ * PostgreSQL compares the values itself (an unchanged value keeps a HOT update), so there the
+ * statement is left as it is, one shape per body.
+ */
+function withoutUnchangedIndexed(db: Kysely<Database>, changes: UpdateableContactRow, stored: ContactRow) {
+  if (dialectOf(db) !== 'sqlite') return changes
+  let kept = changes
+  for (const column of SQLITE_INDEXED_COLUMNS) {
+    if (column in kept && kept[column] === stored[column]) {
+      if (kept === changes) kept = { ...changes }
+      delete kept[column]
+    }
+  }
+  return kept
+}
+
+/** Updates a live contact; `stored` (the row as the transaction read it) spares unchanged writes. */
 export async function updateContact(
   db: Kysely<Database>,
   orgId: string,
   id: string,
   changes: UpdateableContactRow,
+  stored?: ContactRow,
 ): Promise<ContactRow | undefined> {
-  const { names, values } = columnsToWrite(changes)
-  if (!values.every(isPlainValue)) return liveContactUpdate(db, orgId, id, changes).executeTakeFirst()
+  const written = stored ? withoutUnchangedIndexed(db, changes, stored) : changes
+  const { names, values } = columnsToWrite(written)
+  if (!values.every(isPlainValue)) return liveContactUpdate(db, orgId, id, written).executeTakeFirst()
   return (await updateOfColumns(names)(db, orgId, id, ...values)).rows[0]
 }
 
@@ -387,7 +415,7 @@ export async function updateContactReturningPrevious(
   }
   const before = await findContactForUpdate(trx, orgId, id)
   if (!before || (expectedVersion !== undefined && before.version !== expectedVersion)) return undefined
-  const row = await updateContact(trx, orgId, id, changes)
+  const row = await updateContact(trx, orgId, id, changes, before)
   return row && { before, row }
 }
 

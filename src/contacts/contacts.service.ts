@@ -728,7 +728,7 @@ export async function upsertPrepared(
     return { created: false, changed: false, contact: before }
   }
   columns.updated_at = nowTimestamp()
-  const row = await contacts.updateContact(trx, orgId, existing.id, columns)
+  const row = await contacts.updateContact(trx, orgId, existing.id, columns, existing)
   if (!row) throw notFound('contact_not_found', 'Contact')
   const contact = toContact(row)
   await keepIdentitiesInStep(trx, before, contact)
