@@ -420,6 +420,37 @@ for (const backend of BACKENDS) {
         })
         assert.equal(namedStatementCount(), NAMED_STATEMENTS_CAP)
       })
+
+      test("a DATABASE_URL naming PostgreSQL's Unix socket folder connects through the socket", async (context) => {
+        const { rows } = await sql<{
+          folders: string
+        }>`select current_setting('unix_socket_directories') as folders`.execute(t.database.db)
+        const folder = rows[0]?.folders.split(',')[0]?.trim()
+        if (!folder) return context.skip('this PostgreSQL listens on no Unix socket')
+        const url = new URL(t.testDatabase.url)
+        url.hostname = ''
+        url.port = ''
+        url.searchParams.set('host', folder)
+        const local = openDatabase(url.toString())
+        try {
+          // A client on a Unix socket has no network address.
+          const peer = await sql<{
+            address: string | null
+          }>`select inet_client_addr()::text as address`.execute(local.db)
+          assert.equal(peer.rows[0]?.address, null)
+          const principal = {
+            orgId: org.id,
+            actorType: 'api_key' as const,
+            actorId: org.keyId,
+            role: 'full_access' as const,
+          }
+          const created = await createContact(local.db, principal, { first_name: 'Through the socket' })
+          const seen = await t.api(org.key, 'GET', `/contact/${created.id}`)
+          assert.equal(seen.json().data.first_name, 'Through the socket')
+        } finally {
+          await local.close()
+        }
+      })
     }
 
     if (backend.name === 'sqlite') {
