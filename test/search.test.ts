@@ -806,28 +806,42 @@ async function withDatabaseAt(
   }
 }
 
+/**
+ * Four people written through the service on SQLite, for the tests of the text index's
+ * migrations: their ids, a `q` search answered as a set, and queries with what each must find.
+ */
+async function fourIndexedPeople(
+  handle: ReturnType<typeof openDatabase>,
+  orgId: string,
+  principal: Principal,
+) {
+  const people = [
+    { first_name: 'Zoë', last_name: 'Ørsted', email: 'zoe.orsted@example.com' },
+    { first_name: 'Ann', last_name: 'Lee', channels: { whatsapp: '+44 20 7946 0958' } },
+    { first_name: 'Annabel', last_name: 'Leeds', email: 'annabel@example.org' },
+    { first_name: 'Grace', last_name: 'Hopper', email: 'grace"quote@example.net' },
+  ]
+  const ids: string[] = []
+  for (const person of people) ids.push((await createContact(handle.db, principal, person)).id)
+  const engine = { db: handle.db, dialect: 'sqlite' as const, cursors: cursorCodecOnce(handle.db) }
+  // As sets: what each query finds, whatever the order.
+  const found = async (q: string) =>
+    (await searchContacts(engine, orgId, { q })).items.map((c) => c.id).sort()
+  const idsOf = (...people: number[]) => people.map((person) => ids[person] as string).sort()
+  const queries = ['ann', 'Lee', 'zoë ør', '7946 09', 'example.', 'ace"quo', 'nobody']
+  const expected = [idsOf(1, 2), idsOf(1, 2), idsOf(0), idsOf(1), idsOf(0, 2, 3), idsOf(3), []]
+  return { ids, found, idsOf, queries, expected }
+}
+
 describe('the SQLite text index without positions (migration 013)', () => {
   test('a database indexed before it finds the same contacts by q after it, and keeps up with writes', async () => {
     await withDatabaseAt(
       'sqlite',
       '2026-11-28-012-delivery-queue-position',
       async (handle, orgId, principal) => {
-        const people = [
-          { first_name: 'Zoë', last_name: 'Ørsted', email: 'zoe.orsted@example.com' },
-          { first_name: 'Ann', last_name: 'Lee', channels: { whatsapp: '+44 20 7946 0958' } },
-          { first_name: 'Annabel', last_name: 'Leeds', email: 'annabel@example.org' },
-          { first_name: 'Grace', last_name: 'Hopper', email: 'grace"quote@example.net' },
-        ]
-        const ids: string[] = []
-        for (const person of people) ids.push((await createContact(handle.db, principal, person)).id)
-        const engine = { db: handle.db, dialect: 'sqlite' as const, cursors: cursorCodecOnce(handle.db) }
-        // As sets: what each query finds, whatever the order.
-        const found = async (q: string) =>
-          (await searchContacts(engine, orgId, { q })).items.map((c) => c.id).sort()
-        const idsOf = (...people: number[]) => people.map((person) => ids[person]).sort()
-        const queries = ['ann', 'Lee', 'zoë ør', '7946 09', 'example.', 'ace"quo', 'nobody']
+        const { ids, found, idsOf, queries, expected } = await fourIndexedPeople(handle, orgId, principal)
         const before = await Promise.all(queries.map(found))
-        assert.deepEqual(before, [idsOf(1, 2), idsOf(1, 2), idsOf(0), idsOf(1), idsOf(0, 2, 3), idsOf(3), []])
+        assert.deepEqual(before, expected)
 
         await migrateToLatest(handle)
         assert.deepEqual(await Promise.all(queries.map(found)), before)
@@ -854,17 +868,7 @@ describe('the SQLite text index without positions (migration 013)', () => {
 describe('the SQLite text index without a copy of the text (migration 018)', () => {
   test('a database indexed before it finds the same contacts by q after it, and its index follows every write', async () => {
     await withDatabaseAt('sqlite', '2026-12-03-017-webhook-fields', async (handle, orgId, principal) => {
-      const people = [
-        { first_name: 'Zoë', last_name: 'Ørsted', email: 'zoe.orsted@example.com' },
-        { first_name: 'Ann', last_name: 'Lee', channels: { whatsapp: '+44 20 7946 0958' } },
-        { first_name: 'Annabel', last_name: 'Leeds', email: 'annabel@example.org' },
-        { first_name: 'Grace', last_name: 'Hopper', email: 'grace"quote@example.net' },
-      ]
-      const ids: string[] = []
-      for (const person of people) ids.push((await createContact(handle.db, principal, person)).id)
-      const engine = { db: handle.db, dialect: 'sqlite' as const, cursors: cursorCodecOnce(handle.db) }
-      const found = async (q: string) =>
-        (await searchContacts(engine, orgId, { q })).items.map((c) => c.id).sort()
+      const { ids, found, idsOf, queries, expected } = await fourIndexedPeople(handle, orgId, principal)
       // What the index itself proposes, before the exact test of each contact's own text: an entry
       // left behind by a write would show here, though a search would never return it.
       const proposed = async (trigrams: string) =>
@@ -876,10 +880,8 @@ describe('the SQLite text index without a copy of the text (migration 018)', () 
         ).rows
           .map((row) => row.contact_id)
           .sort()
-      const idsOf = (...people: number[]) => people.map((person) => ids[person] as string).sort()
-      const queries = ['ann', 'Lee', 'zoë ør', '7946 09', 'example.', 'ace"quo', 'nobody']
       const before = await Promise.all(queries.map(found))
-      assert.deepEqual(before, [idsOf(1, 2), idsOf(1, 2), idsOf(0), idsOf(1), idsOf(0, 2, 3), idsOf(3), []])
+      assert.deepEqual(before, expected)
 
       await migrateToLatest(handle)
       assert.deepEqual(await Promise.all(queries.map(found)), before)
