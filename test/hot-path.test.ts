@@ -11,6 +11,7 @@ import { revokeApiKey } from '../src/api-keys/api-keys.service.js'
 import {
   insertContact,
   keptUpdateShapes,
+  SQLITE_INDEXED_COLUMNS,
   UPDATE_SHAPES,
   updateContact as updateContactRow,
 } from '../src/contacts/contacts.repository.js'
@@ -487,6 +488,19 @@ for (const backend of BACKENDS) {
         // A temporary trigger of the server's own connection fires for every UPDATE that sets the
         // column, whether or not its value changes: as SQLite's index upkeep does.
         const db = t.database.db
+        // The columns left out when unchanged are every indexed one an update may set.
+        const indexed = await sql<{
+          name: string
+        }>`select distinct i.name from pragma_index_list('contacts') as l,
+          pragma_index_info(l.name) as i`.execute(db)
+        const neverUpdated = new Set(['org_id', 'id', 'created_at', 'deleted_at'])
+        assert.deepEqual(
+          indexed.rows
+            .map((row) => row.name)
+            .filter((name) => !neverUpdated.has(name))
+            .sort(),
+          [...SQLITE_INDEXED_COLUMNS].sort(),
+        )
         await sql`create temp table indexed_writes (id text, email text, external_id text)`.execute(db)
         await sql`create temp trigger indexed_email_write after update of email_normalized on main.contacts
           begin insert into indexed_writes values (new.id, new.email_normalized, null); end`.execute(db)

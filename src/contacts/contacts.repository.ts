@@ -261,10 +261,11 @@ export async function insertContacts(
 }
 
 /**
- * The columns of contacts that SQLite's indexes hold besides the key (migrations: the email and
- * external id indexes; the others hold columns no update sets).
+ * The columns of contacts that SQLite's indexes hold and an update may set (the others are the key,
+ * and the times of creation and trashing, which updates never write). A test compares it with the
+ * indexes the migrations make.
  */
-const SQLITE_INDEXED_COLUMNS = ['email_normalized', 'external_id'] as const
+export const SQLITE_INDEXED_COLUMNS = ['email_normalized', 'external_id'] as const
 
 /**
  * The changes without the indexed columns they would set to the value `stored` already holds.
