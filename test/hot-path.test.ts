@@ -484,6 +484,86 @@ for (const backend of BACKENDS) {
         assert.deepEqual((await limited(t.database.db, org.id, 4)).rows, all.slice(0, 4))
       })
 
+      test("a GET checks its key's cache and reads its contact in one read transaction", async () => {
+        const created = await t.call(org.key, {
+          method: 'POST',
+          url: '/api/v1/contact',
+          payload: { first_name: 'Once' },
+        })
+        const url = `/api/v1/contact/${created.json().data.id}`
+        // The first call finds the key in the database and caches it.
+        assert.equal((await t.call(org.key, { method: 'GET', url })).statusCode, 200)
+        const stats = () =>
+          t.database.transactionStats() ?? {
+            readTransactions: Number.NaN,
+            readsInReadTransactions: Number.NaN,
+          }
+        const before = stats()
+        const seen = await t.call(org.key, { method: 'GET', url })
+        assert.equal(seen.statusCode, 200)
+        assert.equal(seen.json().data.first_name, 'Once')
+        // data_version and the contact's row: two reads, one snapshot.
+        const after = stats()
+        assert.equal(after.readsInReadTransactions - before.readsInReadTransactions, 2)
+        assert.equal(after.readTransactions - before.readTransactions, 1)
+      })
+
+      test('reads share a snapshot only within the turn that took it; a later read sees what another process wrote', async () => {
+        const created = await t.call(org.key, {
+          method: 'POST',
+          url: '/api/v1/contact',
+          payload: { first_name: 'Before' },
+        })
+        const id = created.json().data.id as string
+        const nameNow = async () =>
+          (
+            await t.database.db
+              .selectFrom('contacts')
+              .select('first_name')
+              .where('id', '=', id)
+              .executeTakeFirstOrThrow()
+          ).first_name
+        const elsewhere = new BetterSqlite3(t.testDatabase.url.replace(/^sqlite:/, ''))
+        try {
+          assert.equal(await nameNow(), 'Before')
+          elsewhere.prepare('update contacts set first_name = ? where id = ?').run('After', id)
+          // Same turn (no tick has passed since the first read): the snapshot holds.
+          assert.equal(await nameNow(), 'Before')
+          await new Promise((resolve) => setImmediate(resolve))
+          assert.equal(await nameNow(), 'After')
+          assert.equal(
+            (await t.call(org.key, { method: 'GET', url: `/api/v1/contact/${id}` })).json().data.first_name,
+            'After',
+          )
+        } finally {
+          elsewhere.close()
+        }
+      })
+
+      test('a write in a turn that has read is stored when it returns, not when the read transaction ends', async () => {
+        const created = await t.call(org.key, {
+          method: 'POST',
+          url: '/api/v1/contact',
+          payload: { first_name: 'Stored' },
+        })
+        const id = created.json().data.id as string
+        const elsewhere = new BetterSqlite3(t.testDatabase.url.replace(/^sqlite:/, ''), { readonly: true })
+        try {
+          const db = t.database.db
+          await db.selectFrom('contacts').select('id').where('id', '=', id).execute()
+          await db.updateTable('contacts').set({ first_name: 'Written' }).where('id', '=', id).execute()
+          // Still the same turn: had the write joined the read transaction, it would be committed
+          // only at its end, and another connection would not see it yet.
+          const seenElsewhere = elsewhere
+            .prepare('select first_name from contacts where id = ?')
+            .pluck()
+            .get(id)
+          assert.equal(seenElsewhere, 'Written')
+        } finally {
+          elsewhere.close()
+        }
+      })
+
       test('a write leaves out the indexed columns it does not change: SQLite would rewrite their index entries', async () => {
         // A temporary trigger of the server's own connection fires for every UPDATE that sets the
         // column, whether or not its value changes: as SQLite's index upkeep does.

@@ -32,9 +32,15 @@ export interface DatabaseHandle {
   poolStats(): { total: number; idle: number; waiting: number } | null
   /**
    * SQLite: transactions committed and the COMMITs that stored them (transactions that arrive
-   * together share one, see group-commit.ts); null on PostgreSQL, which groups commits itself.
+   * together share one, see group-commit.ts), the read transactions that reads outside
+   * transactions share and the reads run in them; null on PostgreSQL, which groups commits itself.
    */
-  transactionStats(): { transactions: number; commits: number } | null
+  transactionStats(): {
+    transactions: number
+    commits: number
+    readTransactions: number
+    readsInReadTransactions: number
+  } | null
   /**
    * Migrations have changed tables: statements kept on open connections (PostgreSQL's named
    * ones) are not used again. SQLite re-prepares its own statements when the schema changes.
@@ -191,12 +197,13 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
     db,
     dialect: 'sqlite',
     statementCacheSize: cache.size,
-    foreignWriteCounter: () => dataVersion.get() as number,
+    foreignWriteCounter: () => driver.readValue(dataVersion) as number,
     poolStats: () => null,
     transactionStats: () => driver.stats(),
     schemaChanged: () => {},
     async close() {
       // Whatever a group still holds is stored before the connection goes.
+      driver.endRead()
       driver.commitOpenGroup()
       await checkpointer?.stop()
       if (database.open) await truncateWal(database, checkpointer ? WAL_TRUNCATE_PATIENCE_MS : 0)
