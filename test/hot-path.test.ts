@@ -484,13 +484,17 @@ for (const backend of BACKENDS) {
         assert.deepEqual((await limited(t.database.db, org.id, 4)).rows, all.slice(0, 4))
       })
 
+      const contactNamed = async (firstName: string) =>
+        (
+          await t.call(org.key, {
+            method: 'POST',
+            url: '/api/v1/contact',
+            payload: { first_name: firstName },
+          })
+        ).json().data.id as string
+
       test("a GET checks its key's cache and reads its contact in one read transaction", async () => {
-        const created = await t.call(org.key, {
-          method: 'POST',
-          url: '/api/v1/contact',
-          payload: { first_name: 'Once' },
-        })
-        const url = `/api/v1/contact/${created.json().data.id}`
+        const url = `/api/v1/contact/${await contactNamed('Once')}`
         // The first call finds the key in the database and caches it.
         assert.equal((await t.call(org.key, { method: 'GET', url })).statusCode, 200)
         const stats = () =>
@@ -509,12 +513,7 @@ for (const backend of BACKENDS) {
       })
 
       test('reads share a snapshot only within the turn that took it; a later read sees what another process wrote', async () => {
-        const created = await t.call(org.key, {
-          method: 'POST',
-          url: '/api/v1/contact',
-          payload: { first_name: 'Before' },
-        })
-        const id = created.json().data.id as string
+        const id = await contactNamed('Before')
         const nameNow = async () =>
           (
             await t.database.db
@@ -541,12 +540,7 @@ for (const backend of BACKENDS) {
       })
 
       test('a write in a turn that has read is stored when it returns, not when the read transaction ends', async () => {
-        const created = await t.call(org.key, {
-          method: 'POST',
-          url: '/api/v1/contact',
-          payload: { first_name: 'Stored' },
-        })
-        const id = created.json().data.id as string
+        const id = await contactNamed('Stored')
         const elsewhere = new BetterSqlite3(t.testDatabase.url.replace(/^sqlite:/, ''), { readonly: true })
         try {
           const db = t.database.db
