@@ -179,8 +179,7 @@ export class GroupCommitDriver implements Driver {
     return this.database.prepare(sql) as unknown as BetterSqlite3.Statement
   }
 
-  run<R>(query: CompiledQuery): QueryResult<R> {
-    const statement = this.statement(query.sql)
+  run<R>(query: CompiledQuery, statement = this.statement(query.sql)): QueryResult<R> {
     const parameters = query.parameters as unknown[]
     if (statement.reader) {
       const makeRow = rowMakerOf(statement)
@@ -202,11 +201,12 @@ export class GroupCommitDriver implements Driver {
    */
   runOutsideTransaction<R>(query: CompiledQuery): QueryResult<R> {
     this.commitOpenGroup()
-    if (this.statement(query.sql).reader) {
+    const statement = this.statement(query.sql)
+    if (statement.reader) {
       this.#enterRead()
       if (this.#readOpen) this.#readsShared++
     } else this.endRead()
-    return this.run<R>(query)
+    return this.run<R>(query, statement)
   }
 
   /**
