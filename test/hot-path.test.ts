@@ -17,6 +17,7 @@ import {
 } from '../src/contacts/contacts.repository.js'
 import { createContact, newContactRow, updateContact } from '../src/contacts/contacts.service.js'
 import { openDatabase, STATEMENT_CACHE_CAPACITY } from '../src/db/database.js'
+import { READ_TRANSACTION_MAX_MS } from '../src/db/group-commit.js'
 import {
   type LateAnswer,
   NAMED_STATEMENTS_CAP,
@@ -534,6 +535,31 @@ for (const backend of BACKENDS) {
             (await t.call(org.key, { method: 'GET', url: `/api/v1/contact/${id}` })).json().data.first_name,
             'After',
           )
+        } finally {
+          elsewhere.close()
+        }
+      })
+
+      test('a chain of reads that never lets the event loop turn takes a new snapshot now and then', async () => {
+        const id = await contactNamed('Early')
+        const elsewhere = new BetterSqlite3(t.testDatabase.url.replace(/^sqlite:/, ''))
+        try {
+          const db = t.database.db
+          const readName = async () =>
+            (
+              await db
+                .selectFrom('contacts')
+                .select('first_name')
+                .where('id', '=', id)
+                .executeTakeFirstOrThrow()
+            ).first_name
+          assert.equal(await readName(), 'Early')
+          elsewhere.prepare('update contacts set first_name = ? where id = ?').run('Late', id)
+          // Awaited reads of SQLite resolve at once: no tick passes between them.
+          const until = performance.now() + READ_TRANSACTION_MAX_MS * 1.5
+          let name = await readName()
+          while (performance.now() < until) name = await readName()
+          assert.equal(name, 'Late')
         } finally {
           elsewhere.close()
         }

@@ -39,7 +39,8 @@ import {
  * which Node runs only after the promise jobs queued meanwhile. So the reads of one request's
  * chain of promises see one snapshot, taken after the event that started it, and a read in a
  * later callback (the next request) takes a new one: nothing is read from a snapshot older than
- * the request reading it. A write, a transaction or a stream ends the read transaction first.
+ * the request reading it. A write, a transaction or a stream ends the read transaction first,
+ * and a chain that goes on reading without a turn takes a new one every READ_TRANSACTION_MAX_MS.
  */
 export interface GroupCommitOptions {
   /** Called before the SQLite transaction of a new group begins (the WAL checkpointer's turn). */
@@ -51,6 +52,13 @@ export interface GroupCommitOptions {
 }
 
 const UNIT_SAVEPOINT = 'group_commit_unit'
+
+/**
+ * A chain of promise jobs that reads without ever letting the event loop turn (a loop of awaited
+ * reads) takes a new snapshot after this long: a read transaction keeps the WAL from being
+ * checkpointed past it, and emptied.
+ */
+export const READ_TRANSACTION_MAX_MS = 100
 
 interface Group {
   openedAt: number
@@ -145,8 +153,9 @@ export class GroupCommitDriver implements Driver {
   readonly #waiting: Array<() => void> = []
   #group: Group | null = null
   #commitScheduled = false
-  /** A read transaction is open (see the note at the top). */
+  /** A read transaction is open (see the note at the top), since this time. */
   #readOpen = false
+  #readOpenedAt = 0
   #transactions = 0
   #commits = 0
   #readTransactions = 0
@@ -215,15 +224,20 @@ export class GroupCommitDriver implements Driver {
    * transaction, which the reads that follow in this turn then share.
    */
   readValue(statement: BetterSqlite3.Statement): unknown {
-    if (!this.#raw.inTransaction) this.#enterRead()
+    if (this.#readOpen || !this.#raw.inTransaction) this.#enterRead()
     if (this.#readOpen) this.#readsShared++
     return statement.get()
   }
 
   #enterRead() {
-    if (this.#readOpen || this.#raw.inTransaction) return
+    if (this.#readOpen) {
+      if (performance.now() - this.#readOpenedAt < READ_TRANSACTION_MAX_MS) return
+      this.endRead()
+    }
+    if (this.#raw.inTransaction) return
     this.#exec('begin')
     this.#readOpen = true
+    this.#readOpenedAt = performance.now()
     this.#readTransactions++
     process.nextTick(this.#endReadAtTurnEnd)
   }
