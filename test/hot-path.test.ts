@@ -493,6 +493,17 @@ for (const backend of BACKENDS) {
             payload: { first_name: firstName },
           })
         ).json().data.id as string
+      const storedFirstName = async (id: string) =>
+        (
+          await t.database.db
+            .selectFrom('contacts')
+            .select('first_name')
+            .where('id', '=', id)
+            .executeTakeFirstOrThrow()
+        ).first_name
+      /** A connection of its own to the test database, as another process would have. */
+      const anotherConnection = (options?: BetterSqlite3.Options) =>
+        new BetterSqlite3(t.testDatabase.url.replace(/^sqlite:/, ''), options)
 
       test("a GET checks its key's cache and reads its contact in one read transaction", async () => {
         const url = `/api/v1/contact/${await contactNamed('Once')}`
@@ -515,15 +526,8 @@ for (const backend of BACKENDS) {
 
       test('reads share a snapshot only within the turn that took it; a later read sees what another process wrote', async () => {
         const id = await contactNamed('Before')
-        const nameNow = async () =>
-          (
-            await t.database.db
-              .selectFrom('contacts')
-              .select('first_name')
-              .where('id', '=', id)
-              .executeTakeFirstOrThrow()
-          ).first_name
-        const elsewhere = new BetterSqlite3(t.testDatabase.url.replace(/^sqlite:/, ''))
+        const nameNow = () => storedFirstName(id)
+        const elsewhere = anotherConnection()
         try {
           assert.equal(await nameNow(), 'Before')
           elsewhere.prepare('update contacts set first_name = ? where id = ?').run('After', id)
@@ -542,17 +546,9 @@ for (const backend of BACKENDS) {
 
       test('a chain of reads that never lets the event loop turn takes a new snapshot now and then', async () => {
         const id = await contactNamed('Early')
-        const elsewhere = new BetterSqlite3(t.testDatabase.url.replace(/^sqlite:/, ''))
+        const elsewhere = anotherConnection()
         try {
-          const db = t.database.db
-          const readName = async () =>
-            (
-              await db
-                .selectFrom('contacts')
-                .select('first_name')
-                .where('id', '=', id)
-                .executeTakeFirstOrThrow()
-            ).first_name
+          const readName = () => storedFirstName(id)
           assert.equal(await readName(), 'Early')
           elsewhere.prepare('update contacts set first_name = ? where id = ?').run('Late', id)
           // Awaited reads of SQLite resolve at once: no tick passes between them.
@@ -567,7 +563,7 @@ for (const backend of BACKENDS) {
 
       test('a write in a turn that has read is stored when it returns, not when the read transaction ends', async () => {
         const id = await contactNamed('Stored')
-        const elsewhere = new BetterSqlite3(t.testDatabase.url.replace(/^sqlite:/, ''), { readonly: true })
+        const elsewhere = anotherConnection({ readonly: true })
         try {
           const db = t.database.db
           await db.selectFrom('contacts').select('id').where('id', '=', id).execute()
