@@ -211,10 +211,8 @@ export class GroupCommitDriver implements Driver {
   runOutsideTransaction<R>(query: CompiledQuery): QueryResult<R> {
     this.commitOpenGroup()
     const statement = this.statement(query.sql)
-    if (statement.reader) {
-      this.#enterRead()
-      if (this.#readOpen) this.#readsShared++
-    } else this.endRead()
+    if (statement.reader) this.#joinRead()
+    else this.endRead()
     return this.run<R>(query, statement)
   }
 
@@ -224,9 +222,15 @@ export class GroupCommitDriver implements Driver {
    * transaction, which the reads that follow in this turn then share.
    */
   readValue(statement: BetterSqlite3.Statement): unknown {
-    if (this.#readOpen || !this.#raw.inTransaction) this.#enterRead()
-    if (this.#readOpen) this.#readsShared++
+    const inWriteTransaction = this.#raw.inTransaction && !this.#readOpen
+    if (!inWriteTransaction) this.#joinRead()
     return statement.get()
+  }
+
+  /** Makes the next statement a read of this turn's read transaction, opened if need be. */
+  #joinRead() {
+    this.#enterRead()
+    if (this.#readOpen) this.#readsShared++
   }
 
   #enterRead() {
