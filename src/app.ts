@@ -21,7 +21,7 @@ import { completeDocument } from './http/openapi.js'
 import { limitByAddress, limitByKey, rateLimitStore } from './http/rate-limits.js'
 import { validatorCompiler } from './http/validation.js'
 import { importRoutes } from './imports/imports.routes.js'
-import { createMetrics, instrumentRequests, type Metrics, metricsRoute } from './metrics/metrics.js'
+import type { Metrics } from './metrics/metrics.js'
 import { type SetupState, settingsRoutes } from './settings/settings.routes.js'
 import { cursorCodecOnce } from './shared/cursor.js'
 import { assertBodyNesting, withoutLoneSurrogates } from './shared/json-bounds.js'
@@ -99,13 +99,18 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   app.decorate('database', database)
   app.decorate('importQueued', new EventTarget())
-  // Metrics cost every request a little, so they are kept only where someone can read them.
+  // Metrics cost every request a little, so they are kept only where someone can read them; and
+  // their module (prom-client, 2 MB of heap) is loaded only then.
   const metricsOn = config.metricsToken !== undefined || config.metricsPort !== undefined
-  const metrics = metricsOn ? createMetrics(database) : null
+  const metricsModule = metricsOn ? await import('./metrics/metrics.js') : null
+  const metrics = metricsModule ? metricsModule.createMetrics(database) : null
   app.decorate('metrics', metrics)
-  if (metrics) instrumentRequests(app, metrics)
-  // On the API's port only behind the token; with a metrics port, there instead (serve.ts).
-  if (metrics && config.metricsPort === undefined) metricsRoute(app, metrics, config.metricsToken ?? null)
+  if (metricsModule && metrics) {
+    metricsModule.instrumentRequests(app, metrics)
+    // On the API's port only behind the token; with a metrics port, there instead (serve.ts).
+    if (config.metricsPort === undefined)
+      metricsModule.metricsRoute(app, metrics, config.metricsToken ?? null)
+  }
   if (ownsDatabase) app.addHook('onClose', async () => database.close())
   app.setValidatorCompiler(validatorCompiler)
   app.addSchema(ErrorResponse)

@@ -8,7 +8,6 @@ import { foldContactCounts, purgeTrash } from './contacts/contacts.service.js'
 import { databaseOptionsOf, openDatabase } from './db/database.js'
 import { migrateToLatest } from './db/migrations.js'
 import { type ImportRunner, startImportRunner } from './imports/imports.service.js'
-import { metricsRoute } from './metrics/metrics.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
 
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
@@ -123,7 +122,10 @@ export function startImports(app: FastifyInstance, config: Config): ImportRunner
  */
 async function metricsServer(app: FastifyInstance, config: Config): Promise<FastifyInstance> {
   const admin = Fastify({ logger: false })
-  if (app.metrics) metricsRoute(admin, app.metrics, config.metricsToken ?? null)
+  if (app.metrics) {
+    const { metricsRoute } = await import('./metrics/metrics.js')
+    metricsRoute(admin, app.metrics, config.metricsToken ?? null)
+  }
   const address = await admin.listen({ host: config.host, port: config.metricsPort ?? 0 })
   app.log.info(`metrics listening at ${address}/metrics`)
   return admin

@@ -1,8 +1,9 @@
 import { mkdirSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { dirname, resolve } from 'node:path'
-import BetterSqlite3 from 'better-sqlite3'
+import type BetterSqlite3 from 'better-sqlite3'
 import { Kysely, PostgresAdapter, PostgresDialect, type SqliteDatabase, type SqliteStatement } from 'kysely'
-import pg from 'pg'
+import type pg from 'pg'
 import { recentlyUsed } from '../shared/lru.js'
 import { timestampFromPostgres } from '../shared/time.js'
 import { GroupCommitDriver, GroupCommitSqliteDialect } from './group-commit.js'
@@ -12,6 +13,23 @@ import type { Database } from './schema.js'
 import { startWalCheckpointer } from './wal-checkpointer.js'
 
 export type DialectName = 'sqlite' | 'postgres'
+
+/**
+ * Each backend's driver is loaded when a database of its kind is first opened, so that a server
+ * holds only the one it uses: `pg` alone is 3 MB of heap that a server on SQLite never needs.
+ * Both are CommonJS, so they load synchronously and opening a database stays synchronous.
+ */
+const requireDriver = createRequire(import.meta.url)
+let sqliteDriver: typeof BetterSqlite3 | undefined
+let postgresDriver: typeof pg | undefined
+const sqliteModule = () => {
+  sqliteDriver ??= requireDriver('better-sqlite3') as typeof BetterSqlite3
+  return sqliteDriver
+}
+const postgresModule = () => {
+  postgresDriver ??= requireDriver('pg') as typeof pg
+  return postgresDriver
+}
 
 export type DatabaseLocation =
   | { readonly dialect: 'sqlite'; readonly path: string }
@@ -152,7 +170,8 @@ export async function truncateWal(database: BetterSqlite3.Database, patienceMs: 
 
 function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
   if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
-  const database = new BetterSqlite3(path)
+  const Sqlite = sqliteModule()
+  const database = new Sqlite(path)
   // WAL with synchronous=NORMAL: a committed transaction survives a crash of the process (the
   // durability the contract promises); only a power loss may drop the last commits.
   database.pragma('journal_mode = WAL')
@@ -213,23 +232,26 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
 }
 
 const TIMESTAMPTZ_OID = 1184
-const parseTimestamptz = pg.types.getTypeParser(TIMESTAMPTZ_OID, 'text') as (text: string) => unknown
 
 /**
  * Timestamps come back as the same RFC 3339 strings SQLite stores, read straight from their text:
  * the driver's Date (parsed, then formatted again for every answer) was a tenth of an export.
  */
-const postgresTypes = {
-  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-    oid === TIMESTAMPTZ_OID && format !== 'binary'
-      ? (text: string) => timestampFromPostgres(text, parseTimestamptz)
-      : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+function postgresTypes(driver: typeof pg) {
+  const parseTimestamptz = driver.types.getTypeParser(TIMESTAMPTZ_OID, 'text') as (text: string) => unknown
+  return {
+    getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+      oid === TIMESTAMPTZ_OID && format !== 'binary'
+        ? (text: string) => timestampFromPostgres(text, parseTimestamptz)
+        : driver.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+  }
 }
 
 function openPostgres(connectionString: string, options: DatabaseOptions): DatabaseHandle {
-  const pool = new pg.Pool({
+  const driver = postgresModule()
+  const pool = new driver.Pool({
     connectionString,
-    types: postgresTypes,
+    types: postgresTypes(driver),
     max: options.poolSize ?? 10,
     connectionTimeoutMillis: options.poolTimeoutMs ?? 5_000,
     // A statement that runs away (or waits on a lock) must not hold a connection, and the

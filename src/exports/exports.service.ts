@@ -1,4 +1,3 @@
-import { stringify } from 'csv-stringify/sync'
 import type { Contact } from '../contacts/contacts.schemas.js'
 import { eachContactPage, type Search, type SearchEngine } from '../contacts/search.service.js'
 import { findCustomFieldTypesOf } from '../custom-fields/custom-fields.repository.js'
@@ -81,6 +80,8 @@ export async function* exportContacts(
     }
     return
   }
+  // Loaded by the first CSV export, not by every server.
+  const { stringify } = await import('csv-stringify/sync')
   const customFieldNames = [...(await findCustomFieldTypesOf(engine.db, orgId)).keys()].sort()
   const defined = new Set(customFieldNames)
   yield stringify([

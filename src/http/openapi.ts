@@ -1,4 +1,5 @@
-import { sample } from 'openapi-sampler'
+import { createRequire } from 'node:module'
+import type { sample as Sample } from 'openapi-sampler'
 import { AppError, type ErrorCode, ValidationFailedError } from '../errors.js'
 import { toHttpError } from './errors.js'
 
@@ -153,9 +154,19 @@ export function completeDocument<T>(generated: T): T {
   return generated
 }
 
+/**
+ * The example generator, loaded when the document is first built (by the first request for it),
+ * not by every server; it is CommonJS, so it loads synchronously, as the document is built.
+ */
+let sampler: typeof Sample | undefined
+const sampleOf: typeof Sample = (...args) => {
+  sampler ??= (createRequire(import.meta.url)('openapi-sampler') as { sample: typeof Sample }).sample
+  return sampler(...args)
+}
+
 function exemplify(media: MediaType, document: Document) {
   if (media.example !== undefined || media.examples !== undefined || !media.schema) return
   const own = media.schema.examples
   media.example =
-    Array.isArray(own) && own.length > 0 ? own[0] : sample(media.schema, { skipReadOnly: true }, document)
+    Array.isArray(own) && own.length > 0 ? own[0] : sampleOf(media.schema, { skipReadOnly: true }, document)
 }

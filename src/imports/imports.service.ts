@@ -1,8 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { Readable } from 'node:stream'
-import { type CsvError, type Info, parse } from 'csv-parse'
-import { parse as parseSync } from 'csv-parse/sync'
-import { stringify } from 'csv-stringify/sync'
+import type { CsvError, Info } from 'csv-parse'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Kysely } from 'kysely'
 import { applyPreparedBatch, type BatchItemResult, prepareBatch } from '../contacts/batch.service.js'
@@ -83,8 +81,22 @@ function mappingOf(query: ImportQuery): MappingSpec {
   return spec as MappingSpec
 }
 
+/**
+ * The CSV parser and writer, loaded by the first import that needs them rather than by every
+ * server (with the export's writer, about 1 MB of heap).
+ */
+const csv = async () => {
+  const [{ parse }, { parse: parseSync }, { stringify }] = await Promise.all([
+    import('csv-parse'),
+    import('csv-parse/sync'),
+    import('csv-stringify/sync'),
+  ])
+  return { parse, parseSync, stringify }
+}
+
 /** The file's header line, read from the start of the file. */
-function headerOf(start: Buffer, delimiter: string): string[] {
+async function headerOf(start: Buffer, delimiter: string): Promise<string[]> {
+  const { parseSync } = await csv()
   let records: string[][]
   try {
     records = parseSync(start, {
@@ -157,7 +169,7 @@ export async function receiveImport(
       if (pendingBytes === 0) return
       const data = Buffer.concat(pending, pendingBytes)
       if (mapping === null) {
-        const resolved = resolveMapping(headerOf(data, delimiter), spec)
+        const resolved = resolveMapping(await headerOf(data, delimiter), spec)
         if (typeof resolved === 'string') {
           throw new ValidationFailedError([{ loc: ['query', 'mapping'], msg: resolved, type: 'value_error' }])
         }
@@ -226,6 +238,7 @@ export async function* failedRowsCsv(
   const job = await imports.findJob(db, orgId, id.toLowerCase())
   if (!job) throw importNotFound()
   const headers = Object.keys(JSON.parse(job.mapping) as MappingSpec)
+  const { stringify } = await csv()
   yield stringify([['line', 'reason', ...headers]])
   let after = 0
   for (;;) {
@@ -379,6 +392,7 @@ export async function runImportJob(
   const leaseUntil = () => new Date(Date.now() + leaseMs).toISOString()
   const unreadable: PendingFailure[] = []
   const wouldCreate = new Set<string>()
+  const { parse } = await csv()
   const parser = parse({
     bom: true,
     delimiter: job.delimiter,
