@@ -79,6 +79,11 @@ describe('URL redaction', () => {
     assert.equal(redactUrl(`/x?page=2&api_key=${key}&size=3`), '/x?page=2&api_key=[REDACTED]&size=3')
     assert.equal(redactUrl('/x?API_KEY=whatever'), '/x?API_KEY=[REDACTED]')
     assert.equal(redactUrl(`/x/${key}`), '/x/[REDACTED]')
+    assert.equal(
+      redactUrl(`/a/ref-${key}/b?page=1&api_key=${key}`),
+      '/a/[REDACTED]/b?page=1&api_key=[REDACTED]',
+      'only the segment holding the key, the others kept',
+    )
     assert.equal(redactUrl('/x?page=2'), '/x?page=2')
   })
   test('judges names and values percent-decoded, as the server reads them', () => {
