@@ -83,7 +83,7 @@ function mappingOf(query: ImportQuery): MappingSpec {
 
 /**
  * The CSV parser and writer, loaded by the first import that needs them rather than by every
- * server (with the export's writer, about 1 MB of heap).
+ * server: about 1 MB of heap together.
  */
 const csv = async () => {
   const [{ parse }, { parse: parseSync }, { stringify }] = await Promise.all([
