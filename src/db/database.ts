@@ -20,16 +20,8 @@ export type DialectName = 'sqlite' | 'postgres'
  * Both are CommonJS, so they load synchronously and opening a database stays synchronous.
  */
 const requireDriver = createRequire(import.meta.url)
-let sqliteDriver: typeof BetterSqlite3 | undefined
-let postgresDriver: typeof pg | undefined
-const sqliteModule = () => {
-  sqliteDriver ??= requireDriver('better-sqlite3') as typeof BetterSqlite3
-  return sqliteDriver
-}
-const postgresModule = () => {
-  postgresDriver ??= requireDriver('pg') as typeof pg
-  return postgresDriver
-}
+const sqliteModule = () => requireDriver('better-sqlite3') as typeof BetterSqlite3
+const postgresModule = () => requireDriver('pg') as typeof pg
 
 export type DatabaseLocation =
   | { readonly dialect: 'sqlite'; readonly path: string }

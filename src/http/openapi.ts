@@ -158,11 +158,9 @@ export function completeDocument<T>(generated: T): T {
  * The example generator, loaded when the document is first built (by the first request for it),
  * not by every server; it is CommonJS, so it loads synchronously, as the document is built.
  */
-let sampler: typeof Sample | undefined
-const sampleOf: typeof Sample = (...args) => {
-  sampler ??= (createRequire(import.meta.url)('openapi-sampler') as { sample: typeof Sample }).sample
-  return sampler(...args)
-}
+const requireSampler = createRequire(import.meta.url)
+const sampleOf: typeof Sample = (...args) =>
+  (requireSampler('openapi-sampler') as { sample: typeof Sample }).sample(...args)
 
 function exemplify(media: MediaType, document: Document) {
   if (media.example !== undefined || media.examples !== undefined || !media.schema) return
