@@ -21,6 +21,11 @@ export const ConfigSchema = Type.Object({
    * off behind a pooler that cannot carry them from one transaction's connection to the next.
    */
   databasePreparedStatements: Type.Boolean({ default: true }),
+  /**
+   * PostgreSQL: how often the GIN indexes' pending lists are moved into their indexes from the
+   * background (db/gin-pending-lists.ts); 0 leaves it to the write that finds a list full.
+   */
+  ginCleanIntervalMs: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 1_000 }),
   /** SQLite's page cache on the server's connection, in MiB: more only for a hot set larger than it. */
   sqliteCacheMb: Type.Integer({ minimum: 1, maximum: 65_536, default: 2 }),
   /** Longest a client may take to send a whole request (headers and body) before it gets 408. */
@@ -75,6 +80,7 @@ const ENVIRONMENT_KEYS = {
   DATABASE_STATEMENT_TIMEOUT_MS: 'databaseStatementTimeoutMs',
   DATABASE_POOL_TIMEOUT_MS: 'databasePoolTimeoutMs',
   DATABASE_PREPARED_STATEMENTS: 'databasePreparedStatements',
+  GIN_CLEAN_INTERVAL_MS: 'ginCleanIntervalMs',
   SQLITE_CACHE_MB: 'sqliteCacheMb',
   REQUEST_TIMEOUT_MS: 'requestTimeoutMs',
   KEEP_ALIVE_TIMEOUT_MS: 'keepAliveTimeoutMs',

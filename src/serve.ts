@@ -6,6 +6,7 @@ import { buildApp } from './app.js'
 import { type Config, dispatcherOptionsOf } from './config.js'
 import { foldContactCounts, purgeTrash } from './contacts/contacts.service.js'
 import { databaseOptionsOf, openDatabase } from './db/database.js'
+import { startPendingListCleaner } from './db/gin-pending-lists.js'
 import { migrateToLatest } from './db/migrations.js'
 import { type ImportRunner, startImportRunner } from './imports/imports.service.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
@@ -78,6 +79,13 @@ export async function startServer(
           COUNT_FOLD_INTERVAL_MS,
         ).unref()
       : undefined
+  const ginCleaner =
+    database.dialect === 'postgres' && config.ginCleanIntervalMs > 0
+      ? startPendingListCleaner(database.db, {
+          intervalMs: config.ginCleanIntervalMs,
+          onError: (err) => app.log.warn({ err }, 'moving GIN pending lists into their indexes failed'),
+        })
+      : null
   const dispatcher = config.webhookDispatcher
     ? startDispatcher(
         database.db,
@@ -100,6 +108,7 @@ export async function startServer(
     await dispatcher?.stop()
     // The job in progress finishes its batch and is handed back, to be resumed where it stopped.
     await importRunner?.stop()
+    await ginCleaner?.stop()
     await database.close()
   })
   await app.listen({ host: config.host, port: config.port })
