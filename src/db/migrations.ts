@@ -981,6 +981,31 @@ function migrationsFor(dialect: DialectName, extensionSchema: string | null): Re
     '2026-12-03-016-live-contact-counts': atomic(dialect, liveContactCounts(dialect)),
     '2026-12-03-017-webhook-fields': atomic(dialect, webhookFields),
     '2026-12-04-018-sqlite-contentless-text-index': atomic(dialect, sqliteContentlessTextIndex(dialect)),
+    '2026-12-04-019-postgres-unread-index-dropped': atomic(dialect, postgresUnreadIndexDropped(dialect)),
+  }
+}
+
+/**
+ * PostgreSQL reads no plan from the `(org_id, deleted_at, created_at, id)` index: live contacts
+ * come in order from the partial index of migration 008, and the trash (its pages, its count, its
+ * purge) from `(org_id, deleted_at)`. Yet every new contact, and every update that changes an
+ * indexed column (most of them: any name, email or phone), wrote an entry into it. SQLite keeps
+ * it: there it is the index that gives live contacts their order.
+ */
+function postgresUnreadIndexDropped(dialect: DialectName): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      if (dialect !== 'postgres') return
+      await db.schema.dropIndex('contacts_org_live_created_idx').execute()
+    },
+    async down(db: Kysely<unknown>) {
+      if (dialect !== 'postgres') return
+      await db.schema
+        .createIndex('contacts_org_live_created_idx')
+        .on('contacts')
+        .columns(['org_id', 'deleted_at', 'created_at', 'id'])
+        .execute()
+    },
   }
 }
 
