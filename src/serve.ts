@@ -30,7 +30,8 @@ function setV8FlagUnlessGiven(flag: string) {
  * - V8 lets a busy process's heap grow to several times what its last full collection kept
  *   before collecting again: the passing garbage of an import took the server from 130 MB to over
  *   300 MB. Growing by at most 60% collects sooner, for the same throughput (the import bench's
- *   peak fell to about 200 MB).
+ *   peak fell to about 200 MB). 30% took another 7 to 16 MB off the peak under the API's load,
+ *   but collected the import's batches often enough to cost it a tenth of its rate.
  * - The webhook client (undici) parses answers with a WebAssembly build of llhttp. Soon after the
  *   first delivery V8 recompiles that module with its optimizing compiler, in the background,
  *   which took the server's resident memory up by 28 MB for a moment and by 10 MB for good.
