@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [-- --backend sqlite|postgres] [-- --import-rows N]
+ * npm run bench [-- --quick] [-- --backend sqlite|postgres] [-- --import-rows N] [-- --node-arg=--x ...]
  *
  * Starts the real server (bench/server.ts: the production app, logging and key authentication
  * on) in a child process on a fresh database seeded with 100,000 contacts in one organization,
@@ -52,8 +52,12 @@ const { values } = parseArgs({
     backend: { type: 'string', multiple: true },
     profile: { type: 'string' },
     'import-rows': { type: 'string' },
+    // Node options for the server on top of npm start's, to measure one against them, for
+    // example --node-arg=--heap-growing-percent=30 (serve.ts leaves a V8 flag given here alone).
+    'node-arg': { type: 'string', multiple: true },
   },
 })
+const SERVER_NODE_ARGS = values['node-arg'] ?? []
 const QUICK = values.quick
 const BACKENDS = (values.backend?.length ? values.backend : ['sqlite', 'postgres']) as (
   | 'sqlite'
@@ -541,7 +545,7 @@ async function benchBackend(backend: 'sqlite' | 'postgres') {
   try {
     process.stdout.write(`${backend}: seeding ${CONTACTS} contacts…\n`)
     const { orgId, key, seedRowsPerSecond } = await seed(database.url)
-    const server = await startServer(database.url)
+    const server = await startServer(database.url, { nodeArgs: SERVER_NODE_ARGS })
     const measured = await measure(backend, database, server, key, orgId).finally(() => server.stop())
     return { ...measured, seed_rows_per_second: seedRowsPerSecond }
   } finally {
@@ -792,7 +796,9 @@ async function profileRoute(backend: 'sqlite' | 'postgres', routeName: string) {
   const profileDir = join(tmpdir(), `contacts-profile-${randomBytes(4).toString('hex')}`)
   try {
     const { key } = await seed(database.url)
-    const server = await startServer(database.url, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profileDir] })
+    const server = await startServer(database.url, {
+      nodeArgs: [...SERVER_NODE_ARGS, '--cpu-prof', '--cpu-prof-dir', profileDir],
+    })
     const receiver = withWebhook ? await startReceiver() : null
     const webhook = receiver ? await webhookSwitch(server.url, key, receiver.url, database.url) : null
     try {
@@ -873,12 +879,12 @@ for (const backend of BACKENDS) results.push(await benchBackend(backend))
 // The CSV import and export, last, on PostgreSQL (the issue's target); SQLite with --backend sqlite alone.
 const IMPORT_ROWS = Number(values['import-rows'] ?? (QUICK ? 10_000 : 1_000_000))
 const importBackend = BACKENDS.includes('postgres') ? 'postgres' : 'sqlite'
-const importResult = IMPORT_ROWS > 0 ? await benchImport(importBackend, IMPORT_ROWS) : null
+const importResult = IMPORT_ROWS > 0 ? await benchImport(importBackend, IMPORT_ROWS, SERVER_NODE_ARGS) : null
 
 const environment = {
   date: new Date().toISOString(),
   node: process.version,
-  server_node_options: PRODUCTION_NODE_OPTIONS.join(' '),
+  server_node_options: [...PRODUCTION_NODE_OPTIONS, ...SERVER_NODE_ARGS].join(' '),
   cpus: cpus().length,
   cpu: cpus()[0]?.model,
   tool: 'autocannon',
