@@ -42,6 +42,7 @@ import {
   canPin,
   DATABASE_POOL_SIZE,
   PRODUCTION_NODE_OPTIONS,
+  startBareServer,
   startReceiver,
   startServer,
 } from './server-process.js'
@@ -222,6 +223,17 @@ const SCENARIOS: Scenario[] = [
     }),
   },
 ]
+
+/**
+ * The seed's PUT sent to bench/bare-server.ts, which spends `cpuUs` of CPU on it and answers:
+ * the same request on node:http alone, costing the server what the service's PUT did.
+ */
+const barePutRequest = (cpuUs: number): autocannon.Request => ({
+  method: 'PUT',
+  path: `/contact?cpu_us=${Math.max(0, Math.round(cpuUs))}`,
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ ...PUT_BODY, email: 'c1@bench.example' }),
+})
 
 interface Measure {
   rps: number
@@ -564,6 +576,8 @@ async function measure(
   if (QUICK) await warmUp(server.url, ...SCENARIOS.map((scenario) => scenario.request(key)))
   else for (const scenario of SCENARIOS) await warmUp(server.url, scenario.request(key))
   const clock = cpuClock(server.pid, backend === 'postgres')
+  const bare = await startBareServer()
+  const bareClock = cpuClock(bare.pid, false)
   const receiver = await startReceiver()
   const webhook = await webhookSwitch(server.url, key, receiver.url, database.url)
   const rounds: Record<string, Measure>[] = []
@@ -576,6 +590,10 @@ async function measure(
     eventsPerPut: number
   }[] = []
   try {
+    // The bare reference's own HTTP handling is part of the CPU it is to spend: measured first, and
+    // again after each of its runs (it costs more per request at a lower rate).
+    await warmUp(bare.origin, barePutRequest(0))
+    let bareHttpCpuUs = (await drive(bare.origin, barePutRequest(0), SECONDS, bareClock)).serverCpuUs ?? 0
     // The PUT with a webhook too: the dispatcher's code, statements and connections are not
     // exercised by the other routes.
     const put = SCENARIOS.find((scenario) => scenario.name === 'put_changing') as Scenario
@@ -590,6 +608,18 @@ async function measure(
         process.stdout.write(
           `${backend} round ${round} ${scenario.name}: ${Math.round(measures[scenario.name]?.rps ?? 0)} req/s\n`,
         )
+        if (scenario.name === 'put') {
+          // node:http alone spending what this PUT cost the server, in the same round.
+          const putCpuUs = measures.put?.serverCpuUs ?? Number.NaN
+          if (Number.isFinite(putCpuUs)) {
+            const spentUs = Math.max(0, putCpuUs - bareHttpCpuUs)
+            measures.bare_put = await drive(bare.origin, barePutRequest(spentUs), SECONDS, bareClock)
+            bareHttpCpuUs = (measures.bare_put.serverCpuUs ?? putCpuUs) - spentUs
+            process.stdout.write(
+              `${backend} round ${round} bare_put: ${Math.round(measures.bare_put.rps)} req/s at ${measures.bare_put.serverCpuUs} µs a request\n`,
+            )
+          }
+        }
         if (scenario.name !== 'put_changing') continue
         // The same PUTs with one enabled webhook: every one changes its contact, so every one
         // queues a delivery, which the server's dispatcher sends to a receiver while the PUTs go on.
@@ -618,11 +648,12 @@ async function measure(
   } finally {
     await webhook.close()
     await receiver.stop()
+    await bare.stop()
   }
   const batch = await batchUpsertRate(server.url, key)
   process.stdout.write(`${backend} batch upsert: ${batch} contacts/s\n`)
   const peakRss = peakRssMb(server.pid)
-  const routes = [...SCENARIOS.map(({ name }) => name), 'put_webhook'].map((name) => {
+  const routes = [...SCENARIOS.map(({ name }) => name), 'put_webhook', 'bare_put'].map((name) => {
     const of = (field: 'rps' | 'p50' | 'p99' | 'serverCpuUs' | 'databaseCpuUs') =>
       median(rounds.map((r) => r[name]?.[field] ?? Number.NaN))
     const failedStatuses: Record<string, number> = {}
@@ -642,7 +673,7 @@ async function measure(
       first_answer_max_ms: Math.max(...rounds.map((r) => r[name]?.firstAnswerMax ?? Number.NaN)),
       ratio_to_ceiling: Number(ratio.toFixed(3)),
       server_cpu_us_per_request: of('serverCpuUs'),
-      database_cpu_us_per_request: backend === 'postgres' ? of('databaseCpuUs') : null,
+      database_cpu_us_per_request: backend === 'postgres' && name !== 'bare_put' ? of('databaseCpuUs') : null,
       errors: rounds.reduce((sum, r) => sum + (r[name]?.errors ?? 0) + (r[name]?.non2xx ?? 0), 0),
       failed_statuses: failedStatuses,
     }

@@ -80,11 +80,27 @@ export async function startServer(
 }
 
 const RECEIVER = fileURLToPath(new URL('./receiver.js', import.meta.url))
+const BARE_SERVER = fileURLToPath(new URL('./bare-server.js', import.meta.url))
 
 /** bench/receiver.ts in a child process, on the load generator's core when pinning. */
 export async function startReceiver(): Promise<{ url: string; stop(): Promise<void> }> {
+  const { origin, stop } = await startListener(RECEIVER, '0', 'the bench webhook receiver')
+  return { url: `${origin}/hook`, stop }
+}
+
+/** bench/bare-server.ts in a child process, on the server's core when pinning. */
+export function startBareServer(): Promise<{ origin: string; pid: number; stop(): Promise<void> }> {
+  return startListener(BARE_SERVER, '1', 'the bare reference server')
+}
+
+/** A script that prints "listening PORT" once it listens on loopback. */
+async function startListener(
+  script: string,
+  core: string,
+  what: string,
+): Promise<{ origin: string; pid: number; stop(): Promise<void> }> {
   const command = canPin ? 'taskset' : process.execPath
-  const args = canPin ? ['-c', '0', process.execPath, RECEIVER] : [RECEIVER]
+  const args = canPin ? ['-c', core, process.execPath, script] : [script]
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   let output = ''
   child.stdout.setEncoding('utf8')
@@ -95,7 +111,8 @@ export async function startReceiver(): Promise<{ url: string; stop(): Promise<vo
     const port = /listening (\d+)/.exec(output)?.[1]
     if (port) {
       return {
-        url: `http://127.0.0.1:${port}/hook`,
+        origin: `http://127.0.0.1:${port}`,
+        pid: child.pid as number,
         stop: () =>
           new Promise((done) => {
             child.once('exit', () => done())
@@ -106,5 +123,5 @@ export async function startReceiver(): Promise<{ url: string; stop(): Promise<vo
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
   child.kill('SIGKILL')
-  throw new Error('the bench webhook receiver did not start')
+  throw new Error(`${what} did not start`)
 }
