@@ -228,6 +228,7 @@ const SCENARIOS: Scenario[] = [
  * The seed's PUT sent to bench/bare-server.ts, which spends `cpuUs` of CPU on it and answers:
  * the same request on node:http alone, costing the server what the service's PUT did.
  */
+const BARE_PROBE_SECONDS = QUICK ? 0.5 : 2
 const barePutRequest = (cpuUs: number): autocannon.Request => ({
   method: 'PUT',
   path: `/contact?cpu_us=${Math.max(0, Math.round(cpuUs))}`,
@@ -591,7 +592,7 @@ async function measure(
   }[] = []
   try {
     // The bare reference's own HTTP handling is part of the CPU it is to spend: measured first, and
-    // again after each of its runs (it costs more per request at a lower rate).
+    // again before and after each of its runs (it costs more per request at a lower rate).
     await warmUp(bare.origin, barePutRequest(0))
     let bareHttpCpuUs = (await drive(bare.origin, barePutRequest(0), SECONDS, bareClock)).serverCpuUs ?? 0
     // The PUT with a webhook too: the dispatcher's code, statements and connections are not
@@ -612,7 +613,11 @@ async function measure(
           // node:http alone spending what this PUT cost the server, in the same round.
           const putCpuUs = measures.put?.serverCpuUs ?? Number.NaN
           if (Number.isFinite(putCpuUs)) {
-            const spentUs = Math.max(0, putCpuUs - bareHttpCpuUs)
+            // A short run at the PUT's rate first: the bare server's own share is what it costs there.
+            let spentUs = Math.max(0, putCpuUs - bareHttpCpuUs)
+            const probe = await drive(bare.origin, barePutRequest(spentUs), BARE_PROBE_SECONDS, bareClock)
+            bareHttpCpuUs = (probe.serverCpuUs ?? putCpuUs) - spentUs
+            spentUs = Math.max(0, putCpuUs - bareHttpCpuUs)
             measures.bare_put = await drive(bare.origin, barePutRequest(spentUs), SECONDS, bareClock)
             bareHttpCpuUs = (measures.bare_put.serverCpuUs ?? putCpuUs) - spentUs
             process.stdout.write(
@@ -965,3 +970,13 @@ writeFileSync(
   `${JSON.stringify({ environment, results, import: importResult }, null, 2)}\n`,
 )
 process.stdout.write(`\n${table}\n\nWritten to .bench/bench-${stamp}.{md,json}\n`)
+
+// Rates of failed requests measure nothing: a run where any route failed is a failed run (and CI's
+// quick run of the bench checks every route still answers under load).
+const failed = results.flatMap((result) =>
+  result.routes.filter((r) => r.errors > 0).map((r) => `${result.backend} ${r.route}: ${r.errors} failed`),
+)
+if (failed.length > 0) {
+  process.stderr.write(`bench: requests failed (${failed.join('; ')})\n`)
+  process.exitCode = 1
+}
