@@ -224,11 +224,12 @@ const SCENARIOS: Scenario[] = [
   },
 ]
 
+/** The run that measures the bare server's own share of its CPU at the PUT's cost, before its run. */
+const BARE_PROBE_SECONDS = QUICK ? 0.5 : 2
 /**
  * The seed's PUT sent to bench/bare-server.ts, which spends `cpuUs` of CPU on it and answers:
  * the same request on node:http alone, costing the server what the service's PUT did.
  */
-const BARE_PROBE_SECONDS = QUICK ? 0.5 : 2
 const barePutRequest = (cpuUs: number): autocannon.Request => ({
   method: 'PUT',
   path: `/contact?cpu_us=${Math.max(0, Math.round(cpuUs))}`,
@@ -616,10 +617,10 @@ async function measure(
             // A short run at the PUT's rate first: the bare server's own share is what it costs there.
             let spentUs = Math.max(0, putCpuUs - bareHttpCpuUs)
             const probe = await drive(bare.origin, barePutRequest(spentUs), BARE_PROBE_SECONDS, bareClock)
-            bareHttpCpuUs = (probe.serverCpuUs ?? putCpuUs) - spentUs
+            bareHttpCpuUs = Math.max(0, (probe.serverCpuUs ?? putCpuUs) - spentUs)
             spentUs = Math.max(0, putCpuUs - bareHttpCpuUs)
             measures.bare_put = await drive(bare.origin, barePutRequest(spentUs), SECONDS, bareClock)
-            bareHttpCpuUs = (measures.bare_put.serverCpuUs ?? putCpuUs) - spentUs
+            bareHttpCpuUs = Math.max(0, (measures.bare_put.serverCpuUs ?? putCpuUs) - spentUs)
             process.stdout.write(
               `${backend} round ${round} bare_put: ${Math.round(measures.bare_put.rps)} req/s at ${measures.bare_put.serverCpuUs} µs a request\n`,
             )
