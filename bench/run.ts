@@ -56,6 +56,8 @@ const { values } = parseArgs({
     // Node options for the server on top of npm start's, to measure one against them, for
     // example --node-arg=--heap-growing-percent=30 (serve.ts leaves a V8 flag given here alone).
     'node-arg': { type: 'string', multiple: true },
+    // The bare node:http server alone at a range of CPU costs a request (no service, no database).
+    'bare-sweep': { type: 'boolean', default: false },
   },
 })
 const SERVER_NODE_ARGS = values['node-arg'] ?? []
@@ -236,6 +238,25 @@ const barePutRequest = (cpuUs: number): autocannon.Request => ({
   headers: { 'content-type': 'application/json' },
   body: JSON.stringify({ ...PUT_BODY, email: 'c1@bench.example' }),
 })
+
+/**
+ * Drives the bare server at `targetCpuUs` of CPU a request, its own HTTP handling counted: a short
+ * probe run measures that share at this cost first (it costs more per request at a lower rate).
+ * `httpShareUs` is the share measured before; the one measured by this run is returned.
+ */
+async function driveBareAt(
+  bare: { origin: string; pid: number },
+  targetCpuUs: number,
+  httpShareUs: number,
+): Promise<{ measured: Measure; httpShareUs: number }> {
+  const clock = cpuClock(bare.pid, false)
+  let spentUs = Math.max(0, targetCpuUs - httpShareUs)
+  const probe = await drive(bare.origin, barePutRequest(spentUs), BARE_PROBE_SECONDS, clock)
+  const probedShareUs = Math.max(0, (probe.serverCpuUs ?? targetCpuUs) - spentUs)
+  spentUs = Math.max(0, targetCpuUs - probedShareUs)
+  const measured = await drive(bare.origin, barePutRequest(spentUs), SECONDS, clock)
+  return { measured, httpShareUs: Math.max(0, (measured.serverCpuUs ?? targetCpuUs) - spentUs) }
+}
 
 interface Measure {
   rps: number
@@ -579,7 +600,6 @@ async function measure(
   else for (const scenario of SCENARIOS) await warmUp(server.url, scenario.request(key))
   const clock = cpuClock(server.pid, backend === 'postgres')
   const bare = await startBareServer()
-  const bareClock = cpuClock(bare.pid, false)
   const receiver = await startReceiver()
   const webhook = await webhookSwitch(server.url, key, receiver.url, database.url)
   const rounds: Record<string, Measure>[] = []
@@ -592,10 +612,10 @@ async function measure(
     eventsPerPut: number
   }[] = []
   try {
-    // The bare reference's own HTTP handling is part of the CPU it is to spend: measured first, and
-    // again before and after each of its runs (it costs more per request at a lower rate).
+    // The bare reference's own HTTP handling is part of the CPU it is to spend: a first guess.
     await warmUp(bare.origin, barePutRequest(0))
-    let bareHttpCpuUs = (await drive(bare.origin, barePutRequest(0), SECONDS, bareClock)).serverCpuUs ?? 0
+    let bareHttpCpuUs =
+      (await drive(bare.origin, barePutRequest(0), SECONDS, cpuClock(bare.pid, false))).serverCpuUs ?? 0
     // The PUT with a webhook too: the dispatcher's code, statements and connections are not
     // exercised by the other routes.
     const put = SCENARIOS.find((scenario) => scenario.name === 'put_changing') as Scenario
@@ -614,13 +634,9 @@ async function measure(
           // node:http alone spending what this PUT cost the server, in the same round.
           const putCpuUs = measures.put?.serverCpuUs ?? Number.NaN
           if (Number.isFinite(putCpuUs)) {
-            // A short run at the PUT's rate first: the bare server's own share is what it costs there.
-            let spentUs = Math.max(0, putCpuUs - bareHttpCpuUs)
-            const probe = await drive(bare.origin, barePutRequest(spentUs), BARE_PROBE_SECONDS, bareClock)
-            bareHttpCpuUs = Math.max(0, (probe.serverCpuUs ?? putCpuUs) - spentUs)
-            spentUs = Math.max(0, putCpuUs - bareHttpCpuUs)
-            measures.bare_put = await drive(bare.origin, barePutRequest(spentUs), SECONDS, bareClock)
-            bareHttpCpuUs = Math.max(0, (measures.bare_put.serverCpuUs ?? putCpuUs) - spentUs)
+            const run = await driveBareAt(bare, putCpuUs, bareHttpCpuUs)
+            measures.bare_put = run.measured
+            bareHttpCpuUs = run.httpShareUs
             process.stdout.write(
               `${backend} round ${round} bare_put: ${Math.round(measures.bare_put.rps)} req/s at ${measures.bare_put.serverCpuUs} µs a request\n`,
             )
@@ -906,7 +922,45 @@ function summarizeProfile(profile: { nodes: ProfileNode[]; samples: number[]; ti
   ].join('\n')
 }
 
+/**
+ * `--bare-sweep`: the bare server alone at CPU costs a request from the ceiling's to the slowest
+ * routes', each driven like a route of the bench: how p99 grows with the cost of a request when
+ * nothing but Node's HTTP handling and one event loop stand in the way.
+ */
+async function bareSweep() {
+  const costsUs = [100, 200, 300, 400, 600, 900]
+  const bare = await startBareServer()
+  try {
+    await warmUp(bare.origin, barePutRequest(0))
+    let httpShareUs =
+      (await drive(bare.origin, barePutRequest(0), SECONDS, cpuClock(bare.pid, false))).serverCpuUs ?? 0
+    const lines = [
+      `The bare node:http server alone, ${CONNECTIONS} connections, ${SECONDS} s a cost after ${SETTLE_SECONDS} s, ${canPin ? 'server on CPU 1, load on CPU 0' : 'not pinned'}.`,
+      '',
+      '| CPU µs a request, asked | measured | req/s | mean wait ms (connections / rate) | p50 ms | p99 ms | p99 / mean wait | max ms |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    ]
+    for (const costUs of costsUs) {
+      const run = await driveBareAt(bare, costUs, httpShareUs)
+      httpShareUs = run.httpShareUs
+      const { measured } = run
+      const meanWaitMs = (CONNECTIONS * 1000) / measured.rps
+      lines.push(
+        `| ${costUs} | ${measured.serverCpuUs} | ${Math.round(measured.rps)} | ${meanWaitMs.toFixed(1)} | ${measured.p50} | ${measured.p99} | ${(measured.p99 / meanWaitMs).toFixed(2)} | ${measured.max} |`,
+      )
+      process.stdout.write(`${lines.at(-1)}\n`)
+    }
+    process.stdout.write(`\n${lines.join('\n')}\n`)
+  } finally {
+    await bare.stop()
+  }
+}
+
 if (canPin) execFileSync('taskset', ['-cp', '0', String(process.pid)], { stdio: 'ignore' })
+if (values['bare-sweep']) {
+  await bareSweep()
+  process.exit(0)
+}
 if (values.profile) {
   for (const backend of BACKENDS) await profileRoute(backend, values.profile)
   process.exit(0)
