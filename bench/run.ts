@@ -258,6 +258,12 @@ async function driveBareAt(
   return { measured, httpShareUs: Math.max(0, (measured.serverCpuUs ?? targetCpuUs) - spentUs) }
 }
 
+/** The bare server warmed up, and its own share of the CPU a request at no cost asked: a first guess. */
+async function bareHttpShareAtRest(bare: { origin: string; pid: number }): Promise<number> {
+  await warmUp(bare.origin, barePutRequest(0))
+  return (await drive(bare.origin, barePutRequest(0), SECONDS, cpuClock(bare.pid, false))).serverCpuUs ?? 0
+}
+
 interface Measure {
   rps: number
   p50: number
@@ -612,10 +618,8 @@ async function measure(
     eventsPerPut: number
   }[] = []
   try {
-    // The bare reference's own HTTP handling is part of the CPU it is to spend: a first guess.
-    await warmUp(bare.origin, barePutRequest(0))
-    let bareHttpCpuUs =
-      (await drive(bare.origin, barePutRequest(0), SECONDS, cpuClock(bare.pid, false))).serverCpuUs ?? 0
+    // The bare reference's own HTTP handling is part of the CPU it is to spend.
+    let bareHttpCpuUs = await bareHttpShareAtRest(bare)
     // The PUT with a webhook too: the dispatcher's code, statements and connections are not
     // exercised by the other routes.
     const put = SCENARIOS.find((scenario) => scenario.name === 'put_changing') as Scenario
@@ -931,9 +935,7 @@ async function bareSweep() {
   const costsUs = [100, 200, 300, 400, 600, 900]
   const bare = await startBareServer()
   try {
-    await warmUp(bare.origin, barePutRequest(0))
-    let httpShareUs =
-      (await drive(bare.origin, barePutRequest(0), SECONDS, cpuClock(bare.pid, false))).serverCpuUs ?? 0
+    let httpShareUs = await bareHttpShareAtRest(bare)
     const lines = [
       `The bare node:http server alone, ${CONNECTIONS} connections, ${SECONDS} s a cost after ${SETTLE_SECONDS} s, ${canPin ? 'server on CPU 1, load on CPU 0' : 'not pinned'}.`,
       '',
