@@ -1,5 +1,6 @@
 /**
  * npm run bench [-- --quick] [-- --backend sqlite|postgres] [-- --import-rows N] [-- --node-arg=--x ...]
+ * npm run bench -- --profile ROUTE | --bare-sweep
  *
  * Starts the real server (bench/server.ts: the production app, logging and key authentication
  * on) in a child process on a fresh database seeded with 100,000 contacts in one organization,
@@ -15,7 +16,10 @@
  * put_changing then runs with one enabled webhook (bench/receiver.ts acknowledging in a process
  * of its own), so that every PUT is owed a delivery, then once more without; the ratio of the
  * webhook's run to the mean of the plain runs either side of it is reported with the events per
- * PUT and the delivery backlog. The server and the load generator are pinned to different cores
+ * PUT and the delivery backlog. Right after each PUT run, bare_put drives bench/bare-server.ts
+ * (node:http alone) spending the CPU that PUT cost the server: the latencies Node itself gives a
+ * request of that cost (--bare-sweep drives it alone at 100 to 900 µs a request). A run in which any
+ * route's requests failed exits 1. The server and the load generator are pinned to different cores
  * when taskset exists. Writes a Markdown table and a JSON file to .bench/ (git-ignored). Last,
  * bench/import.ts imports a CSV file of 1,000,000 new contacts (10,000 with --quick;
  * --import-rows 0 skips it) and exports them.
