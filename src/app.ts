@@ -13,6 +13,7 @@ import { type DatabaseHandle, databaseOptionsOf, openDatabase } from './db/datab
 import type { ErrorCode } from './errors.js'
 import { exportRoutes } from './exports/exports.routes.js'
 import { healthRoutes } from './health/health.routes.js'
+import { admitInArrivalOrder } from './http/admission.js'
 import { boundBodyReading } from './http/body-timeout.js'
 import { answerClientError, toHttpError } from './http/errors.js'
 import { registerIdempotency } from './http/idempotency.js'
@@ -97,6 +98,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
+  // Before every other hook, so that nothing of a request runs before its turn.
+  admitInArrivalOrder(app, config.requestsPerTurn)
   app.decorate('database', database)
   app.decorate('importQueued', new EventTarget())
   // Metrics cost every request a little, so they are kept only where someone can read them; and

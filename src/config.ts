@@ -32,6 +32,11 @@ export const ConfigSchema = Type.Object({
   requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 30_000 }),
   /** How long an idle keep-alive connection is kept open. */
   keepAliveTimeoutMs: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 72_000 }),
+  /**
+   * Requests started per turn of the event loop, in the order they arrived (http/admission.ts);
+   * 0 starts every request as soon as Node reads it.
+   */
+  requestsPerTurn: Type.Integer({ minimum: 0, maximum: 10_000, default: 8 }),
   logLevel: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' },
@@ -84,6 +89,7 @@ const ENVIRONMENT_KEYS = {
   SQLITE_CACHE_MB: 'sqliteCacheMb',
   REQUEST_TIMEOUT_MS: 'requestTimeoutMs',
   KEEP_ALIVE_TIMEOUT_MS: 'keepAliveTimeoutMs',
+  REQUESTS_PER_TURN: 'requestsPerTurn',
   LOG_LEVEL: 'logLevel',
   BODY_LIMIT_BYTES: 'bodyLimitBytes',
   TRUST_PROXY: 'trustProxy',
