@@ -6,11 +6,11 @@ import type { FastifyInstance } from 'fastify'
  * Node reads every connection that is ready in one turn and runs each request as far as it goes
  * before it looks at the sockets again. Under load that is a batch of up to one request per
  * connection (50 in the bench), and a request that arrives just after the batch was read waits for
- * all of it and then for its place in the next one. Worse, the kernel hands the server the
- * connections it has just served ahead of it in that next batch (epoll's level-triggered ready
- * list), so such a request waits about two batches: the p99 of a bare node:http server was about
- * twice its mean wait at any cost a request. The batch's requests are also all alive at once,
- * their objects and promise chains interleaved.
+ * all of it and then for its place in the next one. A bare node:http server served the same
+ * connections in the same order turn after turn, and those it served last in a turn missed the
+ * next one and came last in the turn after: about two batches' wait, and its p99 was about twice
+ * its mean wait at any cost a request. The batch's requests are also all alive at once, their
+ * objects and promise chains interleaved.
  *
  * Here each request waits in a queue of its own (in the order Node read them) until its turn, and
  * each turn starts the next `perTurn` of them, then lets the event loop poll again: a request that
