@@ -99,14 +99,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   // Before every other hook, so that nothing of a request runs before its turn.
-  admitInArrivalOrder(app, config.requestsPerTurn)
+  const admission = admitInArrivalOrder(app, config.requestsPerTurn)
   app.decorate('database', database)
   app.decorate('importQueued', new EventTarget())
   // Metrics cost every request a little, so they are kept only where someone can read them; and
   // their module (prom-client, 2 MB of heap) is loaded only then.
   const metricsOn = config.metricsToken !== undefined || config.metricsPort !== undefined
   const metricsModule = metricsOn ? await import('./metrics/metrics.js') : null
-  const metrics = metricsModule ? metricsModule.createMetrics(database) : null
+  const metrics = metricsModule ? metricsModule.createMetrics(database, admission) : null
   app.decorate('metrics', metrics)
   if (metricsModule && metrics) {
     metricsModule.instrumentRequests(app, metrics)

@@ -12,7 +12,7 @@ import { BACKENDS } from './helpers/backends.js'
  */
 async function handlerStarts(perTurn: number, count: number) {
   const app = Fastify()
-  admitInArrivalOrder(app, perTurn)
+  const admission = admitInArrivalOrder(app, perTurn)
   let turn = 0
   let ticking = true
   const tick = () => {
@@ -20,9 +20,13 @@ async function handlerStarts(perTurn: number, count: number) {
     if (ticking) setImmediate(tick)
   }
   setImmediate(tick)
-  const starts: { request: number; turn: number }[] = []
+  const starts: { request: number; turn: number; stillWaiting: number }[] = []
   app.get('/work/:n', async (request) => {
-    starts.push({ request: Number((request.params as { n: string }).n), turn })
+    starts.push({
+      request: Number((request.params as { n: string }).n),
+      turn,
+      stillWaiting: admission.waiting(),
+    })
     return { ok: true }
   })
   await app.ready()
@@ -37,7 +41,12 @@ async function handlerStarts(perTurn: number, count: number) {
   }
   const perTurnCounts = new Map<number, number>()
   for (const start of starts) perTurnCounts.set(start.turn, (perTurnCounts.get(start.turn) ?? 0) + 1)
-  return { order: starts.map((start) => start.request), perTurnCounts: [...perTurnCounts.values()] }
+  return {
+    order: starts.map((start) => start.request),
+    perTurnCounts: [...perTurnCounts.values()],
+    stillWaiting: starts.map((start) => start.stillWaiting),
+    waitingAfter: admission.waiting(),
+  }
 }
 
 describe('admission: requests start in the order they arrived, a few per turn of the event loop', () => {
@@ -52,6 +61,13 @@ describe('admission: requests start in the order they arrived, a few per turn of
       `requests started per turn: ${perTurnCounts}`,
     )
     assert.equal(perTurnCounts.length, 4, `requests started per turn: ${perTurnCounts}`)
+  })
+
+  test('the queue counts the requests still waiting for their turn (the metrics gauge reads it)', async () => {
+    const { stillWaiting, waitingAfter } = await handlerStarts(3, 10)
+    // Read by each handler as it began: every request read after it is still waiting.
+    assert.deepEqual(stillWaiting, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+    assert.equal(waitingAfter, 0)
   })
 
   test('0 turns the gate off: every request read in a turn starts in that turn', async () => {

@@ -108,6 +108,8 @@ for (const backend of BACKENDS) {
       )
       assert.match(text, /^contacts_webhook_deliveries_pending 0$/m)
       assert.match(text, /^contacts_webhook_delivery_lag_seconds 0$/m)
+      // Nothing else is in flight while the scrape runs: no request waits for its turn.
+      assert.match(text, /^contacts_http_requests_waiting 0$/m)
       if (backend.name === 'postgres')
         assert.ok((seriesValue(text, 'contacts_db_pool_connections', { state: 'total' }) ?? 0) >= 1)
       else assert.ok(!text.includes('contacts_db_pool_connections{'))

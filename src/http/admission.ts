@@ -19,8 +19,13 @@ import type { FastifyInstance } from 'fastify'
  * never wait on itself. Measured, the CPU each request costs the server fell as well (see the
  * README's performance section).
  */
-export function admitInArrivalOrder(app: FastifyInstance, perTurn: number): void {
-  if (perTurn <= 0) return
+export interface AdmissionQueue {
+  /** Requests read but not started yet. */
+  waiting(): number
+}
+
+export function admitInArrivalOrder(app: FastifyInstance, perTurn: number): AdmissionQueue {
+  if (perTurn <= 0) return { waiting: () => 0 }
   const waiting: Array<() => void> = []
   let head = 0
   let scheduled = false
@@ -51,6 +56,7 @@ export function admitInArrivalOrder(app: FastifyInstance, perTurn: number): void
     waiting.push(done as () => void)
     scheduleTurn()
   })
+  return { waiting: () => waiting.length - head }
 }
 
 const noop = () => {}

@@ -3,12 +3,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { sql } from 'kysely'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { DatabaseHandle } from '../db/database.js'
+import type { AdmissionQueue } from '../http/admission.js'
 import { unqueuedDeliveries } from '../webhooks/webhooks.repository.js'
 
 /**
  * The service's Prometheus metrics, one registry per app (so that several apps in one process,
- * as in the tests, never mix their counts): requests by route and status, their latency, the
- * database pool, the webhook queue, and the process itself.
+ * as in the tests, never mix their counts): requests by route and status, their latency, those
+ * waiting for their turn, the database pool, the webhook queue, and the process itself.
  */
 export interface Metrics {
   registry: Registry
@@ -20,9 +21,17 @@ export interface Metrics {
   refreshQueue(): Promise<void>
 }
 
-export function createMetrics(database: DatabaseHandle): Metrics {
+export function createMetrics(database: DatabaseHandle, admission: AdmissionQueue): Metrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
+  new Gauge({
+    name: 'contacts_http_requests_waiting',
+    help: 'Requests read and waiting for their turn to start (REQUESTS_PER_TURN start per turn of the event loop).',
+    registers: [registry],
+    collect() {
+      this.set(admission.waiting())
+    },
+  })
   new Gauge({
     name: 'contacts_db_pool_connections',
     help: 'PostgreSQL pool connections by state (total, idle, waiting requests); absent on SQLite.',
