@@ -1,5 +1,11 @@
 import type { FastifyInstance } from 'fastify'
 
+/** What the metrics read of the queue. */
+export interface AdmissionQueue {
+  /** Requests read but not started yet. */
+  waiting(): number
+}
+
 /**
  * Starts at most `perTurn` requests per turn of the event loop, in the order they arrived.
  *
@@ -19,31 +25,22 @@ import type { FastifyInstance } from 'fastify'
  * never wait on itself. Measured, the CPU each request costs the server fell as well (see the
  * README's performance section).
  */
-export interface AdmissionQueue {
-  /** Requests read but not started yet. */
-  waiting(): number
-}
-
 export function admitInArrivalOrder(app: FastifyInstance, perTurn: number): AdmissionQueue {
   if (perTurn <= 0) return { waiting: () => 0 }
-  const waiting: Array<() => void> = []
-  let head = 0
+  const waiting = new ArrivalQueue<() => void>()
   let scheduled = false
 
   const startNext = () => {
     scheduled = false
-    const end = Math.min(head + perTurn, waiting.length)
-    while (head < end) {
-      const start = waiting[head] as () => void
-      waiting[head] = noop
-      head++
-      start()
-    }
-    if (head === waiting.length) {
-      waiting.length = 0
-      head = 0
-    } else {
-      scheduleTurn()
+    try {
+      for (let started = 0; started < perTurn; started++) {
+        const start = waiting.shift()
+        if (start === undefined) break
+        start()
+      }
+    } finally {
+      // Whatever one request does, the others still get their turns.
+      if (waiting.length > 0) scheduleTurn()
     }
   }
   const scheduleTurn = () => {
@@ -56,7 +53,45 @@ export function admitInArrivalOrder(app: FastifyInstance, perTurn: number): Admi
     waiting.push(done as () => void)
     scheduleTurn()
   })
-  return { waiting: () => waiting.length - head }
+  return { waiting: () => waiting.length }
 }
 
-const noop = () => {}
+/**
+ * First in, first out, without Array.shift's copy of the whole array at every call. The slots
+ * already taken are dropped once they are at least `compactAt` and half the array, so that a
+ * queue that never empties under steady load does not keep a slot for every request it ever held.
+ */
+export class ArrivalQueue<T> {
+  #items: (T | undefined)[] = []
+  #head = 0
+
+  constructor(private readonly compactAt = 1024) {}
+
+  get length(): number {
+    return this.#items.length - this.#head
+  }
+
+  /** Slots held, taken ones included (for the tests). */
+  get slots(): number {
+    return this.#items.length
+  }
+
+  push(item: T): void {
+    this.#items.push(item)
+  }
+
+  shift(): T | undefined {
+    if (this.#head === this.#items.length) return undefined
+    const item = this.#items[this.#head]
+    this.#items[this.#head] = undefined
+    this.#head++
+    if (this.#head === this.#items.length) {
+      this.#items = []
+      this.#head = 0
+    } else if (this.#head >= this.compactAt && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head)
+      this.#head = 0
+    }
+    return item
+  }
+}
