@@ -738,6 +738,10 @@ for (const backend of BACKENDS) {
             `the WAL reached ${(largest / 1024 / 1024).toFixed(1)} MiB`,
           )
           assert.equal(database.prepare('select count(*) from pages').pluck().get(), 800)
+          // Each emptying ran on the writer's connection, and /metrics reports them (they stall it).
+          const { writerCheckpoints, writerCheckpointSeconds } = checkpointer.stats()
+          assert.ok(writerCheckpoints >= 5, `${writerCheckpoints} checkpoints on the writer`)
+          assert.ok(writerCheckpointSeconds > 0)
         } finally {
           await checkpointer.stop()
           database.close()

@@ -52,6 +52,12 @@ export interface DatabaseHandle {
     readsInReadTransactions: number
   } | null
   /**
+   * SQLite with the background checkpointer: the checkpoints the server's own connection ran
+   * (to start the WAL over, or to empty it when the worker fell behind) and the seconds they took,
+   * during which every request waited; null elsewhere.
+   */
+  writerCheckpointStats(): { writerCheckpoints: number; writerCheckpointSeconds: number } | null
+  /**
    * Migrations have changed tables: statements kept on open connections (PostgreSQL's named
    * ones) are not used again. SQLite re-prepares its own statements when the schema changes.
    */
@@ -211,6 +217,7 @@ function openSqlite(path: string, options: DatabaseOptions): DatabaseHandle {
     foreignWriteCounter: () => driver.readValue(dataVersion) as number,
     poolStats: () => null,
     transactionStats: () => driver.stats(),
+    writerCheckpointStats: () => checkpointer?.stats() ?? null,
     schemaChanged: () => {},
     async close() {
       // Whatever a group still holds is stored before the connection goes.
@@ -264,6 +271,7 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
     foreignWriteCounter: () => null,
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     transactionStats: () => null,
+    writerCheckpointStats: () => null,
     schemaChanged: () => namedStatementPool.schemaChanged(),
     async close() {
       await db.destroy()

@@ -22,6 +22,11 @@ import type BetterSqlite3 from 'better-sqlite3'
 export interface WalCheckpointer {
   /** Called by the writer between transactions (before each BEGIN). */
   beforeTransaction(): void
+  /**
+   * Checkpoints the writer ran itself, and the seconds they took: while one runs (its syncs
+   * above all) the writer's thread, and every request on it, waits.
+   */
+  stats(): { writerCheckpoints: number; writerCheckpointSeconds: number }
   stop(): Promise<void>
 }
 
@@ -85,8 +90,11 @@ export function startWalCheckpointer(
 
   const walPath = `${path}-wal`
   let untilSizeCheck = SIZE_CHECK_EVERY
+  let writerCheckpoints = 0
+  let writerCheckpointMs = 0
   /** Runs a checkpoint on this connection; whether it ran to its end. */
   const checkpointHere = (mode: 'PASSIVE' | 'TRUNCATE') => {
+    const started = performance.now()
     try {
       const [result] = database.pragma(`wal_checkpoint(${mode})`) as { busy: number }[]
       return result?.busy === 0
@@ -95,6 +103,9 @@ export function startWalCheckpointer(
       // transaction comes back here.
       if (!/busy executing/i.test(String((error as Error).message))) options.onError?.(error)
       return false
+    } finally {
+      writerCheckpoints++
+      writerCheckpointMs += performance.now() - started
     }
   }
   /** Empties the WAL, waiting for the worker's rounds to end (each attempt may meet a new one). */
@@ -127,6 +138,7 @@ export function startWalCheckpointer(
       Atomics.store(walFrames, 0, 0)
       checkpointHere('PASSIVE')
     },
+    stats: () => ({ writerCheckpoints, writerCheckpointSeconds: writerCheckpointMs / 1000 }),
     async stop() {
       if (stopping) return
       stopping = true

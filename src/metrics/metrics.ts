@@ -65,6 +65,26 @@ export function createMetrics(database: DatabaseHandle, admission: AdmissionQueu
       },
     })
   }
+  if (database.writerCheckpointStats()) {
+    new Counter({
+      name: 'contacts_sqlite_writer_checkpoints_total',
+      help: "WAL checkpoints run on the server's own connection (to start the WAL over); every request waits while one runs.",
+      registers: [registry],
+      collect() {
+        this.reset()
+        this.inc(database.writerCheckpointStats()?.writerCheckpoints ?? 0)
+      },
+    })
+    new Counter({
+      name: 'contacts_sqlite_writer_checkpoint_seconds_total',
+      help: "Seconds spent in the WAL checkpoints run on the server's own connection.",
+      registers: [registry],
+      collect() {
+        this.reset()
+        this.inc(database.writerCheckpointStats()?.writerCheckpointSeconds ?? 0)
+      },
+    })
+  }
   const pending = new Gauge({
     name: 'contacts_webhook_deliveries_pending',
     help: 'Webhook deliveries not yet acknowledged (due now or waiting for a retry).',
