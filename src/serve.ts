@@ -8,11 +8,14 @@ import { foldContactCounts, purgeTrash } from './contacts/contacts.service.js'
 import { databaseOptionsOf, openDatabase } from './db/database.js'
 import { startPendingListCleaner } from './db/gin-pending-lists.js'
 import { migrateToLatest } from './db/migrations.js'
+import { refreshStaleStatistics } from './db/planner-statistics.js'
 import { type ImportRunner, startImportRunner } from './imports/imports.service.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
 
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
 const COUNT_FOLD_INTERVAL_MS = 60 * 1000
+/** How often PostgreSQL's tables are checked for statistics gone stale (db/planner-statistics.ts). */
+const STATISTICS_CHECK_INTERVAL_MS = 10 * 1000
 
 /**
  * A V8 flag, set at start-up unless the command line sets it either way (`--x` or `--no-x`); V8
@@ -80,6 +83,19 @@ export async function startServer(
           COUNT_FOLD_INTERVAL_MS,
         ).unref()
       : undefined
+  let statisticsCheck: Promise<unknown> | null = null
+  const statisticsTimer =
+    database.dialect === 'postgres'
+      ? setInterval(() => {
+          // A check still running (an ANALYZE of a large table) is not doubled.
+          statisticsCheck ??= refreshStaleStatistics(database.db)
+            .then((tables) => tables.length > 0 && app.log.info({ tables }, 'refreshed planner statistics'))
+            .catch((err) => app.log.warn({ err }, 'refreshing planner statistics failed'))
+            .finally(() => {
+              statisticsCheck = null
+            })
+        }, STATISTICS_CHECK_INTERVAL_MS).unref()
+      : undefined
   const ginCleaner =
     database.dialect === 'postgres' && config.ginCleanIntervalMs > 0
       ? startPendingListCleaner(database.db, {
@@ -102,6 +118,7 @@ export async function startServer(
     else app.log.info({ signal }, 'shutting down')
     clearInterval(purgeTimer)
     clearInterval(foldTimer)
+    clearInterval(statisticsTimer)
     closing = true
     await app.close()
     await admin?.close()
@@ -110,6 +127,7 @@ export async function startServer(
     // The job in progress finishes its batch and is handed back, to be resumed where it stopped.
     await importRunner?.stop()
     await ginCleaner?.stop()
+    await statisticsCheck
     await database.close()
   })
   await app.listen({ host: config.host, port: config.port })
