@@ -436,6 +436,84 @@ for (const backend of BACKENDS) {
         assert.equal(clash.json().existing_id, results[500].id)
       })
 
+      test('a known person late in a large batch is updated, and the rows tried before leave nothing behind', async () => {
+        const known = await create({ email: 'late-known@example.com', first_name: 'Before' })
+        // On PostgreSQL the first rows are inserted before the known person is reached; the
+        // batch then goes item by item, and what was inserted first must be gone.
+        const people = Array.from({ length: 600 }, (_, i) =>
+          i === 550
+            ? { email: 'LATE-KNOWN@example.com', first_name: 'After' }
+            : { email: `late${i}@example.com` },
+        )
+        const response = await request('POST', '/contact/batch/upsert', { contacts: people })
+        assert.equal(response.statusCode, 200, response.body)
+        const { results, created, updated } = response.json().data
+        assert.deepEqual([created, updated], [599, 1])
+        assert.deepEqual([results[550].status, results[550].id], ['updated', known.id])
+        assert.equal((await get(known.id)).data.first_name, 'After')
+        const db = t.database.db
+        const contacts = await db
+          .selectFrom('contacts')
+          .select(['id'])
+          .where('org_id', '=', org.id)
+          .where('email_normalized', 'like', 'late%')
+          .execute()
+        assert.equal(contacts.length, 600, 'one contact per person, none left over from the first try')
+        const identities = await db
+          .selectFrom('contact_identities')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('org_id', '=', org.id)
+          .where('value', 'like', 'late%')
+          .executeTakeFirstOrThrow()
+        assert.equal(Number(identities.n), 600)
+        const events = await db
+          .selectFrom('contact_events')
+          .select(['type'])
+          .where('org_id', '=', org.id)
+          .where(
+            'contact_id',
+            'in',
+            contacts.map((contact) => contact.id),
+          )
+          .execute()
+        const count = (type: string) => events.filter((event) => event.type === type).length
+        assert.deepEqual([count('contact.created'), count('contact.updated')], [600, 1])
+      })
+
+      test('a large batch with typed custom fields needs no second connection of the pool', {
+        timeout: 60_000,
+      }, async () => {
+        // One connection: a batch that held it in its transaction while it looked up the custom
+        // fields' types with another would wait for itself.
+        const narrow = await startTestApp(backend, { config: { databasePoolSize: 1 } })
+        try {
+          const owner = await narrow.createOrg()
+          const defined = await narrow.api(owner.key, 'POST', '/contact_custom_field', {
+            custom_field_name: 'score',
+            custom_field_type: 'number',
+          })
+          assert.ok(defined.statusCode < 300, defined.body)
+          const people = Array.from({ length: 600 }, (_, i) => ({
+            email: `typed${i}@example.com`,
+            custom_fields: { score: i === 300 ? 'high' : i },
+          }))
+          const response = await narrow.api(owner.key, 'POST', '/contact/batch/upsert', { contacts: people })
+          assert.equal(response.statusCode, 207, response.body)
+          const { results, created, failed } = response.json().data
+          assert.deepEqual([created, failed], [599, 1])
+          assert.equal(results[300].error.code, 'validation_failed')
+          assert.deepEqual(results[300].error.detail[0].loc, [
+            'body',
+            'contacts',
+            300,
+            'custom_fields',
+            'score',
+          ])
+        } finally {
+          await narrow.close()
+        }
+      })
+
       test('answers 200 when every item succeeds, and refuses more than 1000 items', async () => {
         const ok = await request('POST', '/contact/batch/upsert', {
           contacts: [{ email: 'all-good@example.com' }],

@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely'
+import { findCustomFieldTypesOf } from '../custom-fields/custom-fields.repository.js'
 import { insertAsRecordset } from '../db/bulk.js'
 import { dialectOf } from '../db/database.js'
 import { isUniqueViolation } from '../db/errors.js'
@@ -178,11 +179,40 @@ const CHUNK = 500
 
 /**
  * The common bulk load (every item a new person, no two items the same person) done set-wise:
- * one lookup for all identities, then multi-row inserts, in one transaction. Returns null when
- * the batch is not of that kind, or when a concurrent writer took an identity meanwhile: the
- * caller then applies it item by item, with the same results the item-by-item path always gives.
+ * multi-row inserts in one transaction. Returns null when the batch is not of that kind, or when
+ * an identity it would insert is held by a contact already (or was taken meanwhile by a
+ * concurrent writer): the caller then applies it item by item, with the same results the
+ * item-by-item path always gives.
  */
 async function createAllAtOnce(
+  db: Kysely<Database>,
+  principal: Actor,
+  items: readonly unknown[],
+  options: BatchOptions,
+): Promise<BatchItemResult[] | null> {
+  return dialectOf(db) === 'postgres'
+    ? createAllAtOnceStreamed(db, principal, items, options)
+    : createAllAtOnceChecked(db, principal, items, options)
+}
+
+/** Whether an item is a person the batch has not seen yet (noting its identities if so). */
+function isNewPerson(ready: ReadyItem, seen: Set<string>): boolean {
+  // The identities the item looks up are among those its new row holds (email, telephone,
+  // external id), so the row's are the ones to check and to insert.
+  const keys = ready.identities.map(keyOf)
+  // The same person twice in one batch: the second item updates what the first creates.
+  if (keys.some((key) => seen.has(key))) return false
+  for (const key of keys) seen.add(key)
+  return true
+}
+
+const createdResults = (results: BatchItemResult[], rows: readonly ReadyItem[]) => {
+  for (const { index, row } of rows) results.push({ index, status: 'created', id: row.id as string })
+  return results.sort((a, b) => a.index - b.index)
+}
+
+/** SQLite: every item prepared, one lookup of all their identities, then the inserts. */
+async function createAllAtOnceChecked(
   db: Kysely<Database>,
   principal: Actor,
   items: readonly unknown[],
@@ -193,23 +223,13 @@ async function createAllAtOnce(
   const seen = new Set<string>()
   for (const [index, item] of items.entries()) {
     const ready = await readyItem(db, principal, index, item, options)
-    if ('status' in ready) {
-      results.push(ready)
-      continue
-    }
-    // The identities the item looks up are among those its new row holds (email, telephone,
-    // external id), so the row's are the ones to check and to insert.
-    const keys = ready.identities.map(keyOf)
-    // The same person twice in one batch: the second item updates what the first creates.
-    if (keys.some((key) => seen.has(key))) return null
-    for (const key of keys) seen.add(key)
-    rows.push(ready)
+    if ('status' in ready) results.push(ready)
+    else if (isNewPerson(ready, seen)) rows.push(ready)
+    else return null
   }
   if (rows.length === 0) return null
   const everyIdentity = rows.flatMap((r) => r.identities)
   if ((await holdersOf(db, principal.orgId, everyIdentity)).size > 0) return null
-  for (const { index, row } of rows) results.push({ index, status: 'created', id: row.id })
-  results.sort((a, b) => a.index - b.index)
   const trx = await db.startTransaction().execute()
   try {
     await insertNewContacts(trx, principal, rows)
@@ -218,25 +238,144 @@ async function createAllAtOnce(
     if (isUniqueViolation(error)) return null
     throw error
   }
-  await finish(trx, options, results)
+  await finish(trx, options, createdResults(results, rows))
+  return results
+}
+
+/**
+ * New contacts a PostgreSQL statement inserts at a time: while PostgreSQL inserts these, the
+ * server prepares the next ones. With the whole batch prepared first and then inserted in one
+ * statement per table, each side was idle while the other worked.
+ */
+const STREAMED_ROWS = 250
+
+/**
+ * PostgreSQL: the items go out STREAMED_ROWS at a time as they are prepared, in a transaction
+ * begun first, without looking their identities up beforehand: the identities' unique key refuses
+ * one that a contact holds already, and the transaction is rolled back. A batch of new people,
+ * the common bulk load, so costs no lookup; one that names an existing person costs the rows
+ * inserted before the refusal, on top of the item-by-item path it takes anyway.
+ */
+async function createAllAtOnceStreamed(
+  db: Kysely<Database>,
+  principal: Actor,
+  items: readonly unknown[],
+  options: BatchOptions,
+): Promise<BatchItemResult[] | null> {
+  // Loaded before the transaction begins: preparing an item must not need a second connection
+  // while the transaction holds one (a full pool would then wait for itself).
+  const customFieldTypes = options.customFieldTypes ?? (await findCustomFieldTypesOf(db, principal.orgId))
+  const prepareWith = { ...options, customFieldTypes }
+  const results: BatchItemResult[] = []
+  const rows: ReadyItem[] = []
+  const seen = new Set<string>()
+  const trx = await db.startTransaction().execute()
+  const inserts = pipelinedInserts(trx, principal)
+  try {
+    let sent = 0
+    for (const [index, item] of items.entries()) {
+      // Lets the connection's answers in, so that its next statement goes out meanwhile.
+      if (index % PREPARE_SLICE === PREPARE_SLICE - 1) await new Promise(setImmediate)
+      const ready = await readyItem(db, principal, index, item, prepareWith)
+      if ('status' in ready) {
+        results.push(ready)
+        continue
+      }
+      if (!isNewPerson(ready, seen)) {
+        await trx.rollback().execute()
+        return null
+      }
+      rows.push(ready)
+      if (rows.length - sent === STREAMED_ROWS) {
+        await inserts.send(rows.slice(sent))
+        sent = rows.length
+      }
+    }
+    if (rows.length === 0) {
+      await trx.rollback().execute()
+      return null
+    }
+    await inserts.send(rows.slice(sent))
+    await inserts.allDone()
+  } catch (error) {
+    await trx.rollback().execute()
+    if (isUniqueViolation(error)) return null
+    throw error
+  }
+  await finish(trx, options, createdResults(results, rows))
   return results
 }
 
 /** New contacts, their identities and their `contact.created` events, in multi-row statements. */
-async function insertNewContacts(
-  trx: Kysely<Database>,
-  actor: Actor,
-  rows: readonly { row: InsertableContactRow; identities: readonly Identity[] }[],
-) {
-  // One statement on PostgreSQL (one JSON parameter); SQLite's parameters are limited per statement.
-  const perStatement = dialectOf(trx) === 'postgres' ? rows.length : CHUNK
-  for (let i = 0; i < rows.length; i += perStatement) {
+async function insertNewContacts(trx: Kysely<Database>, actor: Actor, rows: readonly NewPersonRows[]) {
+  if (dialectOf(trx) === 'postgres') {
+    // One statement per table: an import prepares its next batch while this one is applied.
+    const inserts = pipelinedInserts(trx, actor)
+    await inserts.send(rows)
+    await inserts.allDone()
+    return
+  }
+  // SQLite's parameters are limited per statement.
+  for (let i = 0; i < rows.length; i += CHUNK) {
     await insertContacts(
       trx,
-      rows.slice(i, i + perStatement).map((r) => r.row),
+      rows.slice(i, i + CHUNK).map((r) => r.row),
     )
   }
-  const identityRows = rows.flatMap(({ row, identities }) =>
+  const identityRows = identityRowsOf(actor, rows)
+  for (let i = 0; i < identityRows.length; i += CHUNK) {
+    await trx
+      .insertInto('contact_identities')
+      .values(identityRows.slice(i, i + CHUNK))
+      .execute()
+  }
+  await recordEvents(trx, actor, rows.map(createdEventOf))
+}
+
+/** A new person's contact row and the identities it holds. */
+interface NewPersonRows {
+  row: InsertableContactRow
+  identities: readonly Identity[]
+}
+
+/**
+ * PostgreSQL statements inserting new contacts, their identities and their events, each sent as
+ * soon as it is made (one statement per table for the rows of each send, the rows in one JSON
+ * parameter): the transaction's connection runs them in order while the thread makes the next.
+ * allDone throws the first failure (a unique violation when an identity is held); the statements
+ * behind it fail with the transaction.
+ */
+function pipelinedInserts(trx: Kysely<Database>, actor: Actor) {
+  const sent: Promise<unknown>[] = []
+  // A statement reaches the connection only once the thread lets its promises run.
+  const send = async (statement: () => Promise<unknown>) => {
+    const running = statement()
+    // Settled here too: one failing before the others are sent must not go unhandled meanwhile.
+    running.catch(() => {})
+    sent.push(running)
+    await new Promise(setImmediate)
+  }
+  return {
+    async send(rows: readonly NewPersonRows[]) {
+      if (rows.length === 0) return
+      await send(() =>
+        insertContacts(
+          trx,
+          rows.map((r) => r.row),
+        ),
+      )
+      await send(() => insertAsRecordset(trx, 'contact_identities', identityRowsOf(actor, rows)))
+      await send(() => recordEvents(trx, actor, rows.map(createdEventOf)))
+    },
+    async allDone() {
+      const failure = (await Promise.allSettled(sent)).find((outcome) => outcome.status === 'rejected')
+      if (failure) throw failure.reason
+    },
+  }
+}
+
+const identityRowsOf = (actor: Actor, rows: readonly NewPersonRows[]) =>
+  rows.flatMap(({ row, identities }) =>
     identities.map((identity) => ({
       org_id: actor.orgId,
       ...identity,
@@ -244,24 +383,11 @@ async function insertNewContacts(
       origin: 'field' as const,
     })),
   )
-  if (dialectOf(trx) === 'postgres') await insertAsRecordset(trx, 'contact_identities', identityRows)
-  else {
-    for (let i = 0; i < identityRows.length; i += CHUNK) {
-      await trx
-        .insertInto('contact_identities')
-        .values(identityRows.slice(i, i + CHUNK))
-        .execute()
-    }
-  }
-  await recordEvents(
-    trx,
-    actor,
-    rows.map(({ row }) => ({
-      type: 'contact.created' as const,
-      contact: toContact({ ...row, version: 1 } as ContactRow),
-    })),
-  )
-}
+
+const createdEventOf = ({ row }: { row: InsertableContactRow }) => ({
+  type: 'contact.created' as const,
+  contact: toContact({ ...row, version: 1 } as ContactRow),
+})
 
 const keyOf = (identity: Identity) => `${identity.kind}\u0000${identity.value}`
 
