@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 import pg from 'pg'
 import { refreshStaleStatistics, tablesWithStaleStatistics } from '../src/db/planner-statistics.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
@@ -14,24 +14,27 @@ const postgres = BACKENDS.find((backend) => backend.name === 'postgres')
  * connection, which made on a table of a few rows reads every contact of the organization.
  */
 describe('planner statistics on postgres', { skip: postgres?.skip ?? 'no PostgreSQL backend' }, () => {
-  let t: TestApp
-  let org: TestOrg
-  let written = 0
-
-  before(async () => {
-    t = await startTestApp(postgres as NonNullable<typeof postgres>)
-    org = await t.createOrg()
-  })
-  after(() => t?.close())
-
-  const writeContacts = async (count: number) => {
-    for (let done = 0; done < count; done += 1000) {
-      const contacts = Array.from({ length: Math.min(1000, count - done) }, () => {
-        written += 1
-        return { email: `stats${written}@planner.example`, first_name: `Stat ${written}` }
-      })
-      const response = await t.api(org.key, 'POST', '/contact/batch/upsert', { contacts })
-      assert.equal(response.statusCode, 200, response.body)
+  /** Each test on a database of its own, which starts with no contacts. */
+  const withApp = async (
+    run: (t: TestApp, org: TestOrg, write: (count: number) => Promise<void>) => Promise<void>,
+  ) => {
+    const t = await startTestApp(postgres as NonNullable<typeof postgres>)
+    try {
+      const org = await t.createOrg()
+      let written = 0
+      const write = async (count: number) => {
+        for (let done = 0; done < count; done += 1000) {
+          const contacts = Array.from({ length: Math.min(1000, count - done) }, () => {
+            written += 1
+            return { email: `stats${written}@planner.example`, first_name: `Stat ${written}` }
+          })
+          const response = await t.api(org.key, 'POST', '/contact/batch/upsert', { contacts })
+          assert.equal(response.statusCode, 200, response.body)
+        }
+      }
+      await run(t, org, write)
+    } finally {
+      await t.close()
     }
   }
 
@@ -43,50 +46,58 @@ describe('planner statistics on postgres', { skip: postgres?.skip ?? 'no Postgre
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
   }
-  const stale = async () => (await tablesWithStaleStatistics(t.database.db)).map((name) => name.split('.')[1])
+  const staleTables = async (t: TestApp) =>
+    (await tablesWithStaleStatistics(t.database.db)).map((name) => name.split('.')[1])
 
-  test('a foreign-key check planned on a small table is planned again once the table has grown', async () => {
-    await writeContacts(100)
-    // A connection of its own, as the server's are: it keeps its plans between statements.
-    const connection = new pg.Client({ connectionString: t.testDatabase.url })
-    await connection.connect()
-    try {
-      // The query PostgreSQL runs to check an identity's contact, planned once for the connection.
-      await connection.query('set plan_cache_mode = force_generic_plan')
-      await connection.query(
-        'prepare contact_exists (uuid, uuid) as select 1 from only contacts x where org_id = $1 and id = $2 for key share of x',
-      )
-      const indexUsed = async () => {
-        // EXPLAIN EXECUTE takes no bound values: the id, a UUID of this test's own, is written in.
-        assert.match(org.id, /^[0-9a-f-]{36}$/)
-        const { rows } = await connection.query<{ 'QUERY PLAN': string }>(
-          `explain execute contact_exists ('${org.id}', gen_random_uuid())`,
+  test('a foreign-key check planned on a small table is planned again once the table has grown', () =>
+    withApp(async (t, org, writeContacts) => {
+      await writeContacts(100)
+      // A connection of its own, as the server's are: it keeps its plans between statements.
+      const connection = new pg.Client({ connectionString: t.testDatabase.url })
+      await connection.connect()
+      try {
+        // The query PostgreSQL runs to check an identity's contact, planned once for the connection.
+        await connection.query('set plan_cache_mode = force_generic_plan')
+        await connection.query(
+          'prepare contact_exists (uuid, uuid) as select 1 from only contacts x where org_id = $1 and id = $2 for key share of x',
         )
-        const plan = rows.map((row) => row['QUERY PLAN']).join('\n')
-        return /Index Scan using (\w+)/.exec(plan)?.[1] ?? (plan.includes('Seq Scan') ? 'seq scan' : plan)
+        const indexUsed = async () => {
+          // EXPLAIN EXECUTE takes no bound values: the id, a UUID of this test's own, is written in.
+          assert.match(org.id, /^[0-9a-f-]{36}$/)
+          const { rows } = await connection.query<{ 'QUERY PLAN': string }>(
+            `explain execute contact_exists ('${org.id}', gen_random_uuid())`,
+          )
+          const plan = rows.map((row) => row['QUERY PLAN']).join('\n')
+          return /Index Scan using (\w+)/.exec(plan)?.[1] ?? (plan.includes('Seq Scan') ? 'seq scan' : plan)
+        }
+        const onSmallTable = await indexUsed()
+        assert.notEqual(onSmallTable, 'contacts_pk', 'on a table of 100 rows the planner reads them all')
+
+        await writeContacts(2000)
+        assert.equal(await indexUsed(), onSmallTable, 'the plan is kept while the table grows')
+        await eventually(async () => (await staleTables(t)).includes('contacts'), 'contacts listed as stale')
+
+        const analyzed = (await refreshStaleStatistics(t.database.db)).map((name) => name.split('.')[1])
+        for (const table of ['contacts', 'contact_identities', 'contact_events'])
+          assert.ok(analyzed.includes(table), `${table} analyzed: ${analyzed.join(', ')}`)
+        assert.equal(await indexUsed(), 'contacts_pk', 'planned again after the ANALYZE, by its key')
+      } finally {
+        await connection.end()
       }
-      const onSmallTable = await indexUsed()
-      assert.notEqual(onSmallTable, 'contacts_pk', 'on a table of 100 rows the planner reads them all')
+      await eventually(
+        async () => !(await staleTables(t)).includes('contacts'),
+        'contacts fresh after its ANALYZE',
+      )
+    }))
 
+  test('a table that changed little since its last ANALYZE is left alone', () =>
+    withApp(async (t, _org, writeContacts) => {
       await writeContacts(2000)
-      assert.equal(await indexUsed(), onSmallTable, 'the plan is kept while the table grows')
-      await eventually(async () => (await stale()).includes('contacts'), 'contacts listed as stale')
-
-      const analyzed = (await refreshStaleStatistics(t.database.db)).map((name) => name.split('.')[1])
-      for (const table of ['contacts', 'contact_identities', 'contact_events'])
-        assert.ok(analyzed.includes(table), `${table} analyzed: ${analyzed.join(', ')}`)
-      assert.equal(await indexUsed(), 'contacts_pk', 'planned again after the ANALYZE, by its key')
-    } finally {
-      await connection.end()
-    }
-    await eventually(async () => !(await stale()).includes('contacts'), 'contacts fresh after its ANALYZE')
-  })
-
-  test('a table that changed little since its last ANALYZE is left alone', async () => {
-    await refreshStaleStatistics(t.database.db)
-    await writeContacts(500)
-    // 500 changes on a table of over 2,000 rows at its last ANALYZE: under 1000 + half of them.
-    await new Promise((resolve) => setTimeout(resolve, 1500))
-    assert.ok(!(await stale()).includes('contacts'))
-  })
+      await eventually(async () => (await staleTables(t)).includes('contacts'), 'contacts listed as stale')
+      await refreshStaleStatistics(t.database.db)
+      await writeContacts(500)
+      // 500 changes on a table of over 2,000 rows at its last ANALYZE: under 1000 + half of them.
+      await new Promise((resolve) => setTimeout(resolve, 1500))
+      assert.ok(!(await staleTables(t)).includes('contacts'))
+    }))
 })
