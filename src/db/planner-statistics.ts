@@ -15,7 +15,8 @@ import type { Database } from './schema.js'
  *
  * A table is refreshed once its rows changed (inserted, updated or deleted) by more than
  * STALE_ROWS plus STALE_SHARE of the rows it had at its last ANALYZE: past autovacuum's own
- * threshold (50 and a tenth), so that where autovacuum runs it is almost always first. The rows
+ * threshold (50 and a tenth), so that where autovacuum runs this mostly finds its work done (in
+ * the minute after a bulk load it may come first, which costs one ANALYZE more). The rows
  * changed are PostgreSQL's own count (`pg_stat_user_tables`); tables owned by a role this one
  * cannot act as are left alone, since ANALYZE would only skip them.
  */
