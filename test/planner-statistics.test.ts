@@ -3,6 +3,8 @@ import { describe, test } from 'node:test'
 import { sql } from 'kysely'
 import pg from 'pg'
 import { refreshStaleStatistics, tablesWithStaleStatistics } from '../src/db/planner-statistics.js'
+import { claimJob } from '../src/imports/imports.repository.js'
+import { runImportJob } from '../src/imports/imports.service.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
 
@@ -108,5 +110,35 @@ describe('planner statistics on postgres', { skip: postgres?.skip ?? 'no Postgre
       await eventually(async () => (await changedContacts()) >= 500, 'the 500 inserts counted')
       // 500 changes on a table of 2,000 rows at its last ANALYZE: under 1000 + half of them.
       assert.ok(!(await staleTables(t)).includes('contacts'))
+    }))
+  test('an import refreshes the statistics each time the contacts it created double', () =>
+    withApp(async (t, org) => {
+      // Until they do, its lookups are planned as if the organization held what it held at the
+      // last ANALYZE: nothing, for an organization new to tables that others fill.
+      const analyzeCount = async () =>
+        Number(
+          (
+            await sql<{ n: string }>`select analyze_count as n from pg_stat_user_tables
+              where schemaname = current_schema() and relname = 'contact_identities'`.execute(t.database.db)
+          ).rows[0]?.n ?? 0,
+        )
+      const before = await analyzeCount()
+      const lines = ['email,first_name']
+      for (let i = 0; i < 12_000; i++) lines.push(`grow${i}@planner.example,G${i}`)
+      const upload = await t.call(org.key, {
+        method: 'POST',
+        url: '/api/v1/contact/import?file_name=grow.csv',
+        headers: { 'content-type': 'text/csv' },
+        payload: lines.join('\n'),
+      })
+      assert.equal(upload.statusCode, 202, upload.body)
+      const inAMinute = new Date(Date.now() + 60_000).toISOString()
+      const job = await claimJob(t.database.db, new Date().toISOString(), inAMinute, 'runner')
+      assert.ok(job)
+      const done = await runImportJob(t.database.db, job, 'runner')
+      assert.deepEqual([done.status, done.created], ['completed', 12_000])
+      // With 5,000 contacts created, with 10,000, and once more as the import ends.
+      await eventually(async () => (await analyzeCount()) >= before + 3, 'three ANALYZEs counted')
+      assert.equal(await analyzeCount(), before + 3)
     }))
 })

@@ -418,6 +418,24 @@ export async function runImportJob(
   let plan: RowPlan | null = null
   let batch: { line: number; cells: string[] }[] = []
 
+  // PostgreSQL plans the lookup of each batch's identities from the organization's share of the
+  // tables at their last ANALYZE. An organization loading its first file into tables that others
+  // fill is a few rows there until the next one, which neither autovacuum nor the server's own
+  // refresh runs before the tables as a whole have grown by a tenth or a half: until then every
+  // lookup hashed all the identities the organization held, and each batch cost more than the
+  // one before. So the import refreshes the statistics itself each time the contacts it created
+  // double, from BULK_WRITE_ROWS on, beside the batches (a few ANALYZEs for a million rows).
+  let statisticsDueAt = job.created + BULK_WRITE_ROWS
+  let refreshingStatistics: Promise<void> = Promise.resolve()
+  const keepStatisticsCurrent = () => {
+    if (dryRun || progress.created < statisticsDueAt) return
+    statisticsDueAt = progress.created * 2
+    // Only a plan depends on it: a refresh that fails leaves the import as it was.
+    refreshingStatistics = refreshingStatistics
+      .then(() => imports.refreshPlannerStatistics(db))
+      .catch(() => {})
+  }
+
   /**
    * Turns the rows read so far into a prepared batch (all in memory) and returns what applies it
    * to the database, or null when there is nothing to apply.
@@ -504,6 +522,7 @@ export async function runImportJob(
       }
       if (!done) return
       progress = done.next
+      keepStatisticsCurrent()
       hooks.onBatch?.(done.outcomes, toImportJob({ ...job, ...progress }))
     }
   }
@@ -538,6 +557,7 @@ export async function runImportJob(
         if (hooks.shouldStop?.()) {
           // The batch under way is finished; rows read past it are read again by the next runner.
           await applied()
+          await refreshingStatistics
           source.destroy()
           await imports.releaseJob(db, job, token)
           return toImportJob({ ...job, ...progress })
@@ -548,6 +568,7 @@ export async function runImportJob(
     await applied()
     startApplying(last)
     await applied()
+    await refreshingStatistics
     // Before the job says it is done, so that what a client does next is planned for the new rows.
     if (!dryRun && progress.created + progress.updated >= BULK_WRITE_ROWS) {
       await imports.refreshPlannerStatistics(db)
@@ -555,8 +576,9 @@ export async function runImportJob(
     return await finish(db, job, token, plan === null ? 'The file has no header line' : null)
   } catch (error) {
     source.destroy()
-    // No batch may still be writing when the job is handed on.
+    // No batch (nor refresh) may still be running when the job is handed on.
     await applied().catch(() => {})
+    await refreshingStatistics
     if (error instanceof LostLease) return toImportJob({ ...job, ...progress })
     throw error
   }
