@@ -13,10 +13,11 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { sql } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 import { createApiKey } from '../src/api-keys/api-keys.service.js'
 import { openDatabase } from '../src/db/database.js'
 import { migrateToLatest } from '../src/db/migrations.js'
+import type { Database } from '../src/db/schema.js'
 import { createOrganization } from '../src/organizations/organizations.service.js'
 import { scratchDatabase } from '../test/helpers/scratch-database.js'
 import { startServer } from './server-process.js'
@@ -52,6 +53,8 @@ interface Job {
 export interface ImportBenchResult {
   backend: 'sqlite' | 'postgres'
   rows: number
+  /** People of another organization the tables held before the import. */
+  other_org_rows: number
   file_mb: number
   upload_seconds: number
   import_seconds: number
@@ -131,40 +134,52 @@ async function databaseFloor(databaseUrl: string, rows: number): Promise<number>
   try {
     const org = await createOrganization(handle.db, 'import-bench-floor')
     const started = performance.now()
-    await handle.db.transaction().execute(async (trx) => {
-      await sql`
-        insert into contacts (org_id, id, first_name, last_name, email, email_normalized, channels,
-          user_attributes, custom_fields, created_at, updated_at, first_name_folded, last_name_folded, channels_folded)
-        select ${org.id}::uuid, gen_random_uuid(), 'First' || n, 'Last' || n, 'floor' || n || '@import.example',
-          'floor' || n || '@import.example', jsonb_build_object('telephone', '+1750' || lpad(n::text, 7, '0')),
-          jsonb_build_object('city', 'City ' || n % 97), jsonb_build_object('plan', 'pro'), now(), now(),
-          'first' || n, 'last' || n, '+1750' || lpad(n::text, 7, '0')
-        from generate_series(1, ${rows}::int) n`.execute(trx)
-      for (const [kind, column] of [
-        ['email', 'email_normalized'],
-        ['phone', 'channels_folded'],
-      ] as const) {
-        await sql`
-          insert into contact_identities (org_id, kind, value, contact_id, origin)
-          select org_id, ${kind}, ${sql.ref(column)}, id, 'field' from contacts where org_id = ${org.id}::uuid`.execute(
-          trx,
-        )
-      }
-      await sql`
-        insert into contact_events (org_id, id, contact_id, type, actor_type, actor_id, created_at, data)
-        select org_id, gen_random_uuid(), id, 'contact.created', 'system', null, now(), row_to_json(contacts)::text
-        from contacts where org_id = ${org.id}::uuid`.execute(trx)
-    })
+    await storePeople(handle.db, org.id, 'floor', rows)
     return Math.round(rows / ((performance.now() - started) / 1000))
   } finally {
     await handle.close()
   }
 }
 
+/** People stored by PostgreSQL alone, in one transaction: see databaseFloor. */
+async function storePeople(db: Kysely<Database>, orgId: string, label: string, rows: number) {
+  await db.transaction().execute(async (trx) => {
+    // Hundreds of thousands of people take longer than the server's statement timeout.
+    await sql`set local statement_timeout = 0`.execute(trx)
+    await sql`
+      insert into contacts (org_id, id, first_name, last_name, email, email_normalized, channels,
+        user_attributes, custom_fields, created_at, updated_at, first_name_folded, last_name_folded, channels_folded)
+      select ${orgId}::uuid, gen_random_uuid(), 'First' || n, 'Last' || n, ${label} || n || '@import.example',
+        ${label} || n || '@import.example', jsonb_build_object('telephone', '+1750' || lpad(n::text, 7, '0')),
+        jsonb_build_object('city', 'City ' || n % 97), jsonb_build_object('plan', 'pro'), now(), now(),
+        'first' || n, 'last' || n, '+1750' || lpad(n::text, 7, '0')
+      from generate_series(1, ${rows}::int) n`.execute(trx)
+    for (const [kind, column] of [
+      ['email', 'email_normalized'],
+      ['phone', 'channels_folded'],
+    ] as const) {
+      await sql`
+        insert into contact_identities (org_id, kind, value, contact_id, origin)
+        select org_id, ${kind}, ${sql.ref(column)}, id, 'field' from contacts where org_id = ${orgId}::uuid`.execute(
+        trx,
+      )
+    }
+    await sql`
+      insert into contact_events (org_id, id, contact_id, type, actor_type, actor_id, created_at, data)
+      select org_id, gen_random_uuid(), id, 'contact.created', 'system', null, now(), row_to_json(contacts)::text
+      from contacts where org_id = ${orgId}::uuid`.execute(trx)
+  })
+}
+
 export async function benchImport(
   backend: 'sqlite' | 'postgres',
   rows: number,
   nodeArgs: string[] = [],
+  /**
+   * People of another organization stored (and the tables analyzed) before the import, on
+   * PostgreSQL: the import then loads an organization its planner statistics do not know.
+   */
+  otherOrgRows = 0,
 ): Promise<ImportBenchResult> {
   const dir = await mkdtemp(join(tmpdir(), 'contacts-import-bench-'))
   const database = await scratchDatabase(backend, 'contacts-import-bench')
@@ -176,9 +191,15 @@ export async function benchImport(
     await migrateToLatest(handle)
     const org = await createOrganization(handle.db, 'import-bench')
     const { key } = await createApiKey(handle.db, { orgId: org.id, name: 'bench', role: 'full_access' })
+    if (backend === 'postgres' && otherOrgRows > 0) {
+      process.stdout.write(`${backend}: storing ${otherOrgRows} people of another organization…\n`)
+      const other = await createOrganization(handle.db, 'import-bench-other')
+      await storePeople(handle.db, other.id, 'other', otherOrgRows)
+      await sql`analyze contacts, contact_identities, contact_events`.execute(handle.db)
+    }
     await handle.close()
     const server = await startServer(database.url, { nodeArgs })
-    let result: Omit<ImportBenchResult, 'database_floor_rows_per_second'>
+    let result: Omit<ImportBenchResult, 'database_floor_rows_per_second' | 'other_org_rows'>
     try {
       result = await measure(server.url, server.pid, key, file, rows, backend)
     } finally {
@@ -186,7 +207,11 @@ export async function benchImport(
     }
     const floor =
       backend === 'postgres' ? await databaseFloor(database.url, Math.min(rows, FLOOR_ROWS)) : null
-    return { ...result, database_floor_rows_per_second: floor }
+    return {
+      ...result,
+      other_org_rows: backend === 'postgres' ? otherOrgRows : 0,
+      database_floor_rows_per_second: floor,
+    }
   } finally {
     await database.drop()
     rmSync(dir, { recursive: true, force: true })
@@ -194,7 +219,7 @@ export async function benchImport(
 }
 
 export const importBenchLine = (r: ImportBenchResult) =>
-  `${r.backend}: CSV import of ${r.rows} new contacts (${r.file_mb} MB file, upload included) ${r.import_seconds} s = ${r.import_rows_per_second} rows/s; CSV export ${r.export_seconds} s = ${r.export_rows_per_second} rows/s; peak server RSS ${r.peak_rss_mb_after_import} MB after the import, ${r.peak_rss_mb} MB after the export.${
+  `${r.backend}: CSV import of ${r.rows} new contacts (${r.file_mb} MB file, upload included${r.other_org_rows > 0 ? `, into tables holding ${r.other_org_rows} people of another organization` : ''}) ${r.import_seconds} s = ${r.import_rows_per_second} rows/s; CSV export ${r.export_seconds} s = ${r.export_rows_per_second} rows/s; peak server RSS ${r.peak_rss_mb_after_import} MB after the import, ${r.peak_rss_mb} MB after the export.${
     r.database_floor_rows_per_second
       ? ` PostgreSQL alone stores the same kind of rows (contact, two identities, event; INSERT … SELECT) at ${r.database_floor_rows_per_second} rows/s: the import reaches ${(r.import_rows_per_second / r.database_floor_rows_per_second).toFixed(2)} of it.`
       : ''
@@ -208,12 +233,15 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       sqlite: { type: 'boolean', default: false },
       // Node options for the server, for example --cpu-prof --cpu-prof-dir DIR.
       'node-arg': { type: 'string', multiple: true },
+      // PostgreSQL: people of another organization stored before the import (see benchImport).
+      'other-org-rows': { type: 'string', default: '0' },
     },
   })
   const result = await benchImport(
     values.sqlite ? 'sqlite' : 'postgres',
     Number(values.rows),
     values['node-arg'] ?? [],
+    Number(values['other-org-rows']),
   )
   process.stdout.write(`\n${importBenchLine(result)}\n`)
 }
