@@ -8,7 +8,7 @@ import { foldContactCounts, purgeTrash } from './contacts/contacts.service.js'
 import { databaseOptionsOf, openDatabase } from './db/database.js'
 import { startPendingListCleaner } from './db/gin-pending-lists.js'
 import { migrateToLatest } from './db/migrations.js'
-import { refreshStaleStatistics } from './db/planner-statistics.js'
+import { organizationSizes, refreshStaleStatistics } from './db/planner-statistics.js'
 import { type ImportRunner, startImportRunner } from './imports/imports.service.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
 
@@ -84,11 +84,12 @@ export async function startServer(
         ).unref()
       : undefined
   let statisticsCheck: Promise<unknown> | null = null
+  const sizesAtLastRefresh = organizationSizes()
   const statisticsTimer =
     database.dialect === 'postgres'
       ? setInterval(() => {
           // A check still running (an ANALYZE of a large table) is not doubled.
-          statisticsCheck ??= refreshStaleStatistics(database.db)
+          statisticsCheck ??= refreshStaleStatistics(database.db, sizesAtLastRefresh)
             .then((tables) => tables.length > 0 && app.log.info({ tables }, 'refreshed planner statistics'))
             .catch((err) => app.log.warn({ err }, 'refreshing planner statistics failed'))
             .finally(() => {

@@ -2,7 +2,11 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { sql } from 'kysely'
 import pg from 'pg'
-import { refreshStaleStatistics, tablesWithStaleStatistics } from '../src/db/planner-statistics.js'
+import {
+  organizationSizes,
+  refreshStaleStatistics,
+  tablesWithStaleStatistics,
+} from '../src/db/planner-statistics.js'
 import { claimJob } from '../src/imports/imports.repository.js'
 import { runImportJob } from '../src/imports/imports.service.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
@@ -140,5 +144,43 @@ describe('planner statistics on postgres', { skip: postgres?.skip ?? 'no Postgre
       // With 5,000 contacts created, with 10,000, and once more as the import ends.
       await eventually(async () => (await analyzeCount()) >= before + 3, 'three ANALYZEs counted')
       assert.equal(await analyzeCount(), before + 3)
+    }))
+  test('an organization new to the tables, once it holds 1,000 contacts, has them analyzed for its lookups', () =>
+    withApp(async (t, org, writeContacts) => {
+      const sizes = organizationSizes()
+      await writeContacts(3000)
+      await eventually(
+        async () => (await staleTables(t)).includes('contacts'),
+        'the first organization counted',
+      )
+      await refreshStaleStatistics(t.database.db, sizes)
+      assert.ok(sizes.atLastRefresh?.get(org.id), 'the sizes taken at the refresh')
+
+      const newcomer = await t.createOrg()
+      for (const from of [0, 750]) {
+        const contacts = Array.from({ length: 750 }, (_, n) => ({ email: `new${from + n}@newcomer.example` }))
+        const batch = await t.api(newcomer.key, 'POST', '/contact/batch/upsert', { contacts })
+        assert.equal(batch.statusCode, 200, batch.body)
+      }
+      /** The index PostgreSQL reads one of the newcomer's identities by. */
+      const identityIndex = async () => {
+        assert.match(newcomer.id, /^[0-9a-f-]{36}$/)
+        const { rows } = await sql<{ 'QUERY PLAN': string }>`${sql.raw(
+          `explain select contact_id from contact_identities where org_id = '${newcomer.id}' and kind = 'email' and value = 'new7@newcomer.example'`,
+        )}`.execute(t.database.db)
+        return /using (\w+)/.exec(rows.map((row) => row['QUERY PLAN']).join('\n'))?.[1]
+      }
+      // 1,500 changed rows is under the table-wide rule's 1,000 plus half of 3,000.
+      const stale = await staleTables(t)
+      for (const table of ['contacts', 'contact_identities']) assert.ok(!stale.includes(table), table)
+      assert.notEqual(await identityIndex(), 'contact_identities_pk', 'planned as if it held nothing')
+
+      const analyzed = (await refreshStaleStatistics(t.database.db, sizes)).map((name) => name.split('.')[1])
+      for (const table of ['contacts', 'contact_identities', 'contact_events'])
+        assert.ok(analyzed.includes(table), `${table} analyzed: ${analyzed.join(', ')}`)
+      assert.equal(await identityIndex(), 'contact_identities_pk')
+      assert.equal(sizes.atLastRefresh?.get(newcomer.id), 1500)
+      const again = await refreshStaleStatistics(t.database.db, sizes)
+      assert.ok(!again.some((name) => name.endsWith('.contacts')), 'not again until it doubles')
     }))
 })
