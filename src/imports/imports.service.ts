@@ -423,11 +423,12 @@ export async function runImportJob(
 
   // PostgreSQL plans the lookup of each batch's identities from the organization's share of the
   // tables at their last ANALYZE. An organization loading its first file into tables that others
-  // fill is a few rows there until the next one, which neither autovacuum nor the server's own
-  // refresh runs before the tables as a whole have grown by a tenth or a half: until then every
-  // lookup hashed all the identities the organization held, and each batch cost more than the
-  // one before. So the import refreshes the statistics itself each time the contacts it created
-  // double, from BULK_WRITE_ROWS on, beside the batches (a few ANALYZEs for a million rows).
+  // fill is a few rows there until the next one, which autovacuum runs only once the tables as a
+  // whole have grown by a tenth, and a server's round (db/planner-statistics.ts) only where a
+  // server runs, not in `contacts import`: until then every lookup hashed all the identities the
+  // organization held, and each batch cost more than the one before. So the import refreshes the
+  // statistics itself each time the contacts it created double, from BULK_WRITE_ROWS on, beside
+  // the batches (a few ANALYZEs for a million rows).
   let statisticsDueAt = job.created + BULK_WRITE_ROWS
   let refreshingStatistics: Promise<void> = Promise.resolve()
   const keepStatisticsCurrent = () => {
