@@ -18,7 +18,9 @@ const postgres = BACKENDS.find((backend) => backend.name === 'postgres')
  * On PostgreSQL the server refreshes the planner's statistics of a table that changed a lot since
  * its last ANALYZE (db/planner-statistics.ts), so that plans a connection made while the table was
  * small are made again: above all the check of an identity's foreign key, planned once per
- * connection, which made on a table of a few rows reads every contact of the organization.
+ * connection, which made on a table of a few rows reads every contact of the organization. It
+ * also refreshes them when an organization has grown, and an import as it creates contacts: an
+ * organization the statistics do not know yet is planned as if it held nothing.
  */
 describe('planner statistics on postgres', { skip: postgres?.skip ?? 'no PostgreSQL backend' }, () => {
   /** Each test on a database of its own, which starts with no contacts. */
@@ -115,10 +117,11 @@ describe('planner statistics on postgres', { skip: postgres?.skip ?? 'no Postgre
       // 500 changes on a table of 2,000 rows at its last ANALYZE: under 1000 + half of them.
       assert.ok(!(await staleTables(t)).includes('contacts'))
     }))
+
   test('an import refreshes the statistics each time the contacts it created double', () =>
     withApp(async (t, org) => {
-      // Until they do, its lookups are planned as if the organization held what it held at the
-      // last ANALYZE: nothing, for an organization new to tables that others fill.
+      // Until an ANALYZE counts them, its lookups are planned as if the organization held what it
+      // held at the last one: nothing, for an organization new to tables that others fill.
       const analyzeCount = async () =>
         Number(
           (
@@ -145,6 +148,7 @@ describe('planner statistics on postgres', { skip: postgres?.skip ?? 'no Postgre
       await eventually(async () => (await analyzeCount()) >= before + 3, 'three ANALYZEs counted')
       assert.equal(await analyzeCount(), before + 3)
     }))
+
   test('an organization new to the tables, once it holds 1,000 contacts, has them analyzed for its lookups', () =>
     withApp(async (t, org, writeContacts) => {
       const sizes = organizationSizes()
