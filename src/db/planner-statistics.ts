@@ -37,7 +37,8 @@ const ORGANIZATION_TABLES = ['contacts', 'contact_identities', 'contact_events']
  * contacts of one organization and 200,000 of a second, not yet analyzed: 16 ms for one of the
  * second's contacts by id, 100 ms for the lookup of two identities. So the tables are also
  * analyzed when an organization's live contacts reach STALE_ROWS and twice what they were at the
- * last refresh this process made: a few times an organization, as it grows.
+ * last refresh this process made: a few times an organization, as it grows. Each server process
+ * keeps its own sizes, so with several processes one such ANALYZE may run once in each.
  */
 export interface OrganizationSizes {
   /** Each organization's live contacts at the last refresh; null before the first look. */
