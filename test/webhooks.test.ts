@@ -289,6 +289,56 @@ for (const backend of BACKENDS) {
     })
 
     if (backend.name === 'postgres') {
+      test("a claim reads the due index in order, whatever the planner's statistics say", async () => {
+        // A database of its own, its statistics taken while nothing was due.
+        const solo = await startTestApp(backend)
+        try {
+          const owner = await solo.createOrg()
+          const { db } = solo.database
+          const created = await solo.api(owner.key, 'POST', '/outbound_webhook', {
+            endpoint: 'https://93.184.216.34/hooks/backlog',
+          })
+          assert.equal(created.statusCode, 201, created.body)
+          await sql`analyze webhook_deliveries, contact_events, webhooks`.execute(db)
+          await sql`
+            with e as (
+              insert into contact_events (org_id, id, contact_id, type, actor_type, actor_id, created_at, data)
+              select ${owner.id}::uuid, gen_random_uuid(), gen_random_uuid(), 'contact.updated', 'api_key', null, now(), '{}'
+              from generate_series(1, 8000) returning seq, org_id, contact_id, created_at)
+            insert into webhook_deliveries
+              (org_id, id, webhook_id, event_seq, contact_id, status, attempts, next_attempt_at, created_at)
+            select org_id, gen_random_uuid(), ${created.json().data.id}::uuid, seq, contact_id, 'pending', 0, created_at, created_at
+            from e`.execute(db)
+          const planOfClaim = async (trx: typeof db) => {
+            const compiled = dueDeliveries(trx, new Date().toISOString(), 64, 'all', '').compile()
+            const { rows } = await trx.executeQuery<{ 'QUERY PLAN': string }>(
+              CompiledQuery.raw(`explain ${compiled.sql}`, [...compiled.parameters]),
+            )
+            return rows.map((row) => row['QUERY PLAN']).join('\n')
+          }
+          // Planned as it comes, the query reads and sorts every due delivery to return 64.
+          assert.match(await planOfClaim(db), /Sort/)
+          await db.transaction().execute(async (trx) => {
+            const inAMinute = new Date(Date.now() + 60_000).toISOString()
+            const claimed = await claimDueDeliveries(
+              trx,
+              new Date().toISOString(),
+              inAMinute,
+              'check',
+              64,
+              null,
+            )
+            assert.equal(claimed.length, 64)
+            // In the claim's transaction it is planned in the due index's order, stopped at 64.
+            const plan = await planOfClaim(trx)
+            assert.doesNotMatch(plan, /Sort/, plan)
+            assert.match(plan, /Index Scan using webhook_deliveries_due_idx on webhook_deliveries d/, plan)
+          })
+        } finally {
+          await solo.close()
+        }
+      })
+
       test("a claim's in-order check reads the order index, whatever the planner's statistics say", async () => {
         const { db } = t.database
         const created = await call('POST', '/outbound_webhook', {

@@ -413,6 +413,11 @@ function dueQuery(range: OrgRange, limit: number) {
   return query
 }
 
+const claimInIndexOrder = (trx: Kysely<Database>) =>
+  sql`select set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true)`.execute(
+    trx,
+  )
+
 /** Leases the given deliveries of one organization (ids as a JSON array) to a dispatcher. */
 async function leaseDeliveries(
   trx: Kysely<Database>,
@@ -532,6 +537,11 @@ export async function claimDueDeliveries(
   // Walking the due index in its own order (organization, then due time) lets the scan stop
   // at `limit` instead of sorting every pending delivery; starting after the organization
   // served last, and wrapping round, shares the dispatcher fairly between organizations.
+  // PostgreSQL plans from statistics that may date from when few deliveries were due (a burst, a
+  // backlog, a new deployment): it then read and sorted every due delivery to return the first
+  // 64, 22 ms a claim with 8,000 due and seconds in a larger backlog. For this transaction only
+  // (the claim's), sorting is made the planner's last resort, which leaves it the index's order.
+  if (dialectOf(trx) === 'postgres') await claimInIndexOrder(trx)
   const due = (
     await dueQuery(afterOrg === null ? 'all' : 'after', limit)(trx, now, afterOrg ?? '')
   ).rows.slice(0, limit)
