@@ -86,17 +86,16 @@ export async function refreshStaleStatistics(
   sizes?: OrganizationSizes,
 ): Promise<string[]> {
   const live = sizes ? await liveContactsByOrganization(db) : null
-  const before = sizes?.atLastRefresh
+  const before = sizes?.atLastRefresh ?? null
   const grown =
     live !== null &&
     before !== null &&
-    before !== undefined &&
     [...live].some(([orgId, count]) => count >= STALE_ROWS && count >= 2 * (before.get(orgId) ?? 0))
   const tables = await tablesToAnalyze(db, grown ? ORGANIZATION_TABLES : [])
   // Names quoted by quote_ident, from the catalog: safe to write into the statement.
   for (const table of tables) await sql`analyze ${sql.raw(table)}`.execute(db)
   // The first look only takes the sizes; later ones only when the contacts were analyzed.
-  if (sizes && live && (before == null || tables.some((table) => table.endsWith('.contacts')))) {
+  if (sizes && live && (before === null || tables.some((table) => table.endsWith('.contacts')))) {
     sizes.atLastRefresh = live
   }
   return tables
