@@ -10,6 +10,7 @@ import { startPendingListCleaner } from './db/gin-pending-lists.js'
 import { migrateToLatest } from './db/migrations.js'
 import { organizationSizes, refreshStaleStatistics } from './db/planner-statistics.js'
 import { type ImportRunner, startImportRunner } from './imports/imports.service.js'
+import { manageHeapGrowth } from './shared/heap-growth.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
 
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
@@ -30,11 +31,8 @@ function setV8FlagUnlessGiven(flag: string) {
 /**
  * Two V8 settings that keep the server's resident memory down without costing throughput:
  *
- * - V8 lets a busy process's heap grow to several times what its last full collection kept
- *   before collecting again: the passing garbage of an import took the server from 130 MB to over
- *   300 MB. Growing by at most 60% collects sooner, for the same throughput (the import bench's
- *   peak fell to about 200 MB). 30% took another 7 to 16 MB off the peak under the API's load,
- *   but collected the import's batches often enough to cost it a tenth of its rate.
+ * - The heap is let grow less between full collections than V8 would, and less while the
+ *   process serves the API than while it runs an import (shared/heap-growth.ts).
  * - The webhook client (undici) parses answers with a WebAssembly build of llhttp. Soon after the
  *   first delivery V8 recompiles that module with its optimizing compiler, in the background,
  *   which took the server's resident memory up by 28 MB for a moment and by 10 MB for good.
@@ -42,7 +40,7 @@ function setV8FlagUnlessGiven(flag: string) {
  *   hundred bytes), so WebAssembly stays on the baseline compiler.
  */
 function limitMemory() {
-  setV8FlagUnlessGiven('--heap-growing-percent=60')
+  manageHeapGrowth()
   setV8FlagUnlessGiven('--liftoff-only')
 }
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { parse } from 'csv-parse/sync'
@@ -6,6 +7,7 @@ import { type Kysely, sql } from 'kysely'
 import type { Database } from '../src/db/schema.js'
 import { claimJob } from '../src/imports/imports.repository.js'
 import { runImportJob, startImportRunner } from '../src/imports/imports.service.js'
+import { heapGrowthPercent, manageHeapGrowth } from '../src/shared/heap-growth.js'
 import { startTestApp, type TestApp, type TestOrg } from './helpers/app.js'
 import { BACKENDS } from './helpers/backends.js'
 import { fillTheDisk } from './helpers/full-disk.js'
@@ -342,6 +344,37 @@ for (const backend of BACKENDS) {
       assert.ok(job.bytes > 1 << 20, 'the file spans several stored chunks')
     })
 
+    test('an export runs with the heap let grow as bulk work needs, until it ends or its client goes away', async () => {
+      // As the server does at start-up.
+      manageHeapGrowth()
+      assert.ok(
+        (await contactCount(other.id)) >= 40_000,
+        'the streamed upload above left 40,000 contacts, more than the connection holds in flight',
+      )
+      const { port } = t.app.server.address() as AddressInfo
+      const exportUrl = `http://127.0.0.1:${port}/api/v1/contact/export?format=csv`
+      const abandoned = new AbortController()
+      const response = await fetch(exportUrl, {
+        headers: { 'x-api-key': other.key },
+        signal: abandoned.signal,
+      })
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader()
+      try {
+        await reader.read()
+        assert.equal(heapGrowthPercent(), 60, 'while the export is being read')
+      } finally {
+        abandoned.abort()
+        await reader.read().catch(() => undefined)
+      }
+      for (let i = 0; i < 200 && heapGrowthPercent() !== 30; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      assert.equal(heapGrowthPercent(), 30, 'back to the API’s once its client went away')
+      const whole = await fetch(exportUrl, { headers: { 'x-api-key': other.key } })
+      assert.ok((await whole.text()).length > 1 << 20)
+      assert.equal(heapGrowthPercent(), 30, 'back to the API’s once the export ended')
+    })
+
     test('a character cut in two where the file is read in pieces comes through whole', async () => {
       const rows = 2_500
       const nameOf = (i: number) => `${'日本'.repeat(8)} Zoë ${i}`
@@ -417,6 +450,41 @@ for (const backend of BACKENDS) {
         const failures = await db.selectFrom('import_failures').select('line').execute()
         assert.deepEqual(failures, [{ line: 3502 }])
       } finally {
+        await solo.close()
+      }
+    })
+
+    test("an import runs with the heap let grow as an import needs, and serving goes back to the API's", async () => {
+      // As the server does at start-up.
+      manageHeapGrowth()
+      assert.equal(heapGrowthPercent(), 30)
+      const solo = await startTestApp(backend)
+      const runner = { stop: async () => {} }
+      try {
+        const owner = await solo.createOrg()
+        const lines = ['email,first_name']
+        for (let i = 0; i < 2500; i++) lines.push(`heap${i}@example.com,H${i}`)
+        const jobId = await uploadTo(solo, owner.key, 'heap.csv', lines)
+        const duringBatches: (number | null)[] = []
+        Object.assign(
+          runner,
+          startImportRunner(solo.database.db, solo.app.log, {
+            pollIntervalMs: 20,
+            leaseMs: 60_000,
+            onBatch: () => duringBatches.push(heapGrowthPercent()),
+          }),
+        )
+        let job = (await solo.api(owner.key, 'GET', `/contact/import/${jobId}`)).json().data as Job
+        for (let i = 0; i < 400 && job.status !== 'completed'; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 25))
+          job = (await solo.api(owner.key, 'GET', `/contact/import/${jobId}`)).json().data as Job
+        }
+        assert.equal(job.status, 'completed', job.error ?? '')
+        assert.ok(duringBatches.length >= 2, 'the import ran in several batches')
+        assert.deepEqual(new Set(duringBatches), new Set([60]), 'every batch ran with 60%')
+        assert.equal(heapGrowthPercent(), 30, 'back to the API’s once the import ended')
+      } finally {
+        await runner.stop()
         await solo.close()
       }
     })

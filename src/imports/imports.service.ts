@@ -15,6 +15,7 @@ import type { Actor } from '../events/events.service.js'
 import { validateBody } from '../http/validation.js'
 import { retryDelayMs } from '../shared/backoff.js'
 import { type CursorCodec, queryKeyOf, readTimeAndId, timeAndId } from '../shared/cursor.js'
+import { withBulkHeapGrowth } from '../shared/heap-growth.js'
 import { uuidv7 } from '../shared/ids.js'
 import { cursorPageOf } from '../shared/list-paging.js'
 import { formatNullableTimestamp, formatTimestamp, nowTimestamp } from '../shared/time.js'
@@ -668,7 +669,9 @@ export function startImportRunner(
     const jobLog = log.child({ import_job: job.id })
     jobLog.info({ resumed_after_line: job.lines_done || undefined }, 'import started')
     try {
-      const done = await runImportJob(db, job, token, { onBatch, leaseMs, shouldStop: () => stopping })
+      const done = await withBulkHeapGrowth(() =>
+        runImportJob(db, job, token, { onBatch, leaseMs, shouldStop: () => stopping }),
+      )
       failuresInARow.delete(job.id)
       jobLog.info({ status: done.status, rows: done.rows_read, failed: done.failed }, 'import finished')
     } catch (error) {
