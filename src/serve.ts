@@ -1,4 +1,3 @@
-import { setFlagsFromString } from 'node:v8'
 import closeWithGrace from 'close-with-grace'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { pino } from 'pino'
@@ -11,6 +10,7 @@ import { migrateToLatest } from './db/migrations.js'
 import { organizationSizes, refreshStaleStatistics } from './db/planner-statistics.js'
 import { type ImportRunner, startImportRunner } from './imports/imports.service.js'
 import { manageHeapGrowth } from './shared/heap-growth.js'
+import { setV8FlagUnlessGiven } from './shared/v8-flags.js'
 import { startDispatcher } from './webhooks/dispatcher.js'
 
 const TRASH_PURGE_INTERVAL_MS = 60 * 60 * 1000
@@ -19,20 +19,11 @@ const COUNT_FOLD_INTERVAL_MS = 60 * 1000
 const STATISTICS_CHECK_INTERVAL_MS = 10 * 1000
 
 /**
- * A V8 flag, set at start-up unless the command line sets it either way (`--x` or `--no-x`); V8
- * reads these flags when it next uses them.
- */
-function setV8FlagUnlessGiven(flag: string) {
-  const name = (flag.split('=')[0] as string).slice(2)
-  if (process.execArgv.some((arg) => arg.startsWith(`--${name}`) || arg.startsWith(`--no-${name}`))) return
-  setFlagsFromString(flag)
-}
-
-/**
- * Two V8 settings that keep the server's resident memory down without costing throughput:
+ * Two V8 settings that keep the server's resident memory down:
  *
  * - The heap is let grow less between full collections than V8 would, and less while the
- *   process serves the API than while it runs an import (shared/heap-growth.ts).
+ *   process serves the API than while it runs an import or export (shared/heap-growth.ts, with
+ *   what it costs a batch upsert).
  * - The webhook client (undici) parses answers with a WebAssembly build of llhttp. Soon after the
  *   first delivery V8 recompiles that module with its optimizing compiler, in the background,
  *   which took the server's resident memory up by 28 MB for a moment and by 10 MB for good.

@@ -4,7 +4,7 @@ import { type Static, Type } from '@sinclair/typebox'
 import { principalOf } from '../auth/auth.hook.js'
 import { ListQuery } from '../contacts/search.schemas.js'
 import { type SearchEngine, searchFromQuery } from '../contacts/search.service.js'
-import { withBulkHeapGrowthWhile } from '../shared/heap-growth.js'
+import { iterateWithBulkHeapGrowth } from '../shared/heap-growth.js'
 import { errorResponses, StringEnum } from '../shared/schemas.js'
 import { type ExportFormat, exportContacts } from './exports.service.js'
 
@@ -61,7 +61,7 @@ CSV columns, always in this order: \`id, first_name, last_name, email, phone_num
       return reply
         .type(MEDIA_TYPES[format])
         .header('content-disposition', `attachment; filename="contacts-${day}.${format}"`)
-        .send(Readable.from(withBulkHeapGrowthWhile(exportContacts(engine, orgId, search, format))))
+        .send(Readable.from(iterateWithBulkHeapGrowth(exportContacts(engine, orgId, search, format))))
     },
   )
 }

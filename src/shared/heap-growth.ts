@@ -1,4 +1,5 @@
 import { setFlagsFromString } from 'node:v8'
+import { givenOnCommandLine } from './v8-flags.js'
 
 /**
  * How far V8 lets the heap grow past what its last full collection kept before it collects
@@ -25,8 +26,6 @@ let managed = false
 let bulkRunning = 0
 let currentPercent: number | null = null
 
-const givenOnCommandLine = () => process.execArgv.some((arg) => arg.startsWith('--heap-growing-percent'))
-
 function setPercent(percent: number) {
   if (currentPercent === percent) return
   setFlagsFromString(`--heap-growing-percent=${percent}`)
@@ -35,7 +34,7 @@ function setPercent(percent: number) {
 
 /** From now on this process's heap growth follows what it is doing (the server and dispatcher). */
 export function manageHeapGrowth(): void {
-  if (managed || givenOnCommandLine()) return
+  if (managed || givenOnCommandLine('heap-growing-percent')) return
   managed = true
   setPercent(bulkRunning > 0 ? BULK_PERCENT : SERVING_PERCENT)
 }
@@ -50,7 +49,7 @@ function bulkEnded() {
   if (managed && bulkRunning === 0) setPercent(SERVING_PERCENT)
 }
 
-/** Runs an import with the heap growth it needs, then returns to the serving one. */
+/** Runs bulk work (an import job) with the heap growth it needs, then returns to the serving one. */
 export async function withBulkHeapGrowth<T>(run: () => Promise<T>): Promise<T> {
   bulkStarted()
   try {
@@ -64,7 +63,7 @@ export async function withBulkHeapGrowth<T>(run: () => Promise<T>): Promise<T> {
  * An export's output, produced with the heap growth it needs from its first piece until it ends
  * or is abandoned (a stream destroyed when its client goes away ends its source).
  */
-export async function* withBulkHeapGrowthWhile<T>(pieces: AsyncIterable<T>): AsyncGenerator<T> {
+export async function* iterateWithBulkHeapGrowth<T>(pieces: AsyncIterable<T>): AsyncGenerator<T> {
   bulkStarted()
   try {
     yield* pieces
