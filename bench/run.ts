@@ -50,6 +50,7 @@ import {
   startReceiver,
   startServer,
 } from './server-process.js'
+import { checkTargets, targetsTable } from './targets.js'
 
 const { values } = parseArgs({
   options: {
@@ -1022,13 +1023,15 @@ for (const result of results) {
   )
 }
 if (importResult) lines.push(importBenchLine(importResult))
+const targets = checkTargets(results, importResult)
+lines.push('', ...targetsTable(targets, QUICK))
 const table = lines.join('\n')
 mkdirSync(OUT, { recursive: true })
 const stamp = environment.date.replace(/[:.]/g, '-')
 writeFileSync(join(OUT, `bench-${stamp}.md`), `${table}\n`)
 writeFileSync(
   join(OUT, `bench-${stamp}.json`),
-  `${JSON.stringify({ environment, results, import: importResult }, null, 2)}\n`,
+  `${JSON.stringify({ environment, results, import: importResult, targets }, null, 2)}\n`,
 )
 process.stdout.write(`\n${table}\n\nWritten to .bench/bench-${stamp}.{md,json}\n`)
 
