@@ -48,49 +48,75 @@ describe("the bench's targets", () => {
     assert.match(targetsTable(checks, false)[0] ?? '', /15 of 15 met\.$/)
   })
 
-  test('each threshold holds at its own value and fails just past it', () => {
-    const at = checkTargets(
+  /** Both backends and the import, every figure the one given, the rest passing. */
+  const runWith = (figures: {
+    putRatio: number
+    getRatio: number
+    putP99: number
+    slowest: number
+    sqliteRss: number
+    webhook: number
+    putToPgbench: number
+    batch: number
+    importRate: number
+    exportRate: number
+    importRss: number
+  }) =>
+    checkTargets(
       [
         passing('sqlite', {
-          peak_rss_mb: 150,
-          put_webhook_to_put: 0.85,
+          peak_rss_mb: figures.sqliteRss,
+          put_webhook_to_put: figures.webhook,
           routes: routes({
-            put: { ratio_to_ceiling: 0.35, p99_ms: 25, max_ms: 250 },
-            get: { ratio_to_ceiling: 0.5 },
+            put: { ratio_to_ceiling: figures.putRatio, p99_ms: figures.putP99, max_ms: figures.slowest },
+            get: { ratio_to_ceiling: figures.getRatio },
           }),
         }),
-        passing('postgres', { put_to_pgbench: 0.3, batch_upsert_contacts_per_second: 20_000 }),
+        passing('postgres', {
+          put_to_pgbench: figures.putToPgbench,
+          batch_upsert_contacts_per_second: figures.batch,
+        }),
       ],
       {
         ...importing,
-        import_rows_per_second: 20_000,
-        export_rows_per_second: 50_000,
-        peak_rss_mb_after_import: 249.9,
+        import_rows_per_second: figures.importRate,
+        export_rows_per_second: figures.exportRate,
+        peak_rss_mb_after_import: figures.importRss,
       },
     )
+
+  test('each threshold holds at its own value and fails just past it', () => {
+    const at = runWith({
+      putRatio: 0.35,
+      getRatio: 0.5,
+      putP99: 25,
+      slowest: 250,
+      sqliteRss: 150,
+      webhook: 0.85,
+      putToPgbench: 0.3,
+      batch: 20_000,
+      importRate: 20_000,
+      exportRate: 50_000,
+      importRss: 249.9,
+    })
     assert.deepEqual(
       at.filter((c) => !c.met).map((c) => c.target),
       [],
     )
-    const past = checkTargets(
-      [
-        passing('sqlite', {
-          peak_rss_mb: 150.1,
-          put_webhook_to_put: 0.849,
-          routes: routes({
-            put: { ratio_to_ceiling: 0.349, p99_ms: 26, max_ms: 251 },
-            get: { ratio_to_ceiling: 0.499 },
-          }),
-        }),
-        passing('postgres', { put_to_pgbench: 0.299, batch_upsert_contacts_per_second: 19_999 }),
-      ],
-      {
-        ...importing,
-        import_rows_per_second: 19_999,
-        export_rows_per_second: 49_999,
-        peak_rss_mb_after_import: 250,
-      },
-    )
+    // Only PostgreSQL's own route figures, left passing, still hold.
+    const past = runWith({
+      putRatio: 0.349,
+      getRatio: 0.499,
+      putP99: 26,
+      slowest: 251,
+      sqliteRss: 150.1,
+      webhook: 0.849,
+      putToPgbench: 0.299,
+      batch: 19_999,
+      importRate: 19_999,
+      exportRate: 49_999,
+      importRss: 250,
+    })
     assert.deepEqual(
       past.filter((c) => c.met).map((c) => `${c.target} ${c.backend}`),
       [
